@@ -1,0 +1,493 @@
+//! Command line: clap definitions, validation into typed configs before any dial, and the mapping
+//! of outcomes to exit codes (0 done, 1 runtime failure, 2 bad input, 3 no route, 130 Ctrl-C).
+//! The only module that uses anyhow-style stringly errors; everything below it is typed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::addr::NodeAddr;
+use crate::events::EventSink;
+use crate::identity::{Identity, NodeId};
+use crate::lab::Lab;
+use crate::measure::{self, RunConfig};
+use crate::node::{self, NodeConfig, Role};
+use crate::protocol::{Mode, MAX_TOKEN_LEN};
+use crate::route::{self, PlanRequest};
+
+/// Exit code: the run completed.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a runtime failure (cannot bind, cannot create identity).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: bad command line or input file.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: not a single route could be established.
+pub const EXIT_NO_ROUTE: i32 = 3;
+/// Exit code: interrupted by Ctrl-C (the summary was still printed).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Multi-route bandwidth measurement over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "mux-bw", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a destination node (the far end of routes: sink for up, source for down).
+    Serve(NodeArgs),
+    /// Run an intermediate node that forwards routes to the next hop named in their setup.
+    Relay(NodeArgs),
+    /// Measure: set up N routes to a destination through relays and pump data on each.
+    Run(RunArgs),
+    /// Start a destination and K relays in this process on 127.0.0.1, then run against them.
+    Lab(LabArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// UDP address to listen on [default: 0.0.0.0:7600 for serve, 0.0.0.0:7601 for relay; port 0 picks one].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Private key file; created (mode 0600) if absent. Without it the node id changes every start.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Also write this node's mbw:// URI to FILE.
+    #[arg(long, value_name = "FILE")]
+    node_file: Option<PathBuf>,
+    /// Setup headers must carry this token.
+    #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Drop connections that send no setup header within this time (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    header_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Destination node, as printed by `mux-bw serve`: mbw://<node-id>@host:port.
+    #[arg(long, value_name = "NODE")]
+    to: String,
+    /// A relay node URI; repeat for a pool.
+    #[arg(long = "relay", value_name = "NODE")]
+    relays: Vec<String>,
+    /// File with one relay URI per line; `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    relays_file: Option<PathBuf>,
+    #[command(flatten)]
+    opts: RunOpts,
+}
+
+#[derive(Debug, Args)]
+struct LabArgs {
+    /// Number of relays to start (named r0, r1, ... in --via).
+    #[arg(long = "relays", value_name = "K", default_value_t = 8)]
+    relay_count: usize,
+    #[command(flatten)]
+    opts: RunOpts,
+}
+
+/// Flags shared by `run` and `lab`.
+#[derive(Debug, Args)]
+struct RunOpts {
+    /// Number of routes, each its own chain of QUIC connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    routes: usize,
+    /// Links per route: 1 = direct, H >= 2 = H-1 relays (never direct).
+    #[arg(long, value_name = "H", default_value_t = 1)]
+    min_hops: usize,
+    /// Pin route IDX through these relays in order, e.g. `--via 2=mbw://...` (lab: `--via 2=r3`).
+    #[arg(long, value_name = "IDX=NODE[,NODE..]")]
+    via: Vec<String>,
+    /// Let routes share relays when the pool is too small for disjoint routes.
+    #[arg(long)]
+    allow_overlap: bool,
+    /// Direction of data: up (client → destination) or down.
+    #[arg(long, value_enum, default_value_t = Mode::Up)]
+    mode: Mode,
+    /// Length of the load phase (e.g. 10s, 1m, 500ms).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    duration: Duration,
+    /// Sample period.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = positive_duration)]
+    interval: Duration,
+    /// Budget for each hop's connect and setup.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    setup_timeout: Duration,
+    /// Deadline of every read and write on a route.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
+    io_timeout: Duration,
+    /// Token to present to nodes started with --token.
+    #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// NDJSON events on stdout instead of human output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration like 10s, 500ms or 1m ({e})"))?;
+    if d.is_zero() {
+        return Err("expected a duration greater than zero".to_string());
+    }
+    Ok(d)
+}
+
+/// A bad-input error: printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    fn of(e: impl std::fmt::Display) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// Entry point of the binary: parses `std::env::args` and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_exit(e),
+    };
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mux-bw: error: cannot start async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(dispatch(cli))
+}
+
+fn clap_exit(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            EXIT_OK
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            EXIT_USAGE
+        }
+        _ => {
+            // One line: clap's first line already names the value and the flag.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("mux-bw: error: {first}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Serve(a) => run_node(Role::Destination, a).await,
+        Command::Relay(a) => run_node(Role::Relay, a).await,
+        Command::Run(a) => run_client(a).await,
+        Command::Lab(a) => run_lab(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.is::<UsageError>() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            };
+            eprintln!("mux-bw: error: {e:#}");
+            code
+        }
+    }
+}
+
+fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            t.cancel();
+        }
+    });
+    token
+}
+
+async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
+    let listen = a.listen.unwrap_or_else(|| match role {
+        Role::Destination => SocketAddr::from(([0, 0, 0, 0], 7600)),
+        Role::Relay => SocketAddr::from(([0, 0, 0, 0], 7601)),
+    });
+    let token = token_bytes(a.token.as_deref())?;
+    let identity = match &a.identity {
+        Some(path) => Identity::load_or_create(path)?,
+        None => Identity::ephemeral()?,
+    };
+    let shutdown = interrupt_token();
+    let cfg = NodeConfig {
+        role,
+        id: identity.id,
+        token,
+        header_timeout: a.header_timeout,
+    };
+    let running = node::start(listen, &identity, cfg, shutdown)?;
+    let uri = running.addr.uri();
+    if let Some(path) = &a.node_file {
+        std::fs::write(path, format!("{uri}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write node file '{}': {e}", path.display()))?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{uri}");
+        let _ = out.flush();
+    }
+    let what = match role {
+        Role::Destination => "destination",
+        Role::Relay => "relay",
+    };
+    eprintln!("mux-bw {what} listening on {listen} (Ctrl-C to stop)");
+    let _ = running.task.await;
+    Ok(EXIT_OK)
+}
+
+fn token_bytes(token: Option<&str>) -> Result<Option<Vec<u8>>, UsageError> {
+    match token {
+        Some(t) if t.len() > MAX_TOKEN_LEN => Err(UsageError(format!(
+            "invalid --token: {} bytes, expected at most {MAX_TOKEN_LEN}",
+            t.len()
+        ))),
+        Some(t) => Ok(Some(t.as_bytes().to_vec())),
+        None => Ok(None),
+    }
+}
+
+async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
+    let dst: NodeAddr = a.to.parse().map_err(|e| UsageError(format!("--to: {e}")))?;
+    let mut pool = Vec::new();
+    for r in &a.relays {
+        pool.push(r.parse().map_err(|e| UsageError(format!("--relay: {e}")))?);
+    }
+    if let Some(path) = &a.relays_file {
+        pool.extend(read_relays_file(path)?);
+    }
+    let cfg = build_config(dst, pool, &a.opts, &|_| None)?;
+    measure_and_report(cfg, a.opts.json).await
+}
+
+async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
+    let token = token_bytes(a.opts.token.as_deref())?;
+    let lab = Lab::start(a.relay_count, token)?;
+    let names = lab.relays.clone();
+    let by_name = move |s: &str| -> Option<NodeAddr> {
+        let k: usize = s.strip_prefix('r')?.parse().ok()?;
+        names.get(k).copied()
+    };
+    let cfg = match build_config(lab.dst, lab.relays.clone(), &a.opts, &by_name) {
+        Ok(c) => c,
+        Err(e) => {
+            lab.stop().await;
+            return Err(e.into());
+        }
+    };
+    if !a.opts.json {
+        eprintln!(
+            "lab: destination {} and {} relay(s) on 127.0.0.1",
+            crate::human::short(&lab.dst.id.to_string()),
+            lab.relays.len()
+        );
+    }
+    let code = measure_and_report(cfg, a.opts.json).await;
+    lab.stop().await;
+    code
+}
+
+async fn measure_and_report(cfg: RunConfig, json: bool) -> anyhow::Result<i32> {
+    let sink = Arc::new(EventSink::new(Instant::now(), json));
+    let interrupt = interrupt_token();
+    let summary = measure::run(&cfg, sink, interrupt).await?;
+    Ok(if summary.interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.routes_established == 0 {
+        EXIT_NO_ROUTE
+    } else {
+        EXIT_OK
+    })
+}
+
+fn read_relays_file(path: &Path) -> Result<Vec<NodeAddr>, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read relays file '{}': {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(line.parse().map_err(|e| {
+            UsageError(format!(
+                "relays file '{}', line {}: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?);
+    }
+    Ok(out)
+}
+
+/// Validates flags into a `RunConfig`: plans routes, resolves `--via` names. No I/O but DNS.
+/// `lab_name` resolves lab relay names like `r3`.
+fn build_config(
+    dst: NodeAddr,
+    pool: Vec<NodeAddr>,
+    o: &RunOpts,
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<RunConfig, UsageError> {
+    let mut pins = BTreeMap::new();
+    for v in &o.via {
+        let (idx, nodes) = parse_via(v, &pool, lab_name)?;
+        if pins.insert(idx, nodes).is_some() {
+            return Err(UsageError(format!(
+                "invalid --via '{v}': route {idx} pinned twice"
+            )));
+        }
+    }
+    let plan = route::plan(&PlanRequest {
+        dst,
+        pool: pool.clone(),
+        routes: o.routes,
+        min_hops: o.min_hops,
+        pins,
+        allow_overlap: o.allow_overlap,
+    })
+    .map_err(UsageError::of)?;
+    Ok(RunConfig {
+        dst,
+        relays: pool,
+        routes: plan,
+        min_hops: o.min_hops,
+        allow_overlap: o.allow_overlap,
+        mode: o.mode,
+        duration: o.duration,
+        interval: o.interval,
+        setup_timeout: o.setup_timeout,
+        io_timeout: o.io_timeout,
+        token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
+    })
+}
+
+/// `IDX=NODE[,NODE..]` where NODE is a URI, a node id from the pool, or a lab name.
+fn parse_via(
+    v: &str,
+    pool: &[NodeAddr],
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<(usize, Vec<NodeAddr>), UsageError> {
+    let bad = |why: String| UsageError(format!("invalid --via '{v}': {why}"));
+    let (idx, list) = v
+        .split_once('=')
+        .ok_or_else(|| bad("expected IDX=NODE[,NODE..]".to_string()))?;
+    let idx: usize = idx
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("route index '{idx}' is not a number")))?;
+    let mut nodes = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let node = if let Some(n) = lab_name(name) {
+            n
+        } else if let Ok(id) = name.parse::<NodeId>() {
+            *pool
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| bad(format!("node id {id} is not in the relay list")))?
+        } else {
+            name.parse::<NodeAddr>().map_err(|e| bad(e.to_string()))?
+        };
+        nodes.push(node);
+    }
+    Ok((idx, nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn opts(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["mux-bw", "lab"].iter().chain(args))
+    }
+
+    #[test]
+    fn durations_parse_and_reject_zero_and_garbage() {
+        assert!(opts(&["--duration", "3s"]).is_ok());
+        assert!(opts(&["--duration", "500ms"]).is_ok());
+        for bad in ["0s", "abc", "10", ""] {
+            let err = opts(&["--duration", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+
+    #[test]
+    fn via_accepts_ids_lab_names_and_uris() {
+        let node = |n: u8| NodeAddr {
+            id: NodeId([n; 16]),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let pool = vec![node(1), node(2)];
+        let lab = |s: &str| (s == "r1").then(|| node(2));
+        let (i, n) = parse_via(&format!("3={},r1", node(1).id), &pool, &lab).unwrap();
+        assert_eq!((i, n), (3, vec![node(1), node(2)]));
+        let (_, n) = parse_via(&format!("0={}", node(7).uri()), &pool, &lab).unwrap();
+        assert_eq!(n, vec![node(7)]);
+        for bad in ["x=r1", "2", "1=nonsense", &format!("1={}", node(9).id)] {
+            let err = parse_via(bad, &pool, &lab).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn relays_file_skips_comments_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relays");
+        let id = NodeId([1; 16]);
+        std::fs::write(&path, format!("# pool\n\nmbw://{id}@127.0.0.1:1 # r0\n")).unwrap();
+        assert_eq!(read_relays_file(&path).unwrap().len(), 1);
+        std::fs::write(&path, "mbw://bad\n").unwrap();
+        let err = read_relays_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

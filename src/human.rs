@@ -1,0 +1,217 @@
+//! Human output: one line per event on stderr, and the summary table on stdout.
+//! Pure formatting plus two print calls; the layout is documented in docs/EVENTS.md.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::events::{Event, RouteState, Summary};
+
+/// Prints the human form of `event` (stderr for progress, stdout for the summary table).
+pub fn print(event: &Event, t: Duration) {
+    match event {
+        Event::Summary(s) => println!("{}", summary_table(s)),
+        other => {
+            if let Some(line) = line(other, t) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// One progress line for an event, or `None` for events shown otherwise.
+pub fn line(event: &Event, t: Duration) -> Option<String> {
+    let ts = format!("[+{:.2}s]", t.as_secs_f64());
+    Some(match event {
+        Event::Start(s) => format!(
+            "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {:?} · {}",
+            s.version,
+            short_uri(&s.config.to),
+            s.config.routes,
+            s.config.min_hops,
+            s.config.mode,
+            humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
+        )
+        .to_lowercase(),
+        Event::RouteEstablished(e) => {
+            let via = match e.path.split_last() {
+                Some((_, mids)) if !mids.is_empty() => {
+                    format!(
+                        "via {}",
+                        mids.iter().map(|m| short(m)).collect::<Vec<_>>().join(",")
+                    )
+                }
+                _ => "direct".to_string(),
+            };
+            format!(
+                "{ts} R{} ✓ established {via} ({} hop{}, setup {})",
+                e.route_index,
+                e.hops,
+                if e.hops == 1 { "" } else { "s" },
+                fmt_duration(Duration::from_nanos(e.setup_ns))
+            )
+        }
+        Event::RouteSetupFailed(e) => {
+            let at = match (e.failed_hop, &e.node) {
+                (Some(h), Some(n)) => format!(" at hop {h} (node {})", short(n)),
+                (Some(h), None) => format!(" at hop {h}"),
+                _ => String::new(),
+            };
+            format!("{ts} R{} ✗ setup-failed{at} err={}", e.route_index, e.error)
+        }
+        Event::RouteFailure(e) => format!(
+            "{ts} R{} ✗ pump-failed before={}/{} after {} err={}",
+            e.route_index,
+            fmt_bytes(e.bytes_sent_before_failure),
+            fmt_bytes(e.bytes_received_before_failure),
+            fmt_duration(Duration::from_nanos(e.elapsed_ns)),
+            e.error
+        ),
+        Event::Sample(s) => {
+            let mut l = format!(
+                "{ts} {}/{} routes  {:>10}",
+                s.active_routes,
+                s.routes.len(),
+                fmt_rate(s.aggregate_bps)
+            );
+            for r in &s.routes {
+                let rate = r.sent_bps.max(r.received_bps);
+                match r.state {
+                    RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
+                    RouteState::Failed => write!(l, "  R{} -", r.route_index),
+                }
+                .ok()?;
+            }
+            if s.omitted {
+                l.push_str("  (omitted)");
+            }
+            l
+        }
+        Event::Error(e) => format!("{ts} error: {}", e.error),
+        Event::Summary(_) => return None,
+    })
+}
+
+/// The end-of-run table: one row per route and a total.
+pub fn summary_table(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<5} {:<6} {:<13} {:>12} {:>12} {:>14}  path / error",
+        "route", "hops", "state", "sent", "received", "mean rate"
+    );
+    for r in &s.routes {
+        let detail = match &r.error {
+            Some(e) => e.clone(),
+            None => r
+                .path
+                .iter()
+                .map(|p| short(p))
+                .collect::<Vec<_>>()
+                .join(" → "),
+        };
+        let _ = writeln!(
+            out,
+            "R{:<4} {:<6} {:<13} {:>12} {:>12} {:>14}  {}",
+            r.route_index,
+            r.hops,
+            r.state,
+            fmt_bytes(r.bytes_sent),
+            fmt_bytes(r.bytes_received),
+            fmt_rate(r.mean_bps),
+            detail
+        );
+    }
+    let _ = write!(
+        out,
+        "total {}/{} routes up, {} failed, {} in {:.2}s = {}{}",
+        s.routes_established - s.routes_failed,
+        s.routes_planned,
+        s.routes_failed,
+        fmt_bytes(s.aggregate_bytes),
+        Duration::from_nanos(s.duration_ns).as_secs_f64(),
+        fmt_rate(s.aggregate_bps),
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    out
+}
+
+/// First 8 characters of a node id, enough to tell nodes apart in a run.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn short_uri(uri: &str) -> String {
+    match uri.split_once('@') {
+        Some((scheme_id, host)) => {
+            let id = scheme_id.trim_start_matches(crate::addr::SCHEME);
+            format!("{}..@{host}", short(id))
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// Bits per second with a decimal unit, as iperf3 prints them.
+pub fn fmt_rate(bps: u64) -> String {
+    let b = bps as f64;
+    if b >= 1e9 {
+        format!("{:.2} Gbit/s", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} Mbit/s", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kbit/s", b / 1e3)
+    } else {
+        format!("{bps} bit/s")
+    }
+}
+
+/// Bytes with a decimal unit.
+pub fn fmt_bytes(n: u64) -> String {
+    let b = n as f64;
+    if b >= 1e9 {
+        format!("{:.2}GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1}MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1}kB", b / 1e3)
+    } else {
+        format!("{n}B")
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2}s", d.as_secs_f64())
+    } else {
+        format!("{:.1}ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RouteFailure;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_rate(412_800_000), "412.8 Mbit/s");
+        assert_eq!(fmt_rate(5_700_000_000), "5.70 Gbit/s");
+        assert_eq!(fmt_rate(999), "999 bit/s");
+        assert_eq!(fmt_bytes(12_400_000), "12.4MB");
+        assert_eq!(fmt_bytes(0), "0B");
+    }
+
+    #[test]
+    fn failure_line_reads_like_the_design() {
+        let ev = Event::RouteFailure(RouteFailure {
+            route_index: 3,
+            error: "write timed out after 30s".into(),
+            bytes_sent_before_failure: 12_400_000,
+            bytes_received_before_failure: 12_100_000,
+            elapsed_ns: 2_310_000_000,
+        });
+        assert_eq!(
+            line(&ev, Duration::from_millis(2310)).unwrap(),
+            "[+2.31s] R3 ✗ pump-failed before=12.4MB/12.1MB after 2.31s err=write timed out after 30s"
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! The accepting side: a node (`serve` = destination, `relay` = intermediate) takes QUIC
+//! connections, reads one setup header per connection, and either forwards the route to the next
+//! hop and splices the streams, or acts as the route's far end (sink for `up`, source for `down`).
+//!
+//! Every wait is bounded: the header read by `header_timeout`, onward dials by the caller's setup
+//! timeout, and stream I/O by QUIC's idle timeout. A bad header closes only its own connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use crate::identity::NodeId;
+use crate::protocol::{self, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
+use crate::transport::{
+    self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
+};
+
+/// Size of the chunks a destination writes in `down` mode; one shared buffer, cloned by refcount.
+pub const PAYLOAD_CHUNK: usize = 64 * 1024;
+/// How often the destination tells an `up` client how many bytes arrived.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What a node does with routes that reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The far end of routes: sinks or sources data.
+    Destination,
+    /// An intermediate: forwards to the next node named in the header.
+    Relay,
+}
+
+/// Settings of a running node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Destination or relay.
+    pub role: Role,
+    /// This node's id, to refuse paths that loop back through it.
+    pub id: NodeId,
+    /// When set, setup headers must carry this token.
+    pub token: Option<Vec<u8>>,
+    /// How long a new connection may take to send its setup header.
+    pub header_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown` fires, then closes the endpoint.
+pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationToken) {
+    let cfg = Arc::new(cfg);
+    let tasks = TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let cfg = cfg.clone();
+        let endpoint = endpoint.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            match incoming.await {
+                Ok(conn) => handle_connection(conn, &endpoint, &cfg, shutdown).await,
+                Err(e) => debug!("handshake failed: {e}"),
+            }
+        });
+    }
+    endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+    tasks.close();
+    // Connections were just closed, so their tasks end promptly; bound the wait anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+}
+
+async fn handle_connection(
+    conn: Connection,
+    endpoint: &Endpoint,
+    cfg: &NodeConfig,
+    shutdown: CancellationToken,
+) {
+    let setup = tokio::time::timeout(cfg.header_timeout, read_setup(&conn));
+    let (mut send, recv, req) = match setup.await {
+        Ok(Ok(x)) => x,
+        Ok(Err(Refusal::Reply(mut send, hop, message))) => {
+            debug!("refusing setup from {}: {message}", conn.remote_address());
+            refuse(&conn, &mut send, hop, &message).await;
+            return;
+        }
+        Ok(Err(Refusal::Gone(e))) => {
+            debug!(
+                "connection from {} gone before setup: {e}",
+                conn.remote_address()
+            );
+            return;
+        }
+        Err(_) => {
+            conn.close(CLOSE_REFUSED, b"no setup header in time");
+            return;
+        }
+    };
+    if let Err(message) = check(cfg, &req) {
+        refuse(&conn, &mut send, req.hop_index, &message).await;
+        return;
+    }
+    match cfg.role {
+        Role::Destination => {
+            if send.write_all(&SetupReply::Ack.encode()).await.is_err() {
+                return;
+            }
+            info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
+            let io = async {
+                match req.mode {
+                    Mode::Up => sink(send, recv).await,
+                    Mode::Down => source(send).await,
+                }
+            };
+            tokio::select! {
+                _ = io => {},
+                _ = conn.closed() => {},
+                _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+            }
+        }
+        Role::Relay => relay(conn, endpoint, send, recv, req, shutdown).await,
+    }
+}
+
+enum Refusal {
+    /// Refuse with a nack on this stream.
+    Reply(SendStream, u8, String),
+    /// The peer went away; nothing to answer.
+    Gone(String),
+}
+
+async fn read_setup(conn: &Connection) -> Result<(SendStream, RecvStream, SetupRequest), Refusal> {
+    let (send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| Refusal::Gone(e.to_string()))?;
+    let mut prefix = [0u8; REQUEST_PREFIX_LEN];
+    if let Err(e) = recv.read_exact(&mut prefix).await {
+        return Err(Refusal::Reply(
+            send,
+            HOP_SELF,
+            format!("truncated setup header: {e}"),
+        ));
+    }
+    let len = match protocol::decode_request_prefix(&prefix) {
+        Ok(len) => len,
+        Err(e) => return Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
+    };
+    let mut body = vec![0u8; len];
+    if let Err(e) = recv.read_exact(&mut body).await {
+        return Err(Refusal::Reply(
+            send,
+            HOP_SELF,
+            format!("truncated setup header: {e}"),
+        ));
+    }
+    match protocol::decode_request_body(&body) {
+        Ok(req) => Ok((send, recv, req)),
+        Err(e) => Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
+    }
+}
+
+/// Policy checks on a well-formed header: token, role, loops.
+fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), String> {
+    if let Some(expected) = &cfg.token {
+        if !constant_time_eq(expected, &req.token) {
+            return Err("bad token".to_string());
+        }
+    }
+    match cfg.role {
+        Role::Destination if !req.next.is_empty() => {
+            return Err("this node is a destination and does not forward".to_string())
+        }
+        Role::Relay if req.next.is_empty() => {
+            return Err("this node is a relay, not a destination".to_string())
+        }
+        _ => {}
+    }
+    let mut seen = vec![cfg.id];
+    for hop in &req.next {
+        if seen.contains(&hop.id) {
+            return Err(format!("path repeats node {}", hop.id));
+        }
+        seen.push(hop.id);
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn refuse(conn: &Connection, send: &mut SendStream, hop: u8, message: &str) {
+    let reply = SetupReply::Nack {
+        failed_hop: hop,
+        message: message.to_string(),
+    };
+    if send.write_all(&reply.encode()).await.is_ok() && send.finish().is_ok() {
+        // Let the nack reach the peer before the close does.
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    }
+    conn.close(CLOSE_REFUSED, b"setup refused");
+}
+
+/// `up` far end: counts arriving bytes and reports the running total every `REPORT_INTERVAL`,
+/// so the client measures goodput at the destination, not bytes buffered at its own sender.
+async fn sink(mut send: SendStream, mut recv: RecvStream) {
+    let mut total: u64 = 0;
+    let mut reported: u64 = 0;
+    let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            chunk = recv.read_chunk(usize::MAX, false) => match chunk {
+                Ok(Some(c)) => total += c.bytes.len() as u64,
+                _ => break,
+            },
+            _ = tick.tick() => {
+                if total != reported {
+                    if send.write_all(&total.to_be_bytes()).await.is_err() {
+                        break;
+                    }
+                    reported = total;
+                }
+            }
+        }
+    }
+    let _ = send.write_all(&total.to_be_bytes()).await;
+    let _ = send.finish();
+}
+
+/// `down` far end: writes until the client goes away.
+async fn source(mut send: SendStream) {
+    let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
+    while send.write_chunk(payload.clone()).await.is_ok() {}
+}
+
+async fn relay(
+    up: Connection,
+    endpoint: &Endpoint,
+    mut up_send: SendStream,
+    up_recv: RecvStream,
+    req: SetupRequest,
+    shutdown: CancellationToken,
+) {
+    // `check` guarantees a relay's header names at least one next hop.
+    let Some(next) = req.next.first().copied() else {
+        return;
+    };
+    let onward = SetupRequest {
+        hop_index: req.hop_index.saturating_add(1),
+        next: req.next[1..].to_vec(),
+        ..req.clone()
+    };
+    let timeout = Duration::from_millis(u64::from(req.setup_timeout_ms));
+    let down = match transport::setup_link(endpoint, &next, &onward, timeout).await {
+        Ok(link) => link,
+        Err(f) => {
+            let hop = f.failed_hop.unwrap_or(onward.hop_index);
+            refuse(&up, &mut up_send, hop, &f.message).await;
+            return;
+        }
+    };
+    if up_send.write_all(&SetupReply::Ack.encode()).await.is_err() {
+        down.conn.close(CLOSE_DONE, b"upstream gone");
+        return;
+    }
+    info!(route = req.route_index, next = %next.addr, "route up (relay)");
+    let transport::Link {
+        conn: down_conn,
+        send: down_send,
+        recv: down_recv,
+    } = down;
+    let splice = async { tokio::try_join!(copy(up_recv, down_send), copy(down_recv, up_send)) };
+    tokio::select! {
+        r = splice => {
+            if let Err(e) = r {
+                let reason = format!("hop {} ({}): {e}", onward.hop_index, next.id);
+                up.close(CLOSE_DOWNSTREAM, reason.as_bytes());
+                down_conn.close(CLOSE_DOWNSTREAM, b"splice failed");
+            }
+        }
+        e = up.closed() => {
+            let (code, reason) = close_of(&e);
+            down_conn.close(code, &reason);
+        }
+        e = down_conn.closed() => {
+            let (_, reason) = close_of(&e);
+            let reason = format!("hop {} ({}): {}", onward.hop_index, next.id, String::from_utf8_lossy(&reason));
+            up.close(CLOSE_DOWNSTREAM, reason.as_bytes());
+        }
+        _ = shutdown.cancelled() => {
+            up.close(CLOSE_SHUTDOWN, b"relay shutting down");
+            down_conn.close(CLOSE_SHUTDOWN, b"relay shutting down");
+        }
+    }
+}
+
+/// What to tell the other side when one side of a splice closed.
+fn close_of(e: &quinn::ConnectionError) -> (quinn::VarInt, Vec<u8>) {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => (c.error_code, c.reason.to_vec()),
+        other => (CLOSE_DOWNSTREAM, other.to_string().into_bytes()),
+    }
+}
+
+/// Moves one direction of a spliced route chunk by chunk, without copying payload bytes.
+async fn copy(mut from: RecvStream, mut to: SendStream) -> Result<(), String> {
+    while let Some(chunk) = from
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        to.write_chunk(chunk.bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    to.finish().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::NodeAddr;
+
+    fn req(next: Vec<NodeAddr>, token: &[u8]) -> SetupRequest {
+        SetupRequest {
+            route_index: 0,
+            hop_index: 0,
+            mode: Mode::Up,
+            setup_timeout_ms: 1000,
+            token: token.to_vec(),
+            next,
+        }
+    }
+
+    fn node(id: u8) -> NodeAddr {
+        NodeAddr {
+            id: NodeId([id; 16]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        }
+    }
+
+    fn cfg(role: Role, token: Option<&[u8]>) -> NodeConfig {
+        NodeConfig {
+            role,
+            id: NodeId([9; 16]),
+            token: token.map(<[u8]>::to_vec),
+            header_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn checks_token_role_and_loops() {
+        let dst = cfg(Role::Destination, Some(b"t"));
+        assert!(check(&dst, &req(vec![], b"t")).is_ok());
+        assert_eq!(check(&dst, &req(vec![], b"x")).unwrap_err(), "bad token");
+        assert!(check(&dst, &req(vec![node(1)], b"t")).is_err());
+
+        let relay = cfg(Role::Relay, None);
+        assert!(check(&relay, &req(vec![node(1)], b"")).is_ok());
+        assert!(check(&relay, &req(vec![], b"")).is_err());
+        assert!(check(&relay, &req(vec![node(9)], b""))
+            .unwrap_err()
+            .contains("repeats"));
+        assert!(check(&relay, &req(vec![node(1), node(1)], b"")).is_err());
+    }
+}
+
+/// A node accepting connections in a background task.
+pub struct RunningNode {
+    /// The URI clients dial (an unspecified listen address is advertised as loopback).
+    pub addr: crate::addr::NodeAddr,
+    /// Ends after `shutdown` fires and connections are closed.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `listen` and serves `cfg.role` until `shutdown`. Must be called inside a tokio runtime.
+pub fn start(
+    listen: std::net::SocketAddr,
+    identity: &crate::identity::Identity,
+    cfg: NodeConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, transport::EndpointError> {
+    let endpoint = transport::endpoint(listen, Some(identity))?;
+    let mut local = endpoint
+        .local_addr()
+        .map_err(|source| transport::EndpointError::Bind {
+            addr: listen,
+            source,
+        })?;
+    if local.ip().is_unspecified() {
+        local.set_ip(match local.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let addr = crate::addr::NodeAddr {
+        id: identity.id,
+        addr: local,
+    };
+    let task = tokio::spawn(serve(endpoint, cfg, shutdown));
+    Ok(RunningNode { addr, task })
+}

@@ -1,0 +1,312 @@
+//! Route planning: which intermediates each route goes through. Pure: no I/O, no clock.
+//!
+//! Rules (docs/ARCHITECTURE.md): a route has exactly `min_hops` links unless pinned with `--via`;
+//! intermediates are pairwise disjoint across routes unless `allow_overlap`; no route repeats a
+//! node or uses the destination as an intermediate; `min_hops >= 2` never plans a direct route.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::addr::NodeAddr;
+use crate::identity::NodeId;
+use crate::protocol::MAX_HOPS;
+
+/// A planned route: its index and the nodes after the client, ending with the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRoute {
+    /// Route index, carried in every header and event about this route.
+    pub index: u32,
+    /// Intermediates then the destination.
+    pub path: Vec<NodeAddr>,
+}
+
+impl PlannedRoute {
+    /// Number of links.
+    pub fn hops(&self) -> usize {
+        self.path.len()
+    }
+
+    /// Node ids as strings, for events.
+    pub fn path_ids(&self) -> Vec<String> {
+        self.path.iter().map(|n| n.id.to_string()).collect()
+    }
+}
+
+/// What to plan.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    /// The destination every route ends at.
+    pub dst: NodeAddr,
+    /// Relays available for unpinned routes.
+    pub pool: Vec<NodeAddr>,
+    /// Number of routes (indices 0..routes).
+    pub routes: usize,
+    /// Links per unpinned route; at least this many for pinned ones.
+    pub min_hops: usize,
+    /// Route index → intermediates given with `--via`.
+    pub pins: BTreeMap<usize, Vec<NodeAddr>>,
+    /// Let routes share intermediates.
+    pub allow_overlap: bool,
+}
+
+/// Why no plan exists. Each message names the values and what was expected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// `--routes 0`.
+    #[error("invalid --routes 0: expected at least 1")]
+    NoRoutes,
+    /// `--min-hops` out of range.
+    #[error("invalid --min-hops {0}: expected 1 to {MAX_HOPS}")]
+    MinHops(usize),
+    /// A pin names a route that does not exist.
+    #[error(
+        "invalid --via {index}=...: route index {index} is out of range for --routes {routes}"
+    )]
+    PinIndex { index: usize, routes: usize },
+    /// A pinned route is too short or too long.
+    #[error("invalid --via {index}=...: gives route {index} {hops} hops, expected {min} to {MAX_HOPS} (--min-hops {min})")]
+    PinHops {
+        index: usize,
+        hops: usize,
+        min: usize,
+    },
+    /// A node appears twice in one route, or is the destination.
+    #[error("invalid route {index}: node {node} appears twice or is the destination")]
+    Loop { index: usize, node: NodeId },
+    /// The relay list names the destination or a relay twice.
+    #[error("invalid relay list: node {0} is listed twice or is the destination")]
+    Pool(NodeId),
+    /// Not enough relays for disjoint routes.
+    #[error("--routes {routes} --min-hops {min_hops} needs {needed} disjoint relays, {given} given (pass --allow-overlap to share relays)")]
+    TooFewRelays {
+        routes: usize,
+        min_hops: usize,
+        needed: usize,
+        given: usize,
+    },
+    /// Pins put one relay on two routes.
+    #[error("relay {node} is on routes {a} and {b}: routes must not share relays (pass --allow-overlap to share relays)")]
+    PinnedOverlap { node: NodeId, a: usize, b: usize },
+    /// Even with overlap allowed, one route needs more distinct relays than exist.
+    #[error("--min-hops {min_hops} needs {needed} distinct relays per route, {given} given")]
+    TooFewForOneRoute {
+        min_hops: usize,
+        needed: usize,
+        given: usize,
+    },
+}
+
+/// Plans every route, or says why it cannot. Deterministic: relays are used in pool order.
+pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
+    if req.routes == 0 {
+        return Err(PlanError::NoRoutes);
+    }
+    if req.min_hops == 0 || req.min_hops > MAX_HOPS {
+        return Err(PlanError::MinHops(req.min_hops));
+    }
+    let mut seen = HashSet::from([req.dst.id]);
+    for r in &req.pool {
+        if !seen.insert(r.id) {
+            return Err(PlanError::Pool(r.id));
+        }
+    }
+    // Pinned routes: check shape and cross-route disjointness.
+    let mut owner: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for (&index, mids) in &req.pins {
+        if index >= req.routes {
+            return Err(PlanError::PinIndex {
+                index,
+                routes: req.routes,
+            });
+        }
+        let hops = mids.len() + 1;
+        if hops < req.min_hops || hops > MAX_HOPS {
+            return Err(PlanError::PinHops {
+                index,
+                hops,
+                min: req.min_hops,
+            });
+        }
+        let mut in_route = HashSet::from([req.dst.id]);
+        for m in mids {
+            if !in_route.insert(m.id) {
+                return Err(PlanError::Loop { index, node: m.id });
+            }
+            if let Some(&a) = owner.get(&m.id) {
+                if !req.allow_overlap {
+                    return Err(PlanError::PinnedOverlap {
+                        node: m.id,
+                        a,
+                        b: index,
+                    });
+                }
+            }
+            owner.entry(m.id).or_insert(index);
+        }
+    }
+    let per_route = req.min_hops - 1;
+    let unpinned: Vec<usize> = (0..req.routes)
+        .filter(|i| !req.pins.contains_key(i))
+        .collect();
+    let mut assigned: BTreeMap<usize, Vec<NodeAddr>> = req.pins.clone();
+    if per_route > 0 && !unpinned.is_empty() {
+        if req.allow_overlap {
+            if req.pool.len() < per_route {
+                return Err(PlanError::TooFewForOneRoute {
+                    min_hops: req.min_hops,
+                    needed: per_route,
+                    given: req.pool.len(),
+                });
+            }
+            for (k, &i) in unpinned.iter().enumerate() {
+                let mids = (0..per_route)
+                    .map(|j| req.pool[(k * per_route + j) % req.pool.len()])
+                    .collect();
+                assigned.insert(i, mids);
+            }
+        } else {
+            let free: Vec<NodeAddr> = req
+                .pool
+                .iter()
+                .filter(|r| !owner.contains_key(&r.id))
+                .copied()
+                .collect();
+            let needed = unpinned.len() * per_route;
+            if free.len() < needed {
+                let pinned: usize = req.pins.values().map(Vec::len).sum();
+                return Err(PlanError::TooFewRelays {
+                    routes: req.routes,
+                    min_hops: req.min_hops,
+                    needed: needed + pinned,
+                    given: free.len() + owner.len(),
+                });
+            }
+            for (k, &i) in unpinned.iter().enumerate() {
+                assigned.insert(i, free[k * per_route..(k + 1) * per_route].to_vec());
+            }
+        }
+    }
+    Ok((0..req.routes)
+        .map(|i| {
+            let mut path = assigned.remove(&i).unwrap_or_default();
+            path.push(req.dst);
+            PlannedRoute {
+                index: i as u32,
+                path,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeAddr {
+        NodeAddr {
+            id: NodeId([n; 16]),
+            addr: format!("127.0.0.1:{}", 7000 + u16::from(n))
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    fn req(routes: usize, min_hops: usize, pool: usize) -> PlanRequest {
+        PlanRequest {
+            dst: node(0),
+            pool: (1..=pool as u8).map(node).collect(),
+            routes,
+            min_hops,
+            pins: BTreeMap::new(),
+            allow_overlap: false,
+        }
+    }
+
+    fn intermediates(routes: &[PlannedRoute]) -> Vec<NodeId> {
+        routes
+            .iter()
+            .flat_map(|r| r.path[..r.path.len() - 1].iter().map(|n| n.id))
+            .collect()
+    }
+
+    #[test]
+    fn disjoint_routes_with_one_intermediate() {
+        let routes = plan(&req(4, 2, 5)).unwrap();
+        assert_eq!(routes.len(), 4);
+        for (i, r) in routes.iter().enumerate() {
+            assert_eq!(r.index as usize, i);
+            assert_eq!(r.hops(), 2);
+            assert_eq!(r.path.last(), Some(&node(0)));
+        }
+        let mids = intermediates(&routes);
+        assert_eq!(mids.len(), mids.iter().collect::<HashSet<_>>().len());
+    }
+
+    #[test]
+    fn min_hops_three_gives_two_intermediates() {
+        let routes = plan(&req(2, 3, 4)).unwrap();
+        assert!(routes.iter().all(|r| r.hops() == 3));
+        assert_eq!(intermediates(&routes).len(), 4);
+    }
+
+    #[test]
+    fn min_hops_one_is_direct_and_needs_no_relays() {
+        let routes = plan(&req(3, 1, 0)).unwrap();
+        assert!(routes.iter().all(|r| r.path == vec![node(0)]));
+    }
+
+    #[test]
+    fn too_few_relays_names_the_numbers() {
+        let err = plan(&req(8, 2, 5)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--routes 8 --min-hops 2 needs 8 disjoint relays, 5 given"),
+            "{err}"
+        );
+        let mut r = req(8, 2, 5);
+        r.allow_overlap = true;
+        let routes = plan(&r).unwrap();
+        assert!(routes.iter().all(|r| r.hops() == 2));
+    }
+
+    #[test]
+    fn via_pins_a_route_and_others_avoid_its_relay() {
+        let mut r = req(3, 2, 3);
+        r.pins.insert(2, vec![node(1)]);
+        let routes = plan(&r).unwrap();
+        assert_eq!(routes[2].path, vec![node(1), node(0)]);
+        let mids = intermediates(&routes);
+        assert_eq!(mids.len(), 3);
+        assert_eq!(mids.len(), mids.iter().collect::<HashSet<_>>().len());
+    }
+
+    #[test]
+    fn bad_plans_are_refused() {
+        assert_eq!(plan(&req(0, 1, 0)), Err(PlanError::NoRoutes));
+        assert_eq!(plan(&req(1, 0, 0)), Err(PlanError::MinHops(0)));
+        assert_eq!(plan(&req(1, 9, 9)), Err(PlanError::MinHops(9)));
+
+        let mut r = req(2, 2, 3);
+        r.pins.insert(5, vec![node(1)]);
+        assert!(matches!(
+            plan(&r),
+            Err(PlanError::PinIndex { index: 5, .. })
+        ));
+
+        let mut r = req(2, 3, 3);
+        r.pins.insert(0, vec![node(1)]);
+        assert!(matches!(plan(&r), Err(PlanError::PinHops { hops: 2, .. })));
+
+        let mut r = req(2, 2, 3);
+        r.pins.insert(0, vec![node(1)]);
+        r.pins.insert(1, vec![node(1)]);
+        assert!(matches!(plan(&r), Err(PlanError::PinnedOverlap { .. })));
+
+        let mut r = req(1, 2, 3);
+        r.pins.insert(0, vec![node(0)]);
+        assert!(matches!(plan(&r), Err(PlanError::Loop { .. })));
+
+        let mut r = req(1, 2, 2);
+        r.pool.push(node(1));
+        assert_eq!(plan(&r), Err(PlanError::Pool(node(1).id)));
+    }
+}

@@ -1,0 +1,226 @@
+//! QUIC plumbing shared by every role: endpoints, pinned dials, and the dialer's half of route
+//! setup (send the header, wait for ack/nack). One QUIC connection per link per route, so each
+//! route has its own congestion controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+
+use crate::addr::NodeAddr;
+use crate::identity::{Identity, NodeId};
+use crate::protocol::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
+use crate::tls;
+
+/// Application close code: the run is over, nothing went wrong.
+pub const CLOSE_DONE: VarInt = VarInt::from_u32(0);
+/// Application close code: setup was refused (details in the nack).
+pub const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
+/// Application close code: the next hop failed; the reason names it.
+pub const CLOSE_DOWNSTREAM: VarInt = VarInt::from_u32(2);
+/// Application close code: this node is shutting down.
+pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(3);
+
+/// Nack hop value meaning "the node that sent this reply"; the dialer rewrites it to that node's
+/// index in the path (used when the header could not be parsed far enough to know the index).
+pub const HOP_SELF: u8 = u8::MAX;
+
+/// Why an endpoint could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// TLS configuration was rejected.
+    #[error("tls configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The QUIC crypto layer rejected the TLS configuration.
+    #[error("quic crypto configuration: {0}")]
+    Crypto(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    // Windows sized for a few MB in flight per route; the defaults cap high-BDP paths early.
+    t.stream_receive_window(VarInt::from_u32(8 << 20));
+    t.receive_window(VarInt::from_u32(16 << 20));
+    t.send_window(16 << 20);
+    Arc::new(t)
+}
+
+fn client_config() -> Result<quinn::ClientConfig, EndpointError> {
+    let crypto = QuicClientConfig::try_from(tls::client_config()?)
+        .map_err(|e| EndpointError::Crypto(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport_config());
+    Ok(cfg)
+}
+
+/// An endpoint that can dial (always) and accept (when given an identity).
+pub fn endpoint(bind: SocketAddr, identity: Option<&Identity>) -> Result<Endpoint, EndpointError> {
+    let server = match identity {
+        Some(id) => {
+            let crypto = QuicServerConfig::try_from(tls::server_config(id)?)
+                .map_err(|e| EndpointError::Crypto(e.to_string()))?;
+            let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            cfg.transport_config(transport_config());
+            Some(cfg)
+        }
+        None => None,
+    };
+    let socket = std::net::UdpSocket::bind(bind)
+        .map_err(|source| EndpointError::Bind { addr: bind, source })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
+        addr: bind,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    let mut ep = Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .map_err(|source| EndpointError::Bind { addr: bind, source })?;
+    ep.set_default_client_config(client_config()?);
+    Ok(ep)
+}
+
+/// A client endpoint bound to the unspecified address of `peer`'s family.
+pub fn client_endpoint(peer: SocketAddr) -> Result<Endpoint, EndpointError> {
+    let bind: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal address") // invariant: constant is valid
+    } else {
+        "[::]:0".parse().expect("literal address") // invariant: constant is valid
+    };
+    endpoint(bind, None)
+}
+
+/// Why one link of a route could not be set up, attributed to a hop of the client's path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SetupFailure {
+    /// Index into the client's path of the node that failed, when known.
+    pub failed_hop: Option<u8>,
+    /// That node's id, when known.
+    pub node: Option<NodeId>,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// An established link: the connection and the route's stream on it.
+pub struct Link {
+    /// Kept to close the link and to watch for the peer closing it.
+    pub conn: Connection,
+    /// The route's data stream, towards the destination.
+    pub send: SendStream,
+    /// The route's data stream, from the destination.
+    pub recv: RecvStream,
+}
+
+/// Dials `hop` (which sits at `req.hop_index` of the client's path), sends the setup request and
+/// waits for the chain's answer. Connect is bounded by `setup_timeout`; the answer by
+/// `setup_timeout` per remaining hop, since each relay bounds its own dial the same way.
+pub async fn setup_link(
+    endpoint: &Endpoint,
+    hop: &NodeAddr,
+    req: &SetupRequest,
+    setup_timeout: Duration,
+) -> Result<Link, SetupFailure> {
+    let here = req.hop_index;
+    let fail = |hop_index: u8, node: Option<NodeId>, message: String| SetupFailure {
+        failed_hop: Some(hop_index),
+        node,
+        message,
+    };
+    let at_hop = |message: String| fail(here, Some(hop.id), message);
+
+    let connecting = endpoint
+        .connect(hop.addr, &tls::server_name(&hop.id))
+        .map_err(|e| at_hop(format!("cannot dial {}: {e}", hop.addr)))?;
+    let conn = match tokio::time::timeout(setup_timeout, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(at_hop(format!("connect to {} failed: {e}", hop.addr))),
+        Err(_) => {
+            return Err(at_hop(format!(
+                "connect to {} timed out after {}",
+                hop.addr,
+                humantime::format_duration(setup_timeout)
+            )))
+        }
+    };
+    let remaining = req.next.len() as u32 + 1;
+    let answer = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&req.encode())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut prefix = [0u8; REPLY_PREFIX_LEN];
+        recv.read_exact(&mut prefix)
+            .await
+            .map_err(|e| format!("no setup reply: {e}"))?;
+        let p = protocol::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
+        let mut msg = vec![0u8; p.message_len];
+        recv.read_exact(&mut msg)
+            .await
+            .map_err(|e| format!("truncated setup reply: {e}"))?;
+        let reply = match p.failed_hop {
+            None => SetupReply::Ack,
+            Some(failed_hop) => SetupReply::Nack {
+                failed_hop,
+                message: String::from_utf8_lossy(&msg).into_owned(),
+            },
+        };
+        Ok::<_, String>((send, recv, reply))
+    };
+    let budget = setup_timeout * remaining;
+    let outcome = match tokio::time::timeout(budget, answer).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(message)) => {
+            conn.close(CLOSE_REFUSED, b"setup failed");
+            return Err(at_hop(message));
+        }
+        Err(_) => {
+            conn.close(CLOSE_REFUSED, b"setup timed out");
+            return Err(SetupFailure {
+                failed_hop: None,
+                node: None,
+                message: format!(
+                    "no setup reply within {} ({} hops x {})",
+                    humantime::format_duration(budget),
+                    remaining,
+                    humantime::format_duration(setup_timeout)
+                ),
+            });
+        }
+    };
+    match outcome {
+        (send, recv, SetupReply::Ack) => Ok(Link { conn, send, recv }),
+        (
+            _,
+            _,
+            SetupReply::Nack {
+                failed_hop,
+                message,
+            },
+        ) => {
+            conn.close(CLOSE_REFUSED, b"setup refused");
+            let failed_hop = if failed_hop == HOP_SELF {
+                here
+            } else {
+                failed_hop
+            };
+            let node = if failed_hop == here {
+                Some(hop.id)
+            } else {
+                failed_hop
+                    .checked_sub(here + 1)
+                    .and_then(|i| req.next.get(i as usize))
+                    .map(|n| n.id)
+            };
+            Err(fail(failed_hop, node, message))
+        }
+    }
+}
