@@ -1,1 +1,77 @@
-fn main() {}
+//! Hot-path microbenchmarks: setup-header codec and event encoding. Named by shape; report bytes.
+
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use mux_bw::addr::NodeAddr;
+use mux_bw::events::{self, Event, RouteSample, RouteState, Sample};
+use mux_bw::identity::NodeId;
+use mux_bw::protocol::{self, Mode, SetupRequest, REQUEST_PREFIX_LEN};
+
+fn request(hops: usize) -> SetupRequest {
+    SetupRequest {
+        route_index: 7,
+        hop_index: 0,
+        mode: Mode::Up,
+        setup_timeout_ms: 5000,
+        token: b"a-shared-token".to_vec(),
+        next: (0..hops)
+            .map(|i| NodeAddr {
+                id: NodeId([i as u8; 16]),
+                addr: format!("127.0.0.1:{}", 7600 + i)
+                    .parse()
+                    .expect("literal address"),
+            })
+            .collect(),
+    }
+}
+
+fn setup_header(c: &mut Criterion) {
+    let mut g = c.benchmark_group("setup_header");
+    let req = request(7);
+    let bytes = req.encode();
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode/7_hops", |b| b.iter(|| black_box(&req).encode()));
+    g.bench_function("decode/7_hops", |b| {
+        b.iter(|| {
+            let prefix: &[u8; REQUEST_PREFIX_LEN] = bytes[..REQUEST_PREFIX_LEN]
+                .try_into()
+                .expect("prefix length");
+            let len = protocol::decode_request_prefix(black_box(prefix)).expect("valid");
+            protocol::decode_request_body(&bytes[REQUEST_PREFIX_LEN..REQUEST_PREFIX_LEN + len])
+        })
+    });
+    g.finish();
+}
+
+fn event_encoding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("event_json");
+    for routes in [4u32, 64] {
+        let ev = Event::Sample(Sample {
+            interval_start_ns: 1_000_000_000,
+            interval_end_ns: 2_000_000_000,
+            omitted: false,
+            active_routes: routes as usize,
+            aggregate_bps: 2_600_000_000,
+            routes: (0..routes)
+                .map(|i| RouteSample {
+                    route_index: i,
+                    bytes_sent: 123_456_789,
+                    bytes_received: 0,
+                    sent_bps: 650_000_000,
+                    received_bps: 0,
+                    state: RouteState::Up,
+                })
+                .collect(),
+        });
+        let len = events::to_json_line(&ev, Duration::from_secs(2)).len();
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("sample/{routes}_routes"), |b| {
+            b.iter(|| events::to_json_line(black_box(&ev), Duration::from_secs(2)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, setup_header, event_encoding);
+criterion_main!(benches);

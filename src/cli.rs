@@ -336,6 +336,20 @@ async fn measure_and_report(cfg: RunConfig, json: bool) -> anyhow::Result<i32> {
     let sink = Arc::new(EventSink::new(Instant::now(), json));
     let interrupt = interrupt_token();
     let summary = measure::run(&cfg, sink, interrupt).await?;
+    if summary.routes_established == 0 {
+        // Every route failed. A pinned id that does not match is a wrong URI: bad input.
+        let mismatch = summary
+            .routes
+            .iter()
+            .filter_map(|r| r.error.as_deref())
+            .find(|e| e.contains(crate::tls::ID_MISMATCH));
+        if let Some(e) = mismatch {
+            return Err(UsageError(format!("wrong node id in URI: {e}")).into());
+        }
+        if !json {
+            eprintln!("mux-bw: error: no route could be established");
+        }
+    }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.routes_established == 0 {

@@ -323,6 +323,42 @@ async fn copy(mut from: RecvStream, mut to: SendStream) -> Result<(), String> {
     to.finish().map_err(|e| e.to_string())
 }
 
+/// A node accepting connections in a background task.
+pub struct RunningNode {
+    /// The URI clients dial (an unspecified listen address is advertised as loopback).
+    pub addr: crate::addr::NodeAddr,
+    /// Ends after `shutdown` fires and connections are closed.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `listen` and serves `cfg.role` until `shutdown`. Must be called inside a tokio runtime.
+pub fn start(
+    listen: std::net::SocketAddr,
+    identity: &crate::identity::Identity,
+    cfg: NodeConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, transport::EndpointError> {
+    let endpoint = transport::endpoint(listen, Some(identity))?;
+    let mut local = endpoint
+        .local_addr()
+        .map_err(|source| transport::EndpointError::Bind {
+            addr: listen,
+            source,
+        })?;
+    if local.ip().is_unspecified() {
+        local.set_ip(match local.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let addr = crate::addr::NodeAddr {
+        id: identity.id,
+        addr: local,
+    };
+    let task = tokio::spawn(serve(endpoint, cfg, shutdown));
+    Ok(RunningNode { addr, task })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,40 +406,4 @@ mod tests {
             .contains("repeats"));
         assert!(check(&relay, &req(vec![node(1), node(1)], b"")).is_err());
     }
-}
-
-/// A node accepting connections in a background task.
-pub struct RunningNode {
-    /// The URI clients dial (an unspecified listen address is advertised as loopback).
-    pub addr: crate::addr::NodeAddr,
-    /// Ends after `shutdown` fires and connections are closed.
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-/// Binds `listen` and serves `cfg.role` until `shutdown`. Must be called inside a tokio runtime.
-pub fn start(
-    listen: std::net::SocketAddr,
-    identity: &crate::identity::Identity,
-    cfg: NodeConfig,
-    shutdown: CancellationToken,
-) -> Result<RunningNode, transport::EndpointError> {
-    let endpoint = transport::endpoint(listen, Some(identity))?;
-    let mut local = endpoint
-        .local_addr()
-        .map_err(|source| transport::EndpointError::Bind {
-            addr: listen,
-            source,
-        })?;
-    if local.ip().is_unspecified() {
-        local.set_ip(match local.ip() {
-            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let addr = crate::addr::NodeAddr {
-        id: identity.id,
-        addr: local,
-    };
-    let task = tokio::spawn(serve(endpoint, cfg, shutdown));
-    Ok(RunningNode { addr, task })
 }

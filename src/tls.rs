@@ -13,6 +13,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::identity::{Identity, NodeId};
 
+/// Start of the handshake error when a peer's key does not hash to the pinned id; the CLI
+/// recognizes it to report a wrong URI as bad input.
+pub const ID_MISMATCH: &str = "node id mismatch";
+
 /// ALPN of protocol version 1. A peer speaking another ALPN fails the handshake.
 pub const ALPN: &[u8] = b"mux-bw/1";
 
@@ -73,7 +77,7 @@ impl ServerCertVerifier for PinnedId {
         ))?;
         if actual != expected {
             return Err(rustls::Error::General(format!(
-                "node id mismatch: expected {expected}, peer is {actual}"
+                "{ID_MISMATCH}: expected {expected}, peer is {actual}"
             )));
         }
         Ok(ServerCertVerified::assertion())

@@ -1,0 +1,114 @@
+//! Bad input never panics: one line on stderr naming the value, exit code 2.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{run, NodeProc};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const ID: &str = "00112233445566778899aabbccddeeff";
+
+/// Input rejected before anything runs: stderr is exactly the one error line.
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let stderr = assert_exit_2(args, needle);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+}
+
+/// Input found wrong while running: progress lines may precede the one error line, which ends it.
+fn assert_exit_2(args: &[&str], needle: &str) -> String {
+    let out = run(args, LIMIT);
+    assert_eq!(out.code, 2, "{args:?}: stderr {}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("mux-bw: error"))
+        .collect();
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("mux-bw: error: "),
+        "{args:?}: {}",
+        out.stderr
+    );
+    assert!(last.contains(needle), "{args:?}: {last} lacks {needle}");
+    assert_eq!(errors.len(), 1, "{args:?}: {}", out.stderr);
+    out.stderr
+}
+
+#[test]
+fn unknown_node_uri_forms() {
+    assert_usage_error(&["run", "--to", "127.0.0.1:7600"], "127.0.0.1:7600");
+    assert_usage_error(&["run", "--to", "mbw://nothex@127.0.0.1:1"], "nothex");
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(&["run", "--to", &to, "--relay", "http://x"], "http://x");
+}
+
+#[test]
+fn too_few_relays_names_the_numbers() {
+    assert_usage_error(
+        &["lab", "--relays", "5", "--routes", "8", "--min-hops", "2"],
+        "--routes 8 --min-hops 2 needs 8 disjoint relays, 5 given",
+    );
+}
+
+#[test]
+fn zero_routes_and_bad_numbers() {
+    assert_usage_error(&["lab", "--routes", "0"], "--routes 0");
+    assert_usage_error(&["lab", "--routes", "many"], "many");
+    assert_usage_error(&["lab", "--min-hops", "0"], "--min-hops 0");
+}
+
+#[test]
+fn unparsable_durations() {
+    for flag in [
+        "--duration",
+        "--interval",
+        "--setup-timeout",
+        "--io-timeout",
+    ] {
+        assert_usage_error(&["lab", flag, "soon"], "soon");
+        assert_usage_error(&["lab", flag, "0s"], "0s");
+    }
+}
+
+#[test]
+fn bad_via_and_relays_file() {
+    assert_usage_error(
+        &["lab", "--routes", "2", "--min-hops", "2", "--via", "7=r1"],
+        "7",
+    );
+    assert_usage_error(
+        &["lab", "--routes", "2", "--min-hops", "2", "--via", "1=r99"],
+        "r99",
+    );
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(
+        &["run", "--to", &to, "--relays-file", "/nonexistent/relays"],
+        "/nonexistent/relays",
+    );
+}
+
+#[test]
+fn wrong_pinned_id_is_refused_before_any_data() {
+    let dst = NodeProc::start("serve", &[]);
+    let addr = dst.uri.split('@').nth(1).unwrap();
+    let wrong = format!("mbw://{ID}@{addr}");
+    assert_exit_2(
+        &["run", "--to", &wrong, "--duration", "1s"],
+        "node id mismatch",
+    );
+    let json = run(
+        &["run", "--to", &wrong, "--duration", "1s", "--json"],
+        LIMIT,
+    );
+    assert_eq!(json.code, 2);
+    assert!(json
+        .events()
+        .iter()
+        .any(|e| e["type"] == "route_setup_failed"));
+}

@@ -1,0 +1,106 @@
+//! Helpers shared by the integration tests: run the real binary, parse its NDJSON, and own child
+//! node processes so none outlives a test.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mux-bw")
+}
+
+/// Result of one bounded run of the binary.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout parsed as NDJSON; panics with the offending line if any line is not JSON.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect()
+    }
+}
+
+/// Runs the binary with `args`, killing it after `limit`.
+pub fn run(args: &[&str], limit: Duration) -> Output {
+    let out = assert_cmd::Command::new(bin())
+        .args(args)
+        .env_remove("MUX_BW_TOKEN")
+        .timeout(limit)
+        .output()
+        .expect("binary runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Events of one type.
+pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// A node process (`serve` or `relay`) that is killed when dropped.
+pub struct NodeProc {
+    child: Child,
+    /// The URI the node printed.
+    pub uri: String,
+}
+
+impl NodeProc {
+    /// Starts `mux-bw <role> --listen 127.0.0.1:0 <extra..>` and waits for its URI line.
+    pub fn start(role: &str, extra: &[&str]) -> NodeProc {
+        let mut child = Command::new(bin())
+            .args([role, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("MUX_BW_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let uri = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let node = NodeProc { child, uri };
+        assert!(
+            node.uri.starts_with("mbw://"),
+            "node printed {:?}",
+            node.uri
+        );
+        node
+    }
+
+    /// The node id part of the URI.
+    pub fn id(&self) -> &str {
+        let rest = self.uri.trim_start_matches("mbw://");
+        rest.split('@').next().unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
