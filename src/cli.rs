@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::NodeAddr;
-use crate::events::EventSink;
+use crate::events::{EventSink, SinkConfig};
 use crate::identity::{Identity, NodeId};
-use crate::lab::Lab;
+use crate::lab::{Fault, Lab};
 use crate::measure::{self, RunConfig};
 use crate::node::{self, NodeConfig, Role};
 use crate::protocol::{Mode, MAX_TOKEN_LEN};
@@ -91,9 +91,13 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct LabArgs {
-    /// Number of relays to start (named r0, r1, ... in --via).
+    /// Number of relays to start (named r0, r1, ... in --via and --fault).
     #[arg(long = "relays", value_name = "K", default_value_t = 8)]
     relay_count: usize,
+    /// Inject a fault: kill:R@T (relay R drops all connections T after the load starts) or
+    /// stall:R@T (relay R stops reading and forwarding, connections stay open). Repeatable.
+    #[arg(long = "fault", value_name = "KIND:R@T")]
+    faults: Vec<Fault>,
     #[command(flatten)]
     opts: RunOpts,
 }
@@ -116,9 +120,12 @@ struct RunOpts {
     /// Direction of data: up (client → destination) or down.
     #[arg(long, value_enum, default_value_t = Mode::Up)]
     mode: Mode,
-    /// Length of the load phase (e.g. 10s, 1m, 500ms).
+    /// Length of the measured load phase (e.g. 10s, 1m, 500ms).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     duration: Duration,
+    /// Warm-up before --duration: sampled (marked omitted) but left out of the summary.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = any_duration)]
+    omit: Duration,
     /// Sample period.
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = positive_duration)]
     interval: Duration,
@@ -128,12 +135,38 @@ struct RunOpts {
     /// Deadline of every read and write on a route.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
     io_timeout: Duration,
+    /// Warn (route_stalled) when an established route moves no bytes this long.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    stall_timeout: Duration,
+    /// Measure RTT on the first established route: idle baseline, then under load.
+    #[arg(long)]
+    probe_rtt: bool,
+    /// Gap between RTT probes under load.
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = positive_duration, requires = "probe_rtt")]
+    probe_interval: Duration,
     /// Token to present to nodes started with --token.
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// NDJSON events on stdout instead of human output.
     #[arg(long)]
     json: bool,
+    /// Also write NDJSON events to FILE (the terminal keeps human output unless --json).
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<PathBuf>,
+    /// Live per-route bars on stderr: auto = when stderr is a terminal and output is human.
+    #[arg(long, value_enum, default_value_t = Live::Auto)]
+    live: Live,
+}
+
+/// When to draw the live view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Live {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always (human output only).
+    Always,
+    /// Never.
+    Never,
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -143,6 +176,11 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
         return Err("expected a duration greater than zero".to_string());
     }
     Ok(d)
+}
+
+fn any_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration like 0s, 2s or 500ms ({e})"))
 }
 
 /// A bad-input error: printed as one line, exit code 2.
@@ -260,6 +298,7 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         id: identity.id,
         token,
         header_timeout: a.header_timeout,
+        faults: node::Faults::default(),
     };
     let running = node::start(listen, &identity, cfg, shutdown)?;
     let uri = running.addr.uri();
@@ -302,7 +341,7 @@ async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
         pool.extend(read_relays_file(path)?);
     }
     let cfg = build_config(dst, pool, &a.opts, &|_| None)?;
-    measure_and_report(cfg, a.opts.json).await
+    measure_and_report(cfg, &a.opts).await
 }
 
 async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
@@ -320,6 +359,12 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
             return Err(e.into());
         }
     };
+    for f in &a.faults {
+        if let Err(e) = lab.inject(*f, cfg.load_started.clone()) {
+            lab.stop().await;
+            return Err(UsageError(e).into());
+        }
+    }
     if !a.opts.json {
         eprintln!(
             "lab: destination {} and {} relay(s) on 127.0.0.1",
@@ -327,13 +372,29 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
             lab.relays.len()
         );
     }
-    let code = measure_and_report(cfg, a.opts.json).await;
+    let code = measure_and_report(cfg, &a.opts).await;
     lab.stop().await;
     code
 }
 
-async fn measure_and_report(cfg: RunConfig, json: bool) -> anyhow::Result<i32> {
-    let sink = Arc::new(EventSink::new(Instant::now(), json));
+async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let json = o.json;
+    let sink_cfg = SinkConfig {
+        json,
+        json_file: o.json_file.clone(),
+        live: match o.live {
+            Live::Always => true,
+            Live::Never => false,
+            Live::Auto => std::io::stderr().is_terminal(),
+        },
+    };
+    let sink = EventSink::new(Instant::now(), &sink_cfg).map_err(|e| {
+        let path = o.json_file.as_deref().unwrap_or(Path::new("")).display();
+        UsageError(format!("cannot create --json-file '{path}': {e}"))
+    })?;
+    let sink = Arc::new(sink);
+    let gone = sink.stdout_gone();
     let interrupt = interrupt_token();
     let summary = measure::run(&cfg, sink, interrupt).await?;
     if summary.routes_established == 0 {
@@ -349,6 +410,10 @@ async fn measure_and_report(cfg: RunConfig, json: bool) -> anyhow::Result<i32> {
         if !json {
             eprintln!("mux-bw: error: no route could be established");
         }
+    }
+    if gone.is_cancelled() {
+        // stdout closed (`| head`): the reader has what it wanted; end quietly.
+        return Ok(EXIT_OK);
     }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
@@ -413,10 +478,15 @@ fn build_config(
         allow_overlap: o.allow_overlap,
         mode: o.mode,
         duration: o.duration,
+        omit: o.omit,
         interval: o.interval,
         setup_timeout: o.setup_timeout,
         io_timeout: o.io_timeout,
+        stall_timeout: o.stall_timeout,
+        probe_rtt: o.probe_rtt,
+        probe_interval: o.probe_interval,
         token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
+        load_started: CancellationToken::new(),
     })
 }
 

@@ -6,18 +6,21 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use schemars::JsonSchema;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::human;
+use crate::live::HumanView;
 use crate::protocol::Mode;
 
 /// Version of the event schema; bumped only for incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One event. Serialized with a `type` tag in snake_case.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// First event of a run: versions and the whole validated configuration.
@@ -28,8 +31,12 @@ pub enum Event {
     RouteSetupFailed(RouteSetupFailed),
     /// An established route's pump ended with an error before the run ended.
     RouteFailure(RouteFailure),
+    /// An established route moved no bytes for `--stall-timeout` (a warning; it may recover).
+    RouteStalled(RouteStalled),
     /// Per-interval throughput.
     Sample(Sample),
+    /// One RTT probe (idle baseline or under load).
+    Probe(Probe),
     /// Last event of a run.
     Summary(Summary),
     /// A run-level error that is not about one route.
@@ -37,7 +44,7 @@ pub enum Event {
 }
 
 /// `start` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Start {
     /// Always "mux-bw".
     pub tool: &'static str,
@@ -45,12 +52,14 @@ pub struct Start {
     pub version: &'static str,
     /// Setup protocol version spoken.
     pub protocol_version: u16,
+    /// Commit the binary was built from (`unknown` outside a git checkout).
+    pub git_sha: &'static str,
     /// The validated configuration.
     pub config: ConfigView,
 }
 
 /// The run configuration as reported in `start`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ConfigView {
     /// Destination URI.
     pub to: String,
@@ -62,8 +71,14 @@ pub struct ConfigView {
     pub min_hops: usize,
     /// Data pattern.
     pub mode: Mode,
-    /// Load duration.
+    /// Load duration (after the omitted warm-up).
     pub duration_ns: u64,
+    /// Warm-up left out of the summary.
+    pub omit_ns: u64,
+    /// Warning threshold for a route that moves no bytes.
+    pub stall_timeout_ns: u64,
+    /// Whether RTT probes run.
+    pub probe_rtt: bool,
     /// Sample interval.
     pub interval_ns: u64,
     /// Per-hop setup budget.
@@ -77,7 +92,7 @@ pub struct ConfigView {
 }
 
 /// `route_established` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RouteEstablished {
     /// Route index.
     pub route_index: u32,
@@ -90,13 +105,15 @@ pub struct RouteEstablished {
 }
 
 /// `route_setup_failed` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RouteSetupFailed {
     /// Route index.
     pub route_index: u32,
     /// Index into `path` of the node that failed, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_hop: Option<u8>,
     /// Id of that node, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// Human-readable cause.
     pub error: String,
@@ -105,7 +122,7 @@ pub struct RouteSetupFailed {
 }
 
 /// `route_failure` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RouteFailure {
     /// Route index.
     pub route_index: u32,
@@ -117,10 +134,88 @@ pub struct RouteFailure {
     pub bytes_received_before_failure: u64,
     /// Time since this route's pump started.
     pub elapsed_ns: u64,
+    /// Index into the route's path of the hop that failed, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_hop: Option<u8>,
+    /// Id of that node, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `route_stalled` event.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RouteStalled {
+    /// Route index.
+    pub route_index: u32,
+    /// How long the route has moved no bytes.
+    pub stalled_ns: u64,
+    /// Cumulative goodput bytes delivered so far.
+    pub bytes_sent: u64,
+    /// Cumulative bytes received so far.
+    pub bytes_received: u64,
+}
+
+/// When a probe was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbePhase {
+    /// Before any load: the baseline.
+    Idle,
+    /// While every route pumps.
+    Loaded,
+}
+
+/// `probe` event.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Probe {
+    /// Idle or loaded.
+    pub phase: ProbePhase,
+    /// The route probed: the first established one still up.
+    pub route_index: u32,
+    /// Round-trip time; absent when the probe was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ns: Option<u64>,
+    /// Why the probe got no answer, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Distribution of one phase's RTTs.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RttStats {
+    /// Probes answered.
+    pub count: u64,
+    /// Probes lost (no answer within the probe timeout).
+    pub lost: u64,
+    /// Fastest.
+    pub min_ns: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Slowest.
+    pub max_ns: u64,
+    /// Round trips per minute at the median: 60000 / p50 in ms.
+    pub rpm: u64,
+}
+
+/// RTT part of the summary.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RttSummary {
+    /// Route the probes ran on (the first established).
+    pub route_index: u32,
+    /// Baseline before load, if any probe was answered.
+    pub idle: Option<RttStats>,
+    /// Under load, if any probe was answered.
+    pub loaded: Option<RttStats>,
+    /// Loaded p50 minus idle p50 (may be negative from noise).
+    pub latency_increase_ns: Option<i64>,
 }
 
 /// Per-route part of a `sample`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RouteSample {
     /// Route index.
     pub route_index: u32,
@@ -132,22 +227,24 @@ pub struct RouteSample {
     pub sent_bps: u64,
     /// Receive goodput over this interval, bits/s.
     pub received_bps: u64,
-    /// `up` or `failed`.
+    /// `up`, `stalled` or `failed`.
     pub state: RouteState,
 }
 
 /// Lifecycle state of an established route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteState {
     /// Pumping.
     Up,
+    /// Established but moved no bytes for `--stall-timeout`.
+    Stalled,
     /// Pump ended with an error.
     Failed,
 }
 
 /// `sample` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Sample {
     /// Start of the interval, since run start.
     pub interval_start_ns: u64,
@@ -155,7 +252,7 @@ pub struct Sample {
     pub interval_end_ns: u64,
     /// True for warm-up intervals left out of the summary.
     pub omitted: bool,
-    /// Routes in state `up` at the end of the interval.
+    /// Routes not failed (`up` or `stalled`) at the end of the interval.
     pub active_routes: usize,
     /// Goodput of the interval in the run's direction, all routes, bits/s.
     pub aggregate_bps: u64,
@@ -164,7 +261,7 @@ pub struct Sample {
 }
 
 /// Per-route part of the `summary`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RouteSummary {
     /// Route index.
     pub route_index: u32,
@@ -182,18 +279,28 @@ pub struct RouteSummary {
     pub mean_bps: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Index into `path` of the hop that failed, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_hop: Option<u8>,
+    /// Id of that node, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `summary` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Summary {
+    /// Crate version (as in `start`).
+    pub version: &'static str,
+    /// Setup protocol version (as in `start`).
+    pub protocol_version: u16,
     /// Routes asked for.
     pub routes_planned: usize,
     /// Routes whose setup succeeded.
     pub routes_established: usize,
     /// Established routes whose pump failed.
     pub routes_failed: usize,
-    /// Length of the load phase actually measured.
+    /// Length of the load phase actually measured (after the omitted warm-up).
     pub duration_ns: u64,
     /// Total goodput bytes in the run's direction.
     pub aggregate_bytes: u64,
@@ -201,52 +308,88 @@ pub struct Summary {
     pub aggregate_bps: u64,
     /// True when the run was cut short by Ctrl-C.
     pub interrupted: bool,
+    /// RTT statistics, with `--probe-rtt`.
+    pub rtt: Option<RttSummary>,
     /// One entry per planned route.
     pub routes: Vec<RouteSummary>,
 }
 
 /// `error` event.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ErrorEvent {
     /// What went wrong.
     pub error: String,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// One NDJSON line: the event plus the fields every event carries.
+#[derive(Serialize, JsonSchema)]
+pub struct EventLine<'a> {
     #[serde(flatten)]
     event: &'a Event,
+    /// Schema version, `SCHEMA_VERSION`.
     schema: u32,
+    /// Nanoseconds since the run started.
     t_ns: u64,
 }
 
 /// Encodes one event as a JSON line (without the newline).
 pub fn to_json_line(event: &Event, t: Duration) -> String {
-    let env = Envelope {
+    let line = EventLine {
         event,
         schema: SCHEMA_VERSION,
         t_ns: t.as_nanos() as u64,
     };
     // invariant: these types contain only strings, numbers, bools, options and vectors,
     // which serde_json always serializes.
-    serde_json::to_string(&env).expect("event serializes")
+    serde_json::to_string(&line).expect("event serializes")
 }
 
-/// Where events go. Shared by all tasks of a run; every method is cheap and infallible.
+/// The JSON Schema of one NDJSON line, generated from these types (committed as
+/// docs/events.schema.json; a test keeps the two equal).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(EventLine<'static>);
+    // invariant: a schema is plain JSON data.
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+}
+
+/// Where a run's events go.
+#[derive(Debug, Default)]
+pub struct SinkConfig {
+    /// NDJSON on stdout; otherwise human output.
+    pub json: bool,
+    /// Also write NDJSON to this file.
+    pub json_file: Option<std::path::PathBuf>,
+    /// Draw live per-route bars on stderr (human output only).
+    pub live: bool,
+}
+
+/// Where events go. Shared by all tasks of a run; `emit` never fails and never panics.
 pub struct EventSink {
     start: Instant,
     json: bool,
-    stdout_open: AtomicBool,
+    file: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    human: Option<HumanView>,
+    stdout_gone: CancellationToken,
+    file_failed: AtomicBool,
 }
 
 impl EventSink {
-    /// `json`: NDJSON on stdout; otherwise human lines on stderr.
-    pub fn new(start: Instant, json: bool) -> Self {
-        EventSink {
+    /// Opens the sink; fails only if `json_file` cannot be created.
+    pub fn new(start: Instant, cfg: &SinkConfig) -> std::io::Result<Self> {
+        let file = match &cfg.json_file {
+            Some(p) => Some(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
+                p,
+            )?))),
+            None => None,
+        };
+        Ok(EventSink {
             start,
-            json,
-            stdout_open: AtomicBool::new(true),
-        }
+            json: cfg.json,
+            file,
+            human: (!cfg.json).then(|| HumanView::new(cfg.live)),
+            stdout_gone: CancellationToken::new(),
+            file_failed: AtomicBool::new(false),
+        })
     }
 
     /// Time since the run started, as stamped on events.
@@ -259,24 +402,42 @@ impl EventSink {
         self.start
     }
 
-    /// Writes one event. Errors writing stdout (a closed pipe) turn JSON output off, nothing more.
+    /// Cancelled once stdout is closed (`| head`): the run should end quietly.
+    pub fn stdout_gone(&self) -> CancellationToken {
+        self.stdout_gone.clone()
+    }
+
+    /// Writes one event everywhere it goes. A closed stdout turns stdout output off and fires
+    /// `stdout_gone`; a failing `--json-file` is reported once on stderr and then skipped.
     pub fn emit(&self, event: Event) {
         let t = self.elapsed();
-        if self.json {
-            if self.stdout_open.load(Ordering::Relaxed) {
-                let mut line = to_json_line(&event, t);
-                line.push('\n');
-                let mut out = std::io::stdout().lock();
-                if out
-                    .write_all(line.as_bytes())
-                    .and_then(|_| out.flush())
-                    .is_err()
-                {
-                    self.stdout_open.store(false, Ordering::Relaxed);
+        let needs_json = self.json || self.file.is_some();
+        let line = needs_json.then(|| to_json_line(&event, t) + "\n");
+        if let (Some(file), Some(line)) = (&self.file, &line) {
+            if !self.file_failed.load(Ordering::Relaxed) {
+                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
+                    self.file_failed.store(true, Ordering::Relaxed);
+                    eprintln!(
+                        "mux-bw: warning: --json-file write failed, no more events go there: {e}"
+                    );
                 }
             }
-        } else {
-            human::print(&event, t);
+        }
+        if self.stdout_gone.is_cancelled() {
+            return;
+        }
+        if let (true, Some(line)) = (self.json, &line) {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(line.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                self.stdout_gone.cancel();
+            }
+        } else if let Some(view) = &self.human {
+            view.show(&event, t);
         }
     }
 }

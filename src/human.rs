@@ -6,32 +6,19 @@ use std::time::Duration;
 
 use crate::events::{Event, RouteState, Summary};
 
-/// Prints the human form of `event` (stderr for progress, stdout for the summary table).
-pub fn print(event: &Event, t: Duration) {
-    match event {
-        Event::Summary(s) => println!("{}", summary_table(s)),
-        other => {
-            if let Some(line) = line(other, t) {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 /// One progress line for an event, or `None` for events shown otherwise.
 pub fn line(event: &Event, t: Duration) -> Option<String> {
     let ts = format!("[+{:.2}s]", t.as_secs_f64());
     Some(match event {
         Event::Start(s) => format!(
-            "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {:?} · {}",
+            "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}",
             s.version,
             short_uri(&s.config.to),
             s.config.routes,
             s.config.min_hops,
-            s.config.mode,
+            s.config.mode.as_str(),
             humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
-        )
-        .to_lowercase(),
+        ),
         Event::RouteEstablished(e) => {
             let via = match e.path.split_last() {
                 Some((_, mids)) if !mids.is_empty() => {
@@ -59,13 +46,23 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
             format!("{ts} R{} ✗ setup-failed{at} err={}", e.route_index, e.error)
         }
         Event::RouteFailure(e) => format!(
-            "{ts} R{} ✗ pump-failed before={}/{} after {} err={}",
+            "{ts} R{} ✗ pump-failed before={}/{} after {} err={}{}",
             e.route_index,
             fmt_bytes(e.bytes_sent_before_failure),
             fmt_bytes(e.bytes_received_before_failure),
             fmt_duration(Duration::from_nanos(e.elapsed_ns)),
-            e.error
+            e.error,
+            at_hop(e.failed_hop, e.node.as_deref()),
         ),
+        Event::RouteStalled(e) => format!(
+            "{ts} R{} ⚠ stalled: no bytes for {} (sent {}, received {})",
+            e.route_index,
+            fmt_duration(Duration::from_nanos(e.stalled_ns)),
+            fmt_bytes(e.bytes_sent),
+            fmt_bytes(e.bytes_received),
+        ),
+        // Probes are many; the summary shows their distribution.
+        Event::Probe(_) => return None,
         Event::Sample(s) => {
             let mut l = format!(
                 "{ts} {}/{} routes  {:>10}",
@@ -77,6 +74,7 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
                 let rate = r.sent_bps.max(r.received_bps);
                 match r.state {
                     RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
+                    RouteState::Stalled => write!(l, "  R{} 0!", r.route_index),
                     RouteState::Failed => write!(l, "  R{} -", r.route_index),
                 }
                 .ok()?;
@@ -101,7 +99,7 @@ pub fn summary_table(s: &Summary) -> String {
     );
     for r in &s.routes {
         let detail = match &r.error {
-            Some(e) => e.clone(),
+            Some(e) => format!("{e}{}", at_hop(r.failed_hop, r.node.as_deref())),
             None => r
                 .path
                 .iter()
@@ -121,6 +119,38 @@ pub fn summary_table(s: &Summary) -> String {
             detail
         );
     }
+    if let Some(rtt) = &s.rtt {
+        for (phase, stats) in [("idle", &rtt.idle), ("loaded", &rtt.loaded)] {
+            match stats {
+                Some(st) => {
+                    let ms = |ns: u64| ns as f64 / 1e6;
+                    let _ = writeln!(
+                        out,
+                        "rtt {phase:<6} R{}: min {:.2} p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms, {} RPM ({} probes, {} lost)",
+                        rtt.route_index,
+                        ms(st.min_ns),
+                        ms(st.p50_ns),
+                        ms(st.p90_ns),
+                        ms(st.p99_ns),
+                        ms(st.max_ns),
+                        st.rpm,
+                        st.count,
+                        st.lost
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "rtt {phase:<6} R{}: no answer", rtt.route_index);
+                }
+            }
+        }
+        if let Some(inc) = rtt.latency_increase_ns {
+            let _ = writeln!(
+                out,
+                "latency increase under load: {:+.2} ms",
+                inc as f64 / 1e6
+            );
+        }
+    }
     let _ = write!(
         out,
         "total {}/{} routes up, {} failed, {} in {:.2}s = {}{}",
@@ -133,6 +163,14 @@ pub fn summary_table(s: &Summary) -> String {
         if s.interrupted { " (interrupted)" } else { "" }
     );
     out
+}
+
+fn at_hop(hop: Option<u8>, node: Option<&str>) -> String {
+    match (hop, node) {
+        (Some(h), Some(n)) => format!(" (hop {h}, node {})", short(n)),
+        (Some(h), None) => format!(" (hop {h})"),
+        _ => String::new(),
+    }
 }
 
 /// First 8 characters of a node id, enough to tell nodes apart in a run.
@@ -208,10 +246,13 @@ mod tests {
             bytes_sent_before_failure: 12_400_000,
             bytes_received_before_failure: 12_100_000,
             elapsed_ns: 2_310_000_000,
+            failed_hop: Some(2),
+            node: Some("91bc0123aaaa".into()),
         });
         assert_eq!(
             line(&ev, Duration::from_millis(2310)).unwrap(),
-            "[+2.31s] R3 ✗ pump-failed before=12.4MB/12.1MB after 2.31s err=write timed out after 30s"
+            "[+2.31s] R3 ✗ pump-failed before=12.4MB/12.1MB after 2.31s \
+             err=write timed out after 30s (hop 2, node 91bc0123)"
         );
     }
 }

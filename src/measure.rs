@@ -1,6 +1,7 @@
-//! One measurement run: set up every planned route concurrently, start one pump per established
-//! route at the same instant, sample the counters every interval, and report a summary.
-//! Emits every event of the run; knows nothing about the CLI.
+//! One measurement run: set up every planned route concurrently, register each in the route
+//! table and start its pump (datagrams at once, payload on "go"), take the idle RTT baseline, then
+//! load every route from the same instant, sample counters every interval, watch for stalls, and
+//! report a summary. Emits every event of the run; knows nothing about the CLI.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,13 +12,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::NodeAddr;
 use crate::events::{
-    ConfigView, Event, EventSink, RouteEstablished, RouteFailure, RouteSample, RouteSetupFailed,
-    RouteState, RouteSummary, Sample, Start, Summary,
+    ConfigView, ErrorEvent, Event, EventSink, ProbePhase, RouteEstablished, RouteFailure,
+    RouteSample, RouteSetupFailed, RouteStalled, RouteState, RouteSummary, RttSummary, Sample,
+    Start, Summary,
 };
+use crate::probe::{self, Recorder};
 use crate::protocol::{Mode, SetupRequest, PROTOCOL_VERSION};
-use crate::pump::{self, Counters};
+use crate::pump::{self, PumpError, RouteLive};
 use crate::route::PlannedRoute;
-use crate::transport::{self, Link, SetupFailure};
+use crate::table::{RouteRef, RouteTable};
+use crate::transport::{self, SetupFailure};
+
+/// Commit this binary was built from.
+pub const GIT_SHA: &str = env!("MUX_BW_GIT_SHA");
+
+/// How often the run checks for stalled routes (between samples).
+const STALL_CHECK: Duration = Duration::from_millis(100);
 
 /// A validated run configuration: everything `run` needs, nothing left to parse.
 #[derive(Clone, Debug)]
@@ -34,16 +44,26 @@ pub struct RunConfig {
     pub allow_overlap: bool,
     /// Data pattern.
     pub mode: Mode,
-    /// Length of the load phase.
+    /// Length of the measured load phase (after `omit`).
     pub duration: Duration,
+    /// Warm-up at the start of the load, sampled but left out of the summary.
+    pub omit: Duration,
     /// Sample period.
     pub interval: Duration,
     /// Per-hop setup budget.
     pub setup_timeout: Duration,
     /// Deadline of every read and write.
     pub io_timeout: Duration,
+    /// A route that moves no bytes this long gets a `route_stalled` warning.
+    pub stall_timeout: Duration,
+    /// Take an idle RTT baseline and probe under load.
+    pub probe_rtt: bool,
+    /// Gap between loaded probes.
+    pub probe_interval: Duration,
     /// Sent in every setup header.
     pub token: Vec<u8>,
+    /// Cancelled when the load phase starts (the lab times its faults from it).
+    pub load_started: CancellationToken,
 }
 
 /// Why a run could not even start.
@@ -54,17 +74,35 @@ pub enum RunError {
     Endpoint(#[from] transport::EndpointError),
 }
 
-/// State of one established route, shared between its pump task and the sampler.
-struct RouteHandle {
-    index: u32,
-    counters: Counters,
-    /// Set once, when the pump fails; read by the sampler.
+/// An established route as the run tracks it.
+struct Slot {
+    live: Arc<RouteLive>,
+    /// Set when the pump fails; read by the sampler.
     failed: AtomicBool,
     /// The failure, for the summary.
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<PumpError>>,
+}
+
+/// Builds the `route_failure` event for a pump that ended with `err`.
+pub fn failure_event(
+    route_index: u32,
+    err: &PumpError,
+    (sent, received): (u64, u64),
+    elapsed: Duration,
+) -> RouteFailure {
+    RouteFailure {
+        route_index,
+        error: err.message.clone(),
+        bytes_sent_before_failure: sent,
+        bytes_received_before_failure: received,
+        elapsed_ns: elapsed.as_nanos() as u64,
+        failed_hop: err.failed_hop,
+        node: err.node.map(|n| n.to_string()),
+    }
 }
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).
+/// `interrupt` ends the run early with a summary (Ctrl-C); so does a closed stdout.
 pub async fn run(
     cfg: &RunConfig,
     sink: Arc<EventSink>,
@@ -74,10 +112,25 @@ pub async fn run(
         tool: "mux-bw",
         version: env!("CARGO_PKG_VERSION"),
         protocol_version: PROTOCOL_VERSION,
+        git_sha: GIT_SHA,
         config: config_view(cfg),
     }));
     let endpoint = transport::client_endpoint(cfg.dst.addr)?;
+    let stop = interrupt.child_token();
+    {
+        let (gone, stop) = (sink.stdout_gone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = gone.cancelled() => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
 
+    // Setup: all routes at once; each established route is registered and its pump started.
+    let table: Arc<RouteTable<Arc<RouteLive>>> = Arc::new(RouteTable::default());
+    let go = CancellationToken::new();
+    let cancel_pumps = CancellationToken::new();
     let mut setups = JoinSet::new();
     for route in cfg.routes.clone() {
         let endpoint = endpoint.clone();
@@ -85,7 +138,7 @@ pub async fn run(
             route_index: route.index,
             hop_index: 0,
             mode: cfg.mode,
-            setup_timeout_ms: cfg.setup_timeout.as_millis().min(u32::MAX as u128) as u32,
+            setup_timeout_ms: cfg.setup_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             token: cfg.token.clone(),
             next: route.path[1..].to_vec(),
         };
@@ -96,35 +149,28 @@ pub async fn run(
             (route, t.elapsed(), r)
         });
     }
-    let mut links: Vec<(PlannedRoute, Link)> = Vec::new();
+    let mut slots: Vec<Arc<Slot>> = Vec::new();
+    let mut established: Vec<RouteRef> = Vec::new();
     let mut setup_errors: Vec<(PlannedRoute, SetupFailure)> = Vec::new();
-    let mut interrupted = false;
+    let mut pumps = JoinSet::new();
     loop {
         let next = tokio::select! {
             n = setups.join_next() => n,
-            _ = interrupt.cancelled() => { interrupted = true; break; }
+            _ = stop.cancelled() => break,
         };
         let Some(joined) = next else { break };
         let (route, took, result) = match joined {
             Ok(x) => x,
             Err(e) => {
-                // A setup task can only end this way by panicking, which is a bug; report it.
-                sink.emit(Event::Error(crate::events::ErrorEvent {
+                // Only a panic ends a setup task this way; report it rather than lose the route.
+                sink.emit(Event::Error(ErrorEvent {
                     error: format!("route setup task failed: {e}"),
                 }));
                 continue;
             }
         };
-        match result {
-            Ok(link) => {
-                sink.emit(Event::RouteEstablished(RouteEstablished {
-                    route_index: route.index,
-                    path: route.path_ids(),
-                    hops: route.hops(),
-                    setup_ns: took.as_nanos() as u64,
-                }));
-                links.push((route, link));
-            }
+        let link = match result {
+            Ok(link) => link,
             Err(f) => {
                 sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
                     route_index: route.index,
@@ -134,90 +180,144 @@ pub async fn run(
                     path: route.path_ids(),
                 }));
                 setup_errors.push((route, f));
+                continue;
             }
-        }
-    }
-    setups.abort_all();
-    links.sort_by_key(|(r, _)| r.index);
-
-    let load_start = Instant::now();
-    let stop = CancellationToken::new();
-    let mut pumps = JoinSet::new();
-    let mut handles = Vec::with_capacity(links.len());
-    let mut paths = Vec::with_capacity(links.len());
-    for (route, link) in links {
-        let h = Arc::new(RouteHandle {
+        };
+        let rref = RouteRef {
+            dst: cfg.dst.id,
             index: route.index,
-            counters: Counters::default(),
+        };
+        let live = Arc::new(RouteLive::new(rref, route.path.clone(), link.conn.clone()));
+        if let Err(e) = table.insert(rref, live.clone()) {
+            // Plans have distinct indices, so this is a bug; refuse rather than mix routes.
+            sink.emit(Event::Error(ErrorEvent {
+                error: e.to_string(),
+            }));
+            link.conn.close(transport::CLOSE_DONE, b"duplicate route");
+            continue;
+        }
+        sink.emit(Event::RouteEstablished(RouteEstablished {
+            route_index: route.index,
+            path: route.path_ids(),
+            hops: route.hops(),
+            setup_ns: took.as_nanos() as u64,
+        }));
+        established.push(rref);
+        let slot = Arc::new(Slot {
+            live,
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
         });
-        handles.push(h.clone());
-        paths.push(route);
-        let (mode, io_timeout, cancel, sink) =
-            (cfg.mode, cfg.io_timeout, stop.child_token(), sink.clone());
+        slots.push(slot.clone());
+        let (mode, io_timeout, go, cancel) =
+            (cfg.mode, cfg.io_timeout, go.clone(), cancel_pumps.clone());
+        let (sink, table) = (sink.clone(), table.clone());
         pumps.spawn(async move {
             let started = Instant::now();
-            let result = pump::pump(link, mode, io_timeout, &h.counters, cancel.clone()).await;
-            if let Err(error) = result {
+            let r = pump::pump(link, &slot.live, mode, io_timeout, go, cancel.clone()).await;
+            table.remove(slot.live.rref);
+            if let Err(err) = r {
                 if !cancel.is_cancelled() {
-                    let (sent, received) = h.counters.snapshot();
-                    h.failed.store(true, Ordering::Relaxed);
-                    sink.emit(Event::RouteFailure(RouteFailure {
-                        route_index: h.index,
-                        error: error.clone(),
-                        bytes_sent_before_failure: sent,
-                        bytes_received_before_failure: received,
-                        elapsed_ns: started.elapsed().as_nanos() as u64,
-                    }));
-                    if let Ok(mut slot) = h.error.lock() {
-                        *slot = Some(error);
-                    }
+                    slot.failed.store(true, Ordering::Relaxed);
+                    let counts = slot.live.counters.snapshot();
+                    let ev = failure_event(slot.live.rref.index, &err, counts, started.elapsed());
+                    sink.emit(Event::RouteFailure(ev));
+                    *slot.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
                 }
             }
         });
     }
+    setups.abort_all();
+    slots.sort_by_key(|s| s.live.rref.index);
 
-    let mut end = load_start;
-    if !handles.is_empty() && !interrupted {
-        let mut prev: Vec<(u64, u64)> = vec![(0, 0); handles.len()];
-        let deadline = load_start + cfg.duration;
-        let mut interval_start = load_start;
-        loop {
-            let tick = (interval_start + cfg.interval).min(deadline);
-            tokio::select! {
-                _ = tokio::time::sleep_until(tick.into()) => {}
-                _ = interrupt.cancelled() => { interrupted = true; }
-            }
-            let now = if interrupted { Instant::now() } else { tick };
-            sink.emit(Event::Sample(sample(
-                cfg.mode,
-                &handles,
-                &mut prev,
-                interval_start - sink.start(),
-                now - sink.start(),
-            )));
-            interval_start = now;
-            if interrupted || now >= deadline {
-                end = now;
+    // Idle baseline on the first established route.
+    let mut idle = Recorder::default();
+    let probe_route = established.first().copied();
+    if let (true, Some(r)) = (cfg.probe_rtt, probe_route) {
+        for i in 0..probe::IDLE_PROBES {
+            if stop.is_cancelled() {
                 break;
             }
+            if i > 0 {
+                tokio::time::sleep(probe::IDLE_GAP).await;
+            }
+            probe::probe_once(&table, r, ProbePhase::Idle, &mut idle, &sink).await;
         }
     }
-    stop.cancel();
+
+    // Load.
+    let load_start = Instant::now();
+    go.cancel();
+    cfg.load_started.cancel();
+    let prober = (cfg.probe_rtt && probe_route.is_some()).then(|| {
+        let (table, sink, stop, established) = (
+            table.clone(),
+            sink.clone(),
+            cancel_pumps.clone(),
+            established.clone(),
+        );
+        let gap = cfg.probe_interval;
+        tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            let mut last = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(gap) => {}
+                    _ = stop.cancelled() => break,
+                }
+                // Follow the first established route still up; remember it for the summary.
+                let Some(r) = probe::target(&table, &established) else {
+                    continue;
+                };
+                last = Some(r);
+                tokio::select! {
+                    _ = probe::probe_once(&table, r, ProbePhase::Loaded, &mut rec, &sink) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            (rec, last)
+        })
+    });
+
+    let mut sampler = Sampler::new(cfg, &slots, load_start);
+    let mut end = load_start;
+    if !slots.is_empty() && !stop.is_cancelled() {
+        end = sampler.run(cfg, &slots, &sink, &stop).await;
+    }
+    cancel_pumps.cancel();
+    let loaded = match prober {
+        Some(p) => p.await.ok(),
+        None => None,
+    };
     // Pumps close their links on cancel; bound the wait in case a close blocks.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while pumps.join_next().await.is_some() {}
     })
     .await;
     pumps.abort_all();
+
+    let rtt = probe_route.filter(|_| cfg.probe_rtt).map(|first| {
+        let (rec, last) = loaded.unwrap_or_default();
+        let (idle, loaded) = (idle.stats(), rec.stats());
+        RttSummary {
+            route_index: last.unwrap_or(first).index,
+            latency_increase_ns: match (&idle, &loaded) {
+                (Some(i), Some(l)) => Some(l.p50_ns as i64 - i.p50_ns as i64),
+                _ => None,
+            },
+            idle,
+            loaded,
+        }
+    });
+    let measured_from = sampler.baseline_at.unwrap_or(end);
     let summary = summarize(
         cfg,
-        &paths,
-        &handles,
+        &slots,
+        &sampler.baseline,
         &setup_errors,
-        end - load_start,
-        interrupted,
+        end.saturating_duration_since(measured_from),
+        interrupt.is_cancelled(),
+        rtt,
     );
     sink.emit(Event::Summary(summary.clone()));
     endpoint.close(transport::CLOSE_DONE, b"run over");
@@ -233,6 +333,9 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         min_hops: cfg.min_hops,
         mode: cfg.mode,
         duration_ns: cfg.duration.as_nanos() as u64,
+        omit_ns: cfg.omit.as_nanos() as u64,
+        stall_timeout_ns: cfg.stall_timeout.as_nanos() as u64,
+        probe_rtt: cfg.probe_rtt,
         interval_ns: cfg.interval.as_nanos() as u64,
         setup_timeout_ns: cfg.setup_timeout.as_nanos() as u64,
         io_timeout_ns: cfg.io_timeout.as_nanos() as u64,
@@ -245,7 +348,8 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
 fn directional(mode: Mode, (sent, received): (u64, u64)) -> u64 {
     match mode {
         Mode::Up => sent,
-        Mode::Down => received,
+        Mode::Down | Mode::Echo => received,
+        Mode::Bidir => sent + received,
     }
 }
 
@@ -258,69 +362,193 @@ fn bps(bytes: u64, over: Duration) -> u64 {
     }
 }
 
-fn sample(
-    mode: Mode,
-    handles: &[Arc<RouteHandle>],
-    prev: &mut [(u64, u64)],
-    start: Duration,
-    end: Duration,
-) -> Sample {
-    let span = end.saturating_sub(start);
-    let mut routes = Vec::with_capacity(handles.len());
-    let mut aggregate = 0;
-    for (h, p) in handles.iter().zip(prev.iter_mut()) {
-        let now = h.counters.snapshot();
-        let delta = (now.0.saturating_sub(p.0), now.1.saturating_sub(p.1));
-        *p = now;
-        aggregate += directional(mode, delta);
-        routes.push(RouteSample {
-            route_index: h.index,
-            bytes_sent: now.0,
-            bytes_received: now.1,
-            sent_bps: bps(delta.0, span),
-            received_bps: bps(delta.1, span),
-            state: if h.failed.load(Ordering::Relaxed) {
-                RouteState::Failed
-            } else {
-                RouteState::Up
-            },
-        });
+/// Per-route progress tracking for stall detection.
+struct Progress {
+    last_total: u64,
+    since: Instant,
+    stalled: bool,
+}
+
+/// Samples counters at interval boundaries and watches for stalls.
+struct Sampler {
+    prev: Vec<(u64, u64)>,
+    progress: Vec<Progress>,
+    load_start: Instant,
+    omit_end: Instant,
+    deadline: Instant,
+    /// Counters when the omitted warm-up ended: the summary counts from here.
+    baseline: Vec<(u64, u64)>,
+    /// When `baseline` was taken.
+    baseline_at: Option<Instant>,
+}
+
+impl Sampler {
+    fn new(cfg: &RunConfig, slots: &[Arc<Slot>], load_start: Instant) -> Self {
+        let omit_end = load_start + cfg.omit;
+        Sampler {
+            prev: vec![(0, 0); slots.len()],
+            progress: slots
+                .iter()
+                .map(|_| Progress {
+                    last_total: 0,
+                    since: load_start,
+                    stalled: false,
+                })
+                .collect(),
+            load_start,
+            omit_end,
+            deadline: omit_end + cfg.duration,
+            baseline: vec![(0, 0); slots.len()],
+            baseline_at: cfg.omit.is_zero().then_some(load_start),
+        }
     }
-    Sample {
-        interval_start_ns: start.as_nanos() as u64,
-        interval_end_ns: end.as_nanos() as u64,
-        omitted: false,
-        active_routes: routes.iter().filter(|r| r.state == RouteState::Up).count(),
-        aggregate_bps: bps(aggregate, span),
-        routes,
+
+    /// Samples until the deadline or `stop`; returns when the load ended.
+    async fn run(
+        &mut self,
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        sink: &EventSink,
+        stop: &CancellationToken,
+    ) -> Instant {
+        let mut interval_start = self.load_start;
+        let mut check = tokio::time::interval(STALL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut due = (interval_start + cfg.interval).min(self.deadline);
+            if interval_start < self.omit_end {
+                due = due.min(self.omit_end);
+            }
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => false,
+                _ = check.tick() => {
+                    self.check_stalls(cfg, slots, sink, Instant::now());
+                    continue;
+                }
+                _ = stop.cancelled() => true,
+            };
+            let now = if stopped { Instant::now() } else { due };
+            let omitted = now <= self.omit_end && !cfg.omit.is_zero();
+            sink.emit(Event::Sample(self.sample(
+                cfg.mode,
+                slots,
+                interval_start - sink.start(),
+                now - sink.start(),
+                omitted,
+            )));
+            if self.baseline_at.is_none() && now >= self.omit_end {
+                self.baseline = self.prev.clone();
+                self.baseline_at = Some(now);
+            }
+            interval_start = now;
+            if stopped || now >= self.deadline {
+                return now;
+            }
+        }
+    }
+
+    fn check_stalls(
+        &mut self,
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        sink: &EventSink,
+        now: Instant,
+    ) {
+        for (slot, p) in slots.iter().zip(self.progress.iter_mut()) {
+            if slot.failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (sent, received) = slot.live.counters.snapshot();
+            if sent + received != p.last_total {
+                p.last_total = sent + received;
+                p.since = now;
+                p.stalled = false;
+            } else if !p.stalled && now.duration_since(p.since) >= cfg.stall_timeout {
+                p.stalled = true;
+                sink.emit(Event::RouteStalled(RouteStalled {
+                    route_index: slot.live.rref.index,
+                    stalled_ns: now.duration_since(p.since).as_nanos() as u64,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                }));
+            }
+        }
+    }
+
+    fn sample(
+        &mut self,
+        mode: Mode,
+        slots: &[Arc<Slot>],
+        start: Duration,
+        end: Duration,
+        omitted: bool,
+    ) -> Sample {
+        let span = end.saturating_sub(start);
+        let mut routes = Vec::with_capacity(slots.len());
+        let mut aggregate = 0;
+        for ((slot, p), prog) in slots.iter().zip(self.prev.iter_mut()).zip(&self.progress) {
+            let now = slot.live.counters.snapshot();
+            let delta = (now.0.saturating_sub(p.0), now.1.saturating_sub(p.1));
+            *p = now;
+            aggregate += directional(mode, delta);
+            routes.push(RouteSample {
+                route_index: slot.live.rref.index,
+                bytes_sent: now.0,
+                bytes_received: now.1,
+                sent_bps: bps(delta.0, span),
+                received_bps: bps(delta.1, span),
+                state: if slot.failed.load(Ordering::Relaxed) {
+                    RouteState::Failed
+                } else if prog.stalled {
+                    RouteState::Stalled
+                } else {
+                    RouteState::Up
+                },
+            });
+        }
+        Sample {
+            interval_start_ns: start.as_nanos() as u64,
+            interval_end_ns: end.as_nanos() as u64,
+            omitted,
+            active_routes: routes
+                .iter()
+                .filter(|r| r.state != RouteState::Failed)
+                .count(),
+            aggregate_bps: bps(aggregate, span),
+            routes,
+        }
     }
 }
 
 fn summarize(
     cfg: &RunConfig,
-    paths: &[PlannedRoute],
-    handles: &[Arc<RouteHandle>],
+    slots: &[Arc<Slot>],
+    baseline: &[(u64, u64)],
     setup_errors: &[(PlannedRoute, SetupFailure)],
-    load: Duration,
+    measured: Duration,
     interrupted: bool,
+    rtt: Option<RttSummary>,
 ) -> Summary {
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut aggregate_bytes = 0;
     let mut failed = 0;
-    for (route, h) in paths.iter().zip(handles) {
-        let counts = h.counters.snapshot();
-        let error = h.error.lock().ok().and_then(|e| e.clone());
+    for (slot, base) in slots.iter().zip(baseline) {
+        let now = slot.live.counters.snapshot();
+        let counts = (now.0.saturating_sub(base.0), now.1.saturating_sub(base.1));
+        let error = slot.error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         failed += usize::from(error.is_some());
         aggregate_bytes += directional(cfg.mode, counts);
         routes.push(RouteSummary {
-            route_index: route.index,
-            path: route.path_ids(),
-            hops: route.hops(),
+            route_index: slot.live.rref.index,
+            path: slot.live.path.iter().map(|n| n.id.to_string()).collect(),
+            hops: slot.live.path.len(),
             state: if error.is_some() { "failed" } else { "up" },
             bytes_sent: counts.0,
             bytes_received: counts.1,
-            mean_bps: bps(directional(cfg.mode, counts), load),
-            error,
+            mean_bps: bps(directional(cfg.mode, counts), measured),
+            failed_hop: error.as_ref().and_then(|e| e.failed_hop),
+            node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
+            error: error.map(|e| e.message),
         });
     }
     for (route, f) in setup_errors {
@@ -333,17 +561,77 @@ fn summarize(
             bytes_received: 0,
             mean_bps: 0,
             error: Some(f.message.clone()),
+            failed_hop: f.failed_hop,
+            node: f.node.map(|n| n.to_string()),
         });
     }
     routes.sort_by_key(|r| r.route_index);
     Summary {
+        version: env!("CARGO_PKG_VERSION"),
+        protocol_version: PROTOCOL_VERSION,
         routes_planned: cfg.routes.len(),
-        routes_established: handles.len(),
+        routes_established: slots.len(),
         routes_failed: failed,
-        duration_ns: load.as_nanos() as u64,
+        duration_ns: measured.as_nanos() as u64,
         aggregate_bytes,
-        aggregate_bps: bps(aggregate_bytes, load),
+        aggregate_bps: bps(aggregate_bytes, measured),
         interrupted,
+        rtt,
         routes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeId;
+
+    #[test]
+    fn failure_event_carries_everything_known() {
+        let err = PumpError {
+            message: "write timed out after 30s".into(),
+            failed_hop: Some(1),
+            node: Some(NodeId([0x91; 16])),
+        };
+        let ev = failure_event(
+            7,
+            &err,
+            (12_400_000, 12_100_000),
+            Duration::from_millis(2310),
+        );
+        assert_eq!(ev.route_index, 7);
+        assert_eq!(ev.error, "write timed out after 30s");
+        assert_eq!(ev.bytes_sent_before_failure, 12_400_000);
+        assert_eq!(ev.bytes_received_before_failure, 12_100_000);
+        assert_eq!(ev.elapsed_ns, 2_310_000_000);
+        assert_eq!(ev.failed_hop, Some(1));
+        assert_eq!(ev.node, Some(NodeId([0x91; 16]).to_string()));
+    }
+
+    #[test]
+    fn failure_on_the_first_call_reports_zero_bytes_not_nothing() {
+        let err = PumpError {
+            message: "write failed: connection lost".into(),
+            failed_hop: None,
+            node: None,
+        };
+        let ev = failure_event(0, &err, (0, 0), Duration::from_micros(50));
+        let line = crate::events::to_json_line(&Event::RouteFailure(ev), Duration::ZERO);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "route_failure");
+        assert_eq!(v["bytes_sent_before_failure"], 0);
+        assert_eq!(v["bytes_received_before_failure"], 0);
+        assert_eq!(v["elapsed_ns"], 50_000);
+        assert!(v.get("failed_hop").is_none());
+    }
+
+    #[test]
+    fn directional_goodput_per_mode() {
+        assert_eq!(directional(Mode::Up, (5, 7)), 5);
+        assert_eq!(directional(Mode::Down, (5, 7)), 7);
+        assert_eq!(directional(Mode::Echo, (5, 7)), 7);
+        assert_eq!(directional(Mode::Bidir, (5, 7)), 12);
+        assert_eq!(bps(1_000_000, Duration::from_secs(1)), 8_000_000);
+        assert_eq!(bps(1, Duration::ZERO), 0);
     }
 }

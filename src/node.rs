@@ -1,10 +1,12 @@
 //! The accepting side: a node (`serve` = destination, `relay` = intermediate) takes QUIC
 //! connections, reads one setup header per connection, and either forwards the route to the next
-//! hop and splices the streams, or acts as the route's far end (sink for `up`, source for `down`).
+//! hop and splices streams and datagrams, or acts as the route's far end (sink, source or echo).
 //!
 //! Every wait is bounded: the header read by `header_timeout`, onward dials by the caller's setup
 //! timeout, and stream I/O by QUIC's idle timeout. A bad header closes only its own connection.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +17,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use crate::identity::NodeId;
-use crate::protocol::{self, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
+use crate::protocol::{self, Datagram, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
 use crate::transport::{
-    self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
+    self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
 };
 
 /// Size of the chunks a destination writes in `down` mode; one shared buffer, cloned by refcount.
@@ -45,6 +47,17 @@ pub struct NodeConfig {
     pub token: Option<Vec<u8>>,
     /// How long a new connection may take to send its setup header.
     pub header_timeout: Duration,
+    /// Fault injection hooks (the lab's `--fault`); never fired in `serve`/`relay`.
+    pub faults: Faults,
+}
+
+/// Fault injection: tokens that, once cancelled, make the node misbehave on purpose.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Crash: close every connection at once (peers see `CLOSE_KILLED`) and stop accepting.
+    pub kill: CancellationToken,
+    /// Stall: stop reading and forwarding, but keep every connection open.
+    pub stall: CancellationToken,
 }
 
 /// Accepts connections until `shutdown` fires, then closes the endpoint.
@@ -54,6 +67,10 @@ pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationTo
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = cfg.faults.kill.cancelled() => {
+                endpoint.close(CLOSE_KILLED, b"node killed (fault injection)");
+                break;
+            }
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
@@ -111,19 +128,14 @@ async fn handle_connection(
                 return;
             }
             info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
-            let io = async {
-                match req.mode {
-                    Mode::Up => sink(send, recv).await,
-                    Mode::Down => source(send).await,
-                }
-            };
+            let stall = &cfg.faults.stall;
             tokio::select! {
-                _ = io => {},
+                _ = far_end(&conn, req.mode, send, recv, stall) => {},
                 _ = conn.closed() => {},
                 _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
             }
         }
-        Role::Relay => relay(conn, endpoint, send, recv, req, shutdown).await,
+        Role::Relay => relay(conn, endpoint, send, recv, req, &cfg.faults, shutdown).await,
     }
 }
 
@@ -207,37 +219,96 @@ async fn refuse(conn: &Connection, send: &mut SendStream, hop: u8, message: &str
     conn.close(CLOSE_REFUSED, b"setup refused");
 }
 
-/// `up` far end: counts arriving bytes and reports the running total every `REPORT_INTERVAL`,
-/// so the client measures goodput at the destination, not bytes buffered at its own sender.
-async fn sink(mut send: SendStream, mut recv: RecvStream) {
-    let mut total: u64 = 0;
-    let mut reported: u64 = 0;
-    let mut tick = tokio::time::interval(REPORT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            chunk = recv.read_chunk(usize::MAX, false) => match chunk {
-                Ok(Some(c)) => total += c.bytes.len() as u64,
-                _ => break,
-            },
-            _ = tick.tick() => {
-                if total != reported {
-                    if send.write_all(&total.to_be_bytes()).await.is_err() {
-                        break;
-                    }
-                    reported = total;
-                }
-            }
-        }
+/// Resolves like `f`, unless the node stalls first; then never resolves.
+async fn or_stall<F: Future>(stall: &CancellationToken, f: F) -> F::Output {
+    tokio::select! {
+        biased;
+        _ = stall.cancelled() => std::future::pending().await,
+        r = f => r,
     }
-    let _ = send.write_all(&total.to_be_bytes()).await;
-    let _ = send.finish();
 }
 
-/// `down` far end: writes until the client goes away.
-async fn source(mut send: SendStream) {
+/// The destination's side of an established route, for every mode. Payload bytes that arrive
+/// are reported back in `Report` datagrams every `REPORT_INTERVAL`, so the client measures
+/// goodput at the destination, not bytes buffered at its own sender; `Ping`s are answered.
+async fn far_end(
+    conn: &Connection,
+    mode: Mode,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    stall: &CancellationToken,
+) {
+    let received = AtomicU64::new(0);
+    let data = async {
+        match mode {
+            Mode::Up => sink(&mut recv, &received, stall).await,
+            Mode::Down => source(&mut send, stall).await,
+            Mode::Bidir => {
+                tokio::join!(sink(&mut recv, &received, stall), source(&mut send, stall));
+            }
+            Mode::Echo => echo(&mut recv, &mut send, &received, stall).await,
+        }
+    };
+    let reports = async {
+        if !mode.client_sends() {
+            return std::future::pending().await;
+        }
+        let mut reported = 0;
+        let mut tick = tokio::time::interval(REPORT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            or_stall(stall, tick.tick()).await;
+            let now = received.load(Ordering::Relaxed);
+            if now != reported {
+                // A lost report is harmless: the next one carries the newer total.
+                let _ = conn.send_datagram(Datagram::Report { received: now }.encode().into());
+                reported = now;
+            }
+        }
+    };
+    let pongs = async {
+        while let Ok(d) = or_stall(stall, conn.read_datagram()).await {
+            if let Ok(Datagram::Ping { seq, sent_ns }) = Datagram::decode(&d) {
+                let _ = conn.send_datagram(Datagram::Pong { seq, sent_ns }.encode().into());
+            }
+        }
+    };
+    tokio::select! {
+        _ = data => {
+            let total = received.load(Ordering::Relaxed);
+            let _ = conn.send_datagram(Datagram::Report { received: total }.encode().into());
+        }
+        _ = reports => {}
+        _ = pongs => {}
+    }
+}
+
+async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) {
+    while let Ok(Some(c)) = or_stall(stall, recv.read_chunk(usize::MAX, false)).await {
+        received.fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn source(send: &mut SendStream, stall: &CancellationToken) {
     let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
-    while send.write_chunk(payload.clone()).await.is_ok() {}
+    while or_stall(stall, send.write_chunk(payload.clone()))
+        .await
+        .is_ok()
+    {}
+}
+
+async fn echo(
+    recv: &mut RecvStream,
+    send: &mut SendStream,
+    received: &AtomicU64,
+    stall: &CancellationToken,
+) {
+    while let Ok(Some(c)) = or_stall(stall, recv.read_chunk(usize::MAX, true)).await {
+        received.fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+        if or_stall(stall, send.write_chunk(c.bytes)).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn relay(
@@ -246,6 +317,7 @@ async fn relay(
     mut up_send: SendStream,
     up_recv: RecvStream,
     req: SetupRequest,
+    faults: &Faults,
     shutdown: CancellationToken,
 ) {
     // `check` guarantees a relay's header names at least one next hop.
@@ -272,36 +344,58 @@ async fn relay(
     }
     info!(route = req.route_index, next = %next.addr, "route up (relay)");
     let transport::Link {
-        conn: down_conn,
+        conn: down,
         send: down_send,
         recv: down_recv,
     } = down;
-    let splice = async { tokio::try_join!(copy(up_recv, down_send), copy(down_recv, up_send)) };
+    let stall = &faults.stall;
+    let splice = async {
+        tokio::try_join!(
+            copy(up_recv, down_send, stall),
+            copy(down_recv, up_send, stall),
+            forward_datagrams(&up, &down, stall),
+            forward_datagrams(&down, &up, stall),
+        )
+    };
+    let (hop, id) = (onward.hop_index, next.id);
     tokio::select! {
+        biased;
+        // A killed node closes everything itself; nothing here may relabel that as a downstream
+        // failure.
+        _ = faults.kill.cancelled() => {
+            up.close(CLOSE_KILLED, b"node killed (fault injection)");
+            down.close(CLOSE_KILLED, b"node killed (fault injection)");
+        }
         r = splice => {
             if let Err(e) = r {
-                let reason = format!("hop {} ({}): {e}", onward.hop_index, next.id);
-                up.close(CLOSE_DOWNSTREAM, reason.as_bytes());
-                down_conn.close(CLOSE_DOWNSTREAM, b"splice failed");
+                if let Some(e) = down.close_reason() {
+                    up.close(CLOSE_DOWNSTREAM, attribute(&e, hop, id).as_bytes());
+                } else if let Some(e) = up.close_reason() {
+                    let (code, reason) = close_of(&e);
+                    down.close(code, &reason);
+                } else {
+                    up.close(CLOSE_DOWNSTREAM, format!("hop {hop} ({id}): {e}").as_bytes());
+                    down.close(CLOSE_DOWNSTREAM, b"splice failed");
+                }
             }
         }
         e = up.closed() => {
             let (code, reason) = close_of(&e);
-            down_conn.close(code, &reason);
+            down.close(code, &reason);
         }
-        e = down_conn.closed() => {
-            let (_, reason) = close_of(&e);
-            let reason = format!("hop {} ({}): {}", onward.hop_index, next.id, String::from_utf8_lossy(&reason));
-            up.close(CLOSE_DOWNSTREAM, reason.as_bytes());
+        e = down.closed() => {
+            if !matches!(e, quinn::ConnectionError::LocallyClosed) {
+                up.close(CLOSE_DOWNSTREAM, attribute(&e, hop, id).as_bytes());
+            }
         }
         _ = shutdown.cancelled() => {
             up.close(CLOSE_SHUTDOWN, b"relay shutting down");
-            down_conn.close(CLOSE_SHUTDOWN, b"relay shutting down");
+            down.close(CLOSE_SHUTDOWN, b"relay shutting down");
         }
     }
 }
 
-/// What to tell the other side when one side of a splice closed.
+/// What to tell the next hop when the previous one closed.
 fn close_of(e: &quinn::ConnectionError) -> (quinn::VarInt, Vec<u8>) {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => (c.error_code, c.reason.to_vec()),
@@ -309,18 +403,49 @@ fn close_of(e: &quinn::ConnectionError) -> (quinn::VarInt, Vec<u8>) {
     }
 }
 
+/// The close reason to send upstream when the link to hop `hop` died: an attribution made further
+/// down passes through unchanged, anything else is attributed to `hop`.
+fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DOWNSTREAM => {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            format!("hop {hop} ({id}): {}", String::from_utf8_lossy(&c.reason))
+        }
+        other => format!("hop {hop} ({id}): {other}"),
+    }
+}
+
 /// Moves one direction of a spliced route chunk by chunk, without copying payload bytes.
-async fn copy(mut from: RecvStream, mut to: SendStream) -> Result<(), String> {
-    while let Some(chunk) = from
-        .read_chunk(usize::MAX, true)
+async fn copy(
+    mut from: RecvStream,
+    mut to: SendStream,
+    stall: &CancellationToken,
+) -> Result<(), String> {
+    while let Some(chunk) = or_stall(stall, from.read_chunk(usize::MAX, true))
         .await
         .map_err(|e| e.to_string())?
     {
-        to.write_chunk(chunk.bytes)
+        or_stall(stall, to.write_chunk(chunk.bytes))
             .await
             .map_err(|e| e.to_string())?;
     }
     to.finish().map_err(|e| e.to_string())
+}
+
+/// Forwards reports and probes. A datagram that does not fit is dropped, as the network would.
+async fn forward_datagrams(
+    from: &Connection,
+    to: &Connection,
+    stall: &CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let d = or_stall(stall, from.read_datagram())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = to.send_datagram(d);
+    }
 }
 
 /// A node accepting connections in a background task.
@@ -388,6 +513,7 @@ mod tests {
             id: NodeId([9; 16]),
             token: token.map(<[u8]>::to_vec),
             header_timeout: Duration::from_secs(1),
+            faults: Faults::default(),
         }
     }
 

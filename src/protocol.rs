@@ -28,20 +28,48 @@ pub const MAX_TOKEN_LEN: usize = 255;
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// What the destination does with the route's stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Client sends, destination sinks and reports delivered bytes back.
     Up,
     /// Destination sends, client sinks.
     Down,
+    /// Both at once on the same stream.
+    Bidir,
+    /// Destination echoes what the client sends; the client keeps a window of bytes in flight.
+    Echo,
 }
 
 impl Mode {
+    /// The name used on the command line and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Up => "up",
+            Mode::Down => "down",
+            Mode::Bidir => "bidir",
+            Mode::Echo => "echo",
+        }
+    }
+
+    /// Whether the client sends payload (and the destination reports what arrived).
+    pub fn client_sends(self) -> bool {
+        matches!(self, Mode::Up | Mode::Bidir | Mode::Echo)
+    }
+
+    /// Whether payload flows back to the client.
+    pub fn client_receives(self) -> bool {
+        matches!(self, Mode::Down | Mode::Bidir | Mode::Echo)
+    }
+
     fn code(self) -> u8 {
         match self {
             Mode::Up => 0,
             Mode::Down => 1,
+            Mode::Bidir => 2,
+            Mode::Echo => 3,
         }
     }
 
@@ -49,6 +77,8 @@ impl Mode {
         match c {
             0 => Some(Mode::Up),
             1 => Some(Mode::Down),
+            2 => Some(Mode::Bidir),
+            3 => Some(Mode::Echo),
             _ => None,
         }
     }
@@ -219,7 +249,8 @@ impl SetupRequest {
         let token = &self.token[..self.token.len().min(MAX_TOKEN_LEN)];
         body.push(token.len() as u8);
         body.extend_from_slice(token);
-        let next = &self.next[..self.next.len().min(MAX_HOPS)];
+        let fits = MAX_HOPS.saturating_sub(self.hop_index as usize + 1);
+        let next = &self.next[..self.next.len().min(fits)];
         body.push(next.len() as u8);
         for hop in next {
             body.extend_from_slice(&hop.id.0);
@@ -302,6 +333,78 @@ pub fn decode_reply_prefix(p: &[u8; REPLY_PREFIX_LEN]) -> Result<ReplyPrefix, De
         failed_hop,
         message_len,
     })
+}
+
+/// A QUIC datagram on an established route. Relays forward datagrams verbatim both ways, so these
+/// travel end to end without queueing behind bulk stream data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datagram {
+    /// Destination → client: total payload bytes received so far on the route.
+    Report { received: u64 },
+    /// Client → destination: an RTT probe.
+    Ping { seq: u32, sent_ns: u64 },
+    /// Destination → client: the probe, returned unchanged.
+    Pong { seq: u32, sent_ns: u64 },
+}
+
+const DG_REPORT: u8 = 1;
+const DG_PING: u8 = 2;
+const DG_PONG: u8 = 3;
+
+impl Datagram {
+    /// Encodes to at most 13 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13);
+        match *self {
+            Datagram::Report { received } => {
+                out.push(DG_REPORT);
+                out.extend_from_slice(&received.to_be_bytes());
+            }
+            Datagram::Ping { seq, sent_ns } | Datagram::Pong { seq, sent_ns } => {
+                out.push(if matches!(self, Datagram::Ping { .. }) {
+                    DG_PING
+                } else {
+                    DG_PONG
+                });
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&sent_ns.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a datagram; unknown types and wrong lengths are errors.
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader { buf: b };
+        let d = match r.u8("datagram type")? {
+            DG_REPORT => {
+                let v = r.take(8, "report")?;
+                Datagram::Report {
+                    received: u64::from_be_bytes(
+                        v.try_into().map_err(|_| DecodeError::Malformed("report"))?,
+                    ),
+                }
+            }
+            t @ (DG_PING | DG_PONG) => {
+                let seq = r.u32("probe sequence")?;
+                let v = r.take(8, "probe time")?;
+                let sent_ns = u64::from_be_bytes(
+                    v.try_into()
+                        .map_err(|_| DecodeError::Malformed("probe time"))?,
+                );
+                if t == DG_PING {
+                    Datagram::Ping { seq, sent_ns }
+                } else {
+                    Datagram::Pong { seq, sent_ns }
+                }
+            }
+            t => return Err(DecodeError::IllegalValue(format!("datagram type {t}"))),
+        };
+        if !r.buf.is_empty() {
+            return Err(DecodeError::Malformed("trailing bytes"));
+        }
+        Ok(d)
+    }
 }
 
 fn truncate_utf8(s: &[u8], max: usize) -> &[u8] {
@@ -405,6 +508,38 @@ mod tests {
             decode(&long.encode()),
             Err(DecodeError::TooLong { what: "path", .. })
         ));
+    }
+
+    #[test]
+    fn datagrams_round_trip_and_reject_garbage() {
+        for d in [
+            Datagram::Report { received: 1 << 40 },
+            Datagram::Ping {
+                seq: 7,
+                sent_ns: 99,
+            },
+            Datagram::Pong {
+                seq: u32::MAX,
+                sent_ns: 0,
+            },
+        ] {
+            let b = d.encode();
+            assert_eq!(Datagram::decode(&b), Ok(d));
+            for cut in 0..b.len() {
+                assert!(Datagram::decode(&b[..cut]).is_err());
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(Datagram::decode(&long).is_err());
+        }
+        assert!(Datagram::decode(&[9, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn all_modes_round_trip() {
+        for m in [Mode::Up, Mode::Down, Mode::Bidir, Mode::Echo] {
+            assert_eq!(Mode::from_code(m.code()), Some(m));
+        }
     }
 
     #[test]

@@ -1,21 +1,32 @@
-//! The client end of one established route: exactly one pump task per route moves data and
-//! updates that route's lock-free counters. Every read and write has a deadline (`io_timeout`),
-//! so a stalled peer ends in an error naming the timeout, never a hang.
+//! The client end of one established route. Exactly one pump task per route: it reads the route's
+//! datagrams (delivery reports, probe answers) from the moment the route is up, and moves payload
+//! once the run says go. Every read and write has a deadline (`io_timeout`), so a stalled peer ends
+//! in an error naming the timeout, never a hang.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quinn::{Connection, ConnectionError, ReadError, WriteError};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::addr::NodeAddr;
+use crate::identity::NodeId;
 use crate::node::PAYLOAD_CHUNK;
-use crate::protocol::Mode;
-use crate::transport::{Link, CLOSE_DONE};
+use crate::protocol::{Datagram, Mode};
+use crate::table::RouteRef;
+use crate::transport::{Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
+
+/// Most bytes an echo pump keeps in flight (sent but not yet echoed back).
+pub const ECHO_WINDOW: u64 = 4 << 20;
 
 /// Byte counters of one route, written by its pump and read by the sampler.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Goodput bytes delivered to the far end (as reported by it, in `up` mode).
+    /// Goodput bytes delivered to the far end, as reported by it.
     pub sent: AtomicU64,
     /// Bytes received by the client.
     pub received: AtomicU64,
@@ -31,77 +42,266 @@ impl Counters {
     }
 }
 
-/// Runs the route until `cancel` (clean: `Ok`) or an error (`Err` with a cause for people).
-/// Closes the link either way.
+/// What the rest of the run holds of a live route: cheap to share, never locked across I/O.
+pub struct RouteLive {
+    /// Key in the route table.
+    pub rref: RouteRef,
+    /// Nodes after the client, ending with the destination.
+    pub path: Vec<NodeAddr>,
+    /// The first link, for datagrams (probes).
+    pub conn: Connection,
+    /// Updated by the pump, read by the sampler.
+    pub counters: Counters,
+    next_seq: AtomicU32,
+    /// Probes waiting for their pong, by sequence number; locked only to insert/remove.
+    waiting: Mutex<HashMap<u32, oneshot::Sender<Instant>>>,
+}
+
+/// Why a probe got no answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The route is not (or no longer) in the table.
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    /// The probe could not be sent.
+    #[error("probe on route {0} could not be sent: {1}")]
+    Send(RouteRef, String),
+    /// No answer in time.
+    #[error("probe on route {0} timed out after {1:?}")]
+    Timeout(RouteRef, Duration),
+}
+
+impl RouteLive {
+    /// A live route over `conn` with path `path`.
+    pub fn new(rref: RouteRef, path: Vec<NodeAddr>, conn: Connection) -> Self {
+        RouteLive {
+            rref,
+            path,
+            conn,
+            counters: Counters::default(),
+            next_seq: AtomicU32::new(0),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Instant>>> {
+        // Each critical section is one map operation; a poisoned map is still consistent.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends one RTT probe end to end and waits for its answer (read by this route's pump).
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration, ProbeError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting().insert(seq, tx);
+        let sent = Instant::now();
+        let ping = Datagram::Ping { seq, sent_ns: 0 }.encode();
+        if let Err(e) = self.conn.send_datagram(ping.into()) {
+            self.waiting().remove(&seq);
+            return Err(ProbeError::Send(self.rref, e.to_string()));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(at)) => Ok(at.saturating_duration_since(sent)),
+            _ => {
+                self.waiting().remove(&seq);
+                Err(ProbeError::Timeout(self.rref, timeout))
+            }
+        }
+    }
+
+    fn on_datagram(&self, d: &[u8]) {
+        match Datagram::decode(d) {
+            Ok(Datagram::Report { received }) => {
+                self.counters.sent.fetch_max(received, Ordering::Relaxed);
+            }
+            Ok(Datagram::Pong { seq, .. }) => {
+                let now = Instant::now();
+                if let Some(tx) = self.waiting().remove(&seq) {
+                    let _ = tx.send(now);
+                }
+            }
+            // Pings are not for the client; garbage from a peer is ignored, not fatal.
+            Ok(Datagram::Ping { .. }) | Err(_) => {}
+        }
+    }
+}
+
+/// Why a pump stopped, attributed to a hop of the path when the close reason allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PumpError {
+    /// For people; names the timeout when one fired.
+    pub message: String,
+    /// Index into the path of the hop that failed, when known.
+    pub failed_hop: Option<u8>,
+    /// That hop's node id, when known.
+    pub node: Option<NodeId>,
+}
+
+impl PumpError {
+    fn plain(message: String) -> Self {
+        PumpError {
+            message,
+            failed_hop: None,
+            node: None,
+        }
+    }
+
+    /// Attributes a lost connection: relays close with `CLOSE_DOWNSTREAM` and a reason starting
+    /// `hop I (ID): `; any other close comes from the first hop itself.
+    fn from_close(what: &str, e: &ConnectionError, path: &[NodeAddr]) -> Self {
+        let first = path.first().map(|n| n.id);
+        if let ConnectionError::ApplicationClosed(c) = e {
+            let reason = String::from_utf8_lossy(&c.reason).into_owned();
+            if c.error_code == CLOSE_DOWNSTREAM {
+                let (hop, node) = parse_hop(&reason);
+                return PumpError {
+                    message: format!("{what}: {reason}"),
+                    failed_hop: hop,
+                    node,
+                };
+            }
+            return PumpError {
+                message: format!("{what}: hop 0 closed the route: {reason}"),
+                failed_hop: Some(0),
+                node: first,
+            };
+        }
+        PumpError {
+            message: format!("{what}: hop 0: {e}"),
+            failed_hop: Some(0),
+            node: first,
+        }
+    }
+}
+
+/// Parses `hop I (ID): ...` as written by relays.
+fn parse_hop(reason: &str) -> (Option<u8>, Option<NodeId>) {
+    let Some(rest) = reason.strip_prefix("hop ") else {
+        return (None, None);
+    };
+    let mut it = rest.splitn(2, " (");
+    let hop = it.next().and_then(|h| h.parse().ok());
+    let node = it
+        .next()
+        .and_then(|r| r.split_once(')'))
+        .and_then(|(id, _)| id.parse().ok());
+    (hop, node)
+}
+
+/// Runs the route: datagrams at once, payload after `go`, until `cancel` (clean: `Ok`) or an
+/// error. Closes the link either way.
 pub async fn pump(
     link: Link,
+    route: &RouteLive,
     mode: Mode,
     io_timeout: Duration,
-    counters: &Counters,
+    go: CancellationToken,
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), PumpError> {
     let Link {
         conn,
         mut send,
         mut recv,
     } = link;
-    let timeout_msg = |what: &str| {
-        format!(
+    let path = &route.path;
+    let counters = &route.counters;
+    let timed_out = |what: &str| {
+        PumpError::plain(format!(
             "{what} timed out after {}",
             humantime::format_duration(io_timeout)
-        )
+        ))
     };
-    let io = async {
-        match mode {
-            Mode::Up => {
-                let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
-                let writer = async {
-                    loop {
-                        match tokio::time::timeout(io_timeout, send.write_chunk(payload.clone()))
-                            .await
-                        {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return Err(format!("write failed: {e}")),
-                            Err(_) => return Err(timeout_msg("write")),
-                        }
+    let write_err = |e: WriteError| match e {
+        WriteError::ConnectionLost(c) => PumpError::from_close("write failed", &c, path),
+        other => PumpError::plain(format!("write failed: {other}")),
+    };
+    let read_err = |e: ReadError| match e {
+        ReadError::ConnectionLost(c) => PumpError::from_close("read failed", &c, path),
+        other => PumpError::plain(format!("read failed: {other}")),
+    };
+    let echoed = Notify::new();
+    let written = AtomicU64::new(0);
+
+    let writer = async {
+        if !mode.client_sends() {
+            return std::future::pending::<Result<(), PumpError>>().await;
+        }
+        let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
+        loop {
+            if mode == Mode::Echo {
+                while written
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(counters.received.load(Ordering::Relaxed))
+                    >= ECHO_WINDOW
+                {
+                    if tokio::time::timeout(io_timeout, echoed.notified())
+                        .await
+                        .is_err()
+                    {
+                        return Err(timed_out("echo"));
                     }
-                };
-                let reports = async {
-                    let mut buf = [0u8; 8];
-                    loop {
-                        match tokio::time::timeout(io_timeout, recv.read_exact(&mut buf)).await {
-                            Ok(Ok(())) => counters
-                                .sent
-                                .fetch_max(u64::from_be_bytes(buf), Ordering::Relaxed),
-                            Ok(Err(e)) => return Err(format!("read failed: {e}")),
-                            Err(_) => return Err(timeout_msg("read")),
-                        };
-                    }
-                };
-                tokio::select! {
-                    r = writer => r,
-                    r = reports => r,
                 }
             }
-            Mode::Down => loop {
-                match tokio::time::timeout(io_timeout, recv.read_chunk(usize::MAX, false)).await {
-                    Ok(Ok(Some(c))) => {
-                        counters
-                            .received
-                            .fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
-                    }
-                    Ok(Ok(None)) => return Err("destination ended the stream".to_string()),
-                    Ok(Err(e)) => return Err(format!("read failed: {e}")),
-                    Err(_) => return Err(timeout_msg("read")),
+            match tokio::time::timeout(io_timeout, send.write_chunk(payload.clone())).await {
+                Ok(Ok(())) => {
+                    written.fetch_add(PAYLOAD_CHUNK as u64, Ordering::Relaxed);
                 }
-            },
+                Ok(Err(e)) => return Err(write_err(e)),
+                Err(_) => return Err(timed_out("write")),
+            }
         }
+    };
+    let reader = async {
+        if !mode.client_receives() {
+            return std::future::pending::<Result<(), PumpError>>().await;
+        }
+        loop {
+            match tokio::time::timeout(io_timeout, recv.read_chunk(usize::MAX, true)).await {
+                Ok(Ok(Some(c))) => {
+                    counters
+                        .received
+                        .fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+                    echoed.notify_one();
+                }
+                Ok(Ok(None)) => {
+                    return Err(PumpError::plain("destination ended the stream".to_string()))
+                }
+                Ok(Err(e)) => return Err(read_err(e)),
+                Err(_) => return Err(timed_out("read")),
+            }
+        }
+    };
+    let datagrams = async {
+        loop {
+            match conn.read_datagram().await {
+                Ok(d) => route.on_datagram(&d),
+                Err(e) => return Err(PumpError::from_close("connection lost", &e, path)),
+            }
+        }
+    };
+    let load = async {
+        go.cancelled().await;
+        tokio::try_join!(writer, reader).map(|((), ())| ())
     };
     let result = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
-        r = io => r,
-        e = conn.closed() => Err(format!("connection closed: {e}")),
+        r = load => r,
+        r = datagrams => r,
     };
     conn.close(CLOSE_DONE, b"run over");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_reasons_name_the_hop() {
+        let id = NodeId([0xab; 16]);
+        let (hop, node) = parse_hop(&format!("hop 2 ({id}): timed out"));
+        assert_eq!((hop, node), (Some(2), Some(id)));
+        assert_eq!(parse_hop("closed"), (None, None));
+        assert_eq!(parse_hop("hop x (y): z"), (None, None));
+    }
 }

@@ -22,6 +22,8 @@ pub const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
 pub const CLOSE_DOWNSTREAM: VarInt = VarInt::from_u32(2);
 /// Application close code: this node is shutting down.
 pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(3);
+/// Application close code: the node was killed by fault injection (the lab's `--fault kill`).
+pub const CLOSE_KILLED: VarInt = VarInt::from_u32(4);
 
 /// Nack hop value meaning "the node that sent this reply"; the dialer rewrites it to that node's
 /// index in the path (used when the header could not be parsed far enough to know the index).

@@ -1,0 +1,113 @@
+//! Human output with an optional live view: one indicatif bar per route (rate, bytes, state) on
+//! stderr, with event lines printed above the bars. Only the human view uses indicatif.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::events::{Event, RouteState};
+use crate::human::{self, fmt_bytes, fmt_rate};
+
+/// Renders events for people: lines on stderr, the summary table on stdout, and bars when live.
+pub struct HumanView {
+    live: Option<Live>,
+}
+
+struct Live {
+    multi: MultiProgress,
+    /// Bar per route index; locked only to look up or add a bar.
+    bars: Mutex<BTreeMap<u32, ProgressBar>>,
+}
+
+impl HumanView {
+    /// `live`: draw per-route bars (callers pass true only when stderr is a terminal).
+    pub fn new(live: bool) -> Self {
+        HumanView {
+            live: live.then(|| Live {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                bars: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Shows one event.
+    pub fn show(&self, event: &Event, t: Duration) {
+        if let Event::Summary(s) = event {
+            if let Some(live) = &self.live {
+                let _ = live.multi.clear();
+            }
+            println!("{}", human::summary_table(s));
+            return;
+        }
+        if let Some(live) = &self.live {
+            live.update(event);
+        }
+        if let Some(line) = human::line(event, t) {
+            match &self.live {
+                Some(live) => {
+                    let _ = live.multi.println(line);
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+}
+
+impl Live {
+    fn bars(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, ProgressBar>> {
+        // Critical sections are single map operations; a poisoned map is still usable.
+        self.bars.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, event: &Event) {
+        match event {
+            Event::RouteEstablished(e) => {
+                // invariant: the template is a constant known to parse.
+                let style = ProgressStyle::with_template("{prefix:>4} [{bar:30}] {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> ");
+                let bar = self.multi.add(ProgressBar::new(1).with_style(style));
+                bar.set_prefix(format!("R{}", e.route_index));
+                bar.set_message(format!("established, {} hops", e.hops));
+                self.bars().insert(e.route_index, bar);
+            }
+            Event::Sample(s) => {
+                let max = s
+                    .routes
+                    .iter()
+                    .map(|r| r.sent_bps.max(r.received_bps))
+                    .max()
+                    .unwrap_or(0)
+                    .max(1);
+                let bars = self.bars();
+                for r in &s.routes {
+                    if let Some(bar) = bars.get(&r.route_index) {
+                        let rate = r.sent_bps.max(r.received_bps);
+                        bar.set_length(max);
+                        bar.set_position(rate);
+                        let state = match r.state {
+                            RouteState::Up => "up",
+                            RouteState::Stalled => "STALLED",
+                            RouteState::Failed => "FAILED",
+                        };
+                        bar.set_message(format!(
+                            "{:>13}  {:>9} sent  {:>9} recv  {state}",
+                            fmt_rate(rate),
+                            fmt_bytes(r.bytes_sent),
+                            fmt_bytes(r.bytes_received)
+                        ));
+                    }
+                }
+            }
+            Event::RouteFailure(f) => {
+                if let Some(bar) = self.bars().get(&f.route_index) {
+                    bar.set_position(0);
+                    bar.set_message(format!("FAILED: {}", f.error));
+                }
+            }
+            _ => {}
+        }
+    }
+}

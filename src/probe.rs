@@ -1,0 +1,138 @@
+//! RTT probing: an idle baseline before load and periodic probes under load, always on the first
+//! established route that is still up (whatever its index), through the route table. Probes are
+//! QUIC datagrams answered by the destination, so they never queue behind bulk stream data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::events::{Event, EventSink, Probe, ProbePhase, RttStats};
+use crate::pump::{ProbeError, RouteLive};
+use crate::table::{RouteRef, RouteTable};
+
+/// How long one probe waits for its answer before it counts as lost.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Probes in the idle baseline.
+pub const IDLE_PROBES: usize = 10;
+/// Gap between idle probes.
+pub const IDLE_GAP: Duration = Duration::from_millis(10);
+
+/// Collects one phase's RTTs.
+pub struct Recorder {
+    hist: Histogram<u64>,
+    lost: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            // invariant: 1 µs .. 1 h at 3 significant digits are valid bounds.
+            hist: Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3).expect("valid bounds"),
+            lost: 0,
+        }
+    }
+}
+
+impl Recorder {
+    /// Adds one answered probe.
+    pub fn record(&mut self, rtt: Duration) {
+        let ns = (rtt.as_nanos() as u64).clamp(1_000, 3_600_000_000_000);
+        // invariant: clamped into the histogram's bounds, so recording cannot fail.
+        let _ = self.hist.record(ns);
+    }
+
+    /// Counts one lost probe.
+    pub fn lose(&mut self) {
+        self.lost += 1;
+    }
+
+    /// The distribution, or `None` when no probe was answered.
+    pub fn stats(&self) -> Option<RttStats> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let p50 = self.hist.value_at_quantile(0.5);
+        Some(RttStats {
+            count: self.hist.len(),
+            lost: self.lost,
+            min_ns: self.hist.min(),
+            p50_ns: p50,
+            p90_ns: self.hist.value_at_quantile(0.9),
+            p99_ns: self.hist.value_at_quantile(0.99),
+            max_ns: self.hist.max(),
+            rpm: rpm(p50),
+        })
+    }
+}
+
+/// Round trips per minute at a given RTT: 60000 / rtt_ms. Zero RTT gives 0 (not measurable).
+pub fn rpm(rtt_ns: u64) -> u64 {
+    60_000_000_000u64.checked_div(rtt_ns).unwrap_or(0)
+}
+
+/// Picks the probe target: the first route in `established` order still in the table.
+pub fn target(table: &RouteTable<Arc<RouteLive>>, established: &[RouteRef]) -> Option<RouteRef> {
+    established.iter().copied().find(|r| table.get(*r).is_ok())
+}
+
+/// Sends one probe on `r` and records and reports its outcome.
+pub async fn probe_once(
+    table: &RouteTable<Arc<RouteLive>>,
+    r: RouteRef,
+    phase: ProbePhase,
+    rec: &mut Recorder,
+    sink: &EventSink,
+) {
+    let result: Result<Duration, ProbeError> = table
+        .call(r, |route| async move { route.probe(PROBE_TIMEOUT).await })
+        .await;
+    let (rtt_ns, error) = match result {
+        Ok(rtt) => {
+            rec.record(rtt);
+            (Some(rtt.as_nanos() as u64), None)
+        }
+        Err(e) => {
+            rec.lose();
+            (None, Some(e.to_string()))
+        }
+    };
+    sink.emit(Event::Probe(Probe {
+        phase,
+        route_index: r.index,
+        rtt_ns,
+        error,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_from_probes() {
+        let mut r = Recorder::default();
+        assert!(r.stats().is_none());
+        for ms in 1..=100 {
+            r.record(Duration::from_millis(ms));
+        }
+        r.lose();
+        let s = r.stats().unwrap();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.lost, 1);
+        assert!((999_000..=1_001_000).contains(&s.min_ns), "{}", s.min_ns);
+        assert!(
+            (49_900_000..=50_100_000).contains(&s.p50_ns),
+            "{}",
+            s.p50_ns
+        );
+        assert!(s.p99_ns >= s.p90_ns && s.p90_ns >= s.p50_ns);
+        assert_eq!(s.rpm, 60_000 / 50);
+    }
+
+    #[test]
+    fn rpm_of_zero_is_zero() {
+        assert_eq!(rpm(0), 0);
+        assert_eq!(rpm(1_000_000), 60_000);
+    }
+}
