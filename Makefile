@@ -1,7 +1,7 @@
 # mux-bw — common tasks. `make demo` shows the tool working; `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: build test lint fmt bench demo clean
+.PHONY: build test lint fmt bench demo clean schema
 
 build:
 	$(CARGO) build --release
@@ -26,6 +26,10 @@ bench:
 demo: build
 	./target/release/mux-bw lab --routes 1 --min-hops 1 --duration 3s
 	./target/release/mux-bw lab --routes 4 --min-hops 2 --duration 3s
+
+## Regenerate docs/events.schema.json from the event types.
+schema:
+	UPDATE_SCHEMA=1 $(CARGO) test --test schema committed_schema_matches_the_types
 
 clean:
 	$(CARGO) clean
