@@ -17,8 +17,8 @@ use crate::events::{EventSink, SinkConfig};
 use crate::identity::{Identity, NodeId};
 use crate::lab::{Fault, Lab};
 use crate::measure::{self, RunConfig};
-use crate::node::{self, NodeConfig, Role};
-use crate::protocol::{Mode, MAX_TOKEN_LEN};
+use crate::node::{self, Limits, NodeConfig, Role};
+use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
 use crate::route::{self, PlanRequest};
 
 /// Exit code: the run completed.
@@ -32,9 +32,17 @@ pub const EXIT_NO_ROUTE: i32 = 3;
 /// Exit code: interrupted by Ctrl-C (the summary was still printed).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// `--version`: crate version, commit, and the setup protocol version spoken.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("MUX_BW_GIT_SHA"),
+    ", protocol v1)"
+);
+
 /// Multi-route bandwidth measurement over QUIC.
 #[derive(Debug, Parser)]
-#[command(name = "mux-bw", version, about, propagate_version = true)]
+#[command(name = "mux-bw", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -66,12 +74,28 @@ struct NodeArgs {
     /// Also write this node's mbw:// URI to FILE.
     #[arg(long, value_name = "FILE")]
     node_file: Option<PathBuf>,
-    /// Setup headers must carry this token.
+    /// Setup headers must carry this token (required unless --open).
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Accept routes from anyone, without a token.
+    #[arg(long, conflicts_with = "token")]
+    open: bool,
     /// Drop connections that send no setup header within this time (e.g. 5s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
     header_timeout: Duration,
+    /// Refuse routes longer than this many links.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_hops,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_HOPS as u64))]
+    max_hops: usize,
+    /// Refuse more than this many routes at once from one client IP.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_routes_per_client)]
+    max_routes_per_client: usize,
+    /// Refuse handshakes beyond this many open connections.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// On SIGINT/SIGTERM, let established routes run this long before closing them.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = any_duration)]
+    drain_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -271,13 +295,30 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
+/// Cancelled on the first SIGINT (Ctrl-C) or SIGTERM.
 fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            t.cancel();
+        let term = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            _ = term => {}
         }
+        t.cancel();
     });
     token
 }
@@ -288,6 +329,13 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         Role::Relay => SocketAddr::from(([0, 0, 0, 0], 7601)),
     });
     let token = token_bytes(a.token.as_deref())?;
+    if token.is_none() && !a.open {
+        return Err(UsageError(
+            "a node needs --token T (or MUX_BW_TOKEN) so only your clients can use it; pass --open to accept anyone"
+                .to_string(),
+        )
+        .into());
+    }
     let identity = match &a.identity {
         Some(path) => Identity::load_or_create(path)?,
         None => Identity::ephemeral()?,
@@ -298,6 +346,12 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         id: identity.id,
         token,
         header_timeout: a.header_timeout,
+        limits: Limits {
+            max_hops: a.max_hops,
+            max_routes_per_client: a.max_routes_per_client,
+            max_connections: a.max_connections,
+        },
+        drain_timeout: a.drain_timeout,
         faults: node::Faults::default(),
     };
     let running = node::start(listen, &identity, cfg, shutdown)?;
@@ -318,6 +372,19 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
     eprintln!("mux-bw {what} listening on {listen} (Ctrl-C to stop)");
     let _ = running.task.await;
     Ok(EXIT_OK)
+}
+
+fn random_token() -> anyhow::Result<Vec<u8>> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the lab token"))?;
+    Ok(raw
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes())
 }
 
 fn token_bytes(token: Option<&str>) -> Result<Option<Vec<u8>>, UsageError> {
@@ -345,15 +412,19 @@ async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
 }
 
 async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
-    let token = token_bytes(a.opts.token.as_deref())?;
-    let lab = Lab::start(a.relay_count, token)?;
+    // Lab nodes are never open: they require the given token or a fresh random one.
+    let token = match token_bytes(a.opts.token.as_deref())? {
+        Some(t) => t,
+        None => random_token()?,
+    };
+    let lab = Lab::start(a.relay_count, Some(token.clone()))?;
     let names = lab.relays.clone();
     let by_name = move |s: &str| -> Option<NodeAddr> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;
         names.get(k).copied()
     };
     let cfg = match build_config(lab.dst, lab.relays.clone(), &a.opts, &by_name) {
-        Ok(c) => c,
+        Ok(c) => RunConfig { token, ..c },
         Err(e) => {
             lab.stop().await;
             return Err(e.into());
@@ -524,11 +595,28 @@ fn parse_via(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::PROTOCOL_VERSION;
     use clap::CommandFactory;
 
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_protocol_spoken() {
+        assert!(VERSION.ends_with(&format!(", protocol v{PROTOCOL_VERSION})")));
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn nodes_need_a_token_or_open() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["mux-bw", "relay"].iter().chain(args));
+        assert!(parse(&["--open"]).is_ok());
+        assert!(parse(&["--token", "t", "--open"]).is_err());
+        assert!(parse(&["--max-hops", "0"]).is_err());
+        assert!(parse(&["--max-hops", "9"]).is_err());
+        assert!(parse(&["--max-hops", "3"]).is_ok());
     }
 
     fn opts(args: &[&str]) -> Result<Cli, clap::Error> {

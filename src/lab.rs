@@ -96,6 +96,8 @@ impl Lab {
                 id: identity.id,
                 token: token.clone(),
                 header_timeout: Duration::from_secs(5),
+                limits: node::Limits::default(),
+                drain_timeout: Duration::from_secs(1),
                 faults: node_faults,
             };
             nodes.push(node::start(

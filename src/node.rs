@@ -5,16 +5,19 @@
 //! Every wait is bounded: the header read by `header_timeout`, onward dials by the caller's setup
 //! timeout, and stream I/O by QUIC's idle timeout. A bad header closes only its own connection.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::identity::NodeId;
 use crate::protocol::{self, Datagram, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
@@ -43,12 +46,79 @@ pub struct NodeConfig {
     pub role: Role,
     /// This node's id, to refuse paths that loop back through it.
     pub id: NodeId,
-    /// When set, setup headers must carry this token.
+    /// Setup headers must carry this token; `None` only for nodes started with `--open`.
     pub token: Option<Vec<u8>>,
     /// How long a new connection may take to send its setup header.
     pub header_timeout: Duration,
+    /// Caps that keep a node usable under abuse.
+    pub limits: Limits,
+    /// On shutdown, how long established routes may keep running before they are closed.
+    pub drain_timeout: Duration,
     /// Fault injection hooks (the lab's `--fault`); never fired in `serve`/`relay`.
     pub faults: Faults,
+}
+
+/// Resource caps of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest route (links, client to destination) this node takes part in.
+    pub max_hops: usize,
+    /// Routes at once from one client IP address.
+    pub max_routes_per_client: usize,
+    /// QUIC connections at once; further handshakes are refused.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_hops: protocol::MAX_HOPS,
+            max_routes_per_client: 256,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Routes per client IP; an entry lives while its `ClientSlot` does.
+#[derive(Default)]
+struct ClientRoutes {
+    /// Locked only to bump or drop a count.
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One route counted against a client; uncounted on drop.
+struct ClientSlot<'a> {
+    routes: &'a ClientRoutes,
+    ip: IpAddr,
+}
+
+impl ClientRoutes {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Each critical section is one map operation; a poisoned map is still consistent.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot<'_>> {
+        let mut counts = self.counts();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { routes: self, ip })
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.routes.counts();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Fault injection: tokens that, once cancelled, make the node misbehave on purpose.
@@ -60,15 +130,20 @@ pub struct Faults {
     pub stall: CancellationToken,
 }
 
-/// Accepts connections until `shutdown` fires, then closes the endpoint.
+/// Accepts connections until `shutdown` fires; then stops accepting, lets established routes
+/// drain for up to `drain_timeout`, and closes what is left.
 pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationToken) {
     let cfg = Arc::new(cfg);
     let tasks = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    let clients = Arc::new(ClientRoutes::default());
+    let connections = Arc::new(Semaphore::new(cfg.limits.max_connections));
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = cfg.faults.kill.cancelled() => {
                 endpoint.close(CLOSE_KILLED, b"node killed (fault injection)");
+                hard_stop.cancel();
                 break;
             }
             i = endpoint.accept() => match i {
@@ -76,26 +151,50 @@ pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationTo
                 None => break,
             },
         };
-        let cfg = cfg.clone();
-        let endpoint = endpoint.clone();
-        let shutdown = shutdown.clone();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            debug!(
+                "refusing {}: {} connections open",
+                incoming.remote_address(),
+                cfg.limits.max_connections
+            );
+            incoming.refuse();
+            continue;
+        };
+        let (cfg, endpoint, hard_stop, clients) = (
+            cfg.clone(),
+            endpoint.clone(),
+            hard_stop.clone(),
+            clients.clone(),
+        );
         tasks.spawn(async move {
+            let _permit = permit;
             match incoming.await {
-                Ok(conn) => handle_connection(conn, &endpoint, &cfg, shutdown).await,
+                Ok(conn) => handle_connection(conn, &endpoint, &cfg, &clients, hard_stop).await,
                 Err(e) => debug!("handshake failed: {e}"),
             }
         });
     }
-    endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+    // Drain: no new connections, established routes may finish.
+    endpoint.set_server_config(None);
     tasks.close();
-    // Connections were just closed, so their tasks end promptly; bound the wait anyway.
-    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    if tokio::time::timeout(cfg.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        hard_stop.cancel();
+        endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+        // Connections were just closed, so their tasks end promptly; bound the wait anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    }
+    endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
 async fn handle_connection(
     conn: Connection,
     endpoint: &Endpoint,
     cfg: &NodeConfig,
+    clients: &ClientRoutes,
     shutdown: CancellationToken,
 ) {
     let setup = tokio::time::timeout(cfg.header_timeout, read_setup(&conn));
@@ -119,9 +218,20 @@ async fn handle_connection(
         }
     };
     if let Err(message) = check(cfg, &req) {
+        warn!(peer = %conn.remote_address(), route = req.route_index, "setup refused: {message}");
         refuse(&conn, &mut send, req.hop_index, &message).await;
         return;
     }
+    let ip = conn.remote_address().ip();
+    let Some(_slot) = clients.take(ip, cfg.limits.max_routes_per_client) else {
+        let message = format!(
+            "too many routes from {ip} (limit {})",
+            cfg.limits.max_routes_per_client
+        );
+        warn!("setup refused: {message}");
+        refuse(&conn, &mut send, req.hop_index, &message).await;
+        return;
+    };
     match cfg.role {
         Role::Destination => {
             if send.write_all(&SetupReply::Ack.encode()).await.is_err() {
@@ -177,7 +287,7 @@ async fn read_setup(conn: &Connection) -> Result<(SendStream, RecvStream, SetupR
     }
 }
 
-/// Policy checks on a well-formed header: token, role, loops.
+/// Policy checks on a well-formed header: token, role, length, loops.
 fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), String> {
     if let Some(expected) = &cfg.token {
         if !constant_time_eq(expected, &req.token) {
@@ -192,6 +302,13 @@ fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), String> {
             return Err("this node is a relay, not a destination".to_string())
         }
         _ => {}
+    }
+    let hops = req.hop_index as usize + 1 + req.next.len();
+    if hops > cfg.limits.max_hops {
+        return Err(format!(
+            "route has {hops} hops, this node allows at most {}",
+            cfg.limits.max_hops
+        ));
     }
     let mut seen = vec![cfg.id];
     for hop in &req.next {
@@ -513,6 +630,11 @@ mod tests {
             id: NodeId([9; 16]),
             token: token.map(<[u8]>::to_vec),
             header_timeout: Duration::from_secs(1),
+            limits: Limits {
+                max_hops: 3,
+                ..Limits::default()
+            },
+            drain_timeout: Duration::from_secs(1),
             faults: Faults::default(),
         }
     }
@@ -531,5 +653,22 @@ mod tests {
             .unwrap_err()
             .contains("repeats"));
         assert!(check(&relay, &req(vec![node(1), node(1)], b"")).is_err());
+        let too_long = check(&relay, &req(vec![node(1), node(2), node(3)], b""));
+        assert_eq!(
+            too_long.unwrap_err(),
+            "route has 4 hops, this node allows at most 3"
+        );
+    }
+
+    #[test]
+    fn routes_per_client_are_capped_and_released() {
+        let routes = ClientRoutes::default();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = routes.take(ip, 2).unwrap();
+        let _b = routes.take(ip, 2).unwrap();
+        assert!(routes.take(ip, 2).is_none());
+        assert!(routes.take("127.0.0.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        assert!(routes.take(ip, 2).is_some());
     }
 }

@@ -59,10 +59,17 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Starts `mux-bw <role> --listen 127.0.0.1:0 <extra..>` and waits for its URI line.
+    /// Starts `mux-bw <role> --listen 127.0.0.1:0 <extra..>` (with `--open` unless `extra`
+    /// gives a token) and waits for its URI line.
     pub fn start(role: &str, extra: &[&str]) -> NodeProc {
+        let open: &[&str] = if extra.contains(&"--token") {
+            &[]
+        } else {
+            &["--open"]
+        };
         let mut child = Command::new(bin())
             .args([role, "--listen", "127.0.0.1:0"])
+            .args(open)
             .args(extra)
             .env_remove("MUX_BW_TOKEN")
             .stdin(Stdio::null())
