@@ -240,7 +240,14 @@ async fn handle_connection(
             info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
             let stall = &cfg.faults.stall;
             tokio::select! {
-                _ = far_end(&conn, req.mode, send, recv, stall) => {},
+                _ = far_end(&conn, req.mode, send, recv, stall) => {
+                    // The client ended its stream. Dropping the connection now could discard
+                    // replies still in flight, so let the client close it (bounded).
+                    tokio::select! {
+                        _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()) => {}
+                        _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+                    }
+                },
                 _ = conn.closed() => {},
                 _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
             }

@@ -46,9 +46,19 @@ pub fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(cfg)
 }
 
-/// The SNI a client sends to reach `id`: the id itself, which is a valid DNS label.
+/// Suffix that makes the SNI a valid DNS name even when an id is all digits.
+const SNI_SUFFIX: &str = ".mux-bw";
+
+/// The SNI a client sends to reach `id`: `<id>.mux-bw`.
 pub fn server_name(id: &NodeId) -> String {
-    id.to_string()
+    format!("{id}{SNI_SUFFIX}")
+}
+
+fn id_of_server_name(name: &ServerName<'_>) -> Option<NodeId> {
+    match name {
+        ServerName::DnsName(n) => n.as_ref().strip_suffix(SNI_SUFFIX)?.parse().ok(),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -65,11 +75,7 @@ impl ServerCertVerifier for PinnedId {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let expected = match server_name {
-            ServerName::DnsName(name) => name.as_ref().parse::<NodeId>().ok(),
-            _ => None,
-        };
-        let expected = expected.ok_or_else(|| {
+        let expected = id_of_server_name(server_name).ok_or_else(|| {
             rustls::Error::General(format!("server name {server_name:?} is not a node id"))
         })?;
         let actual = NodeId::from_cert(end_entity).ok_or(rustls::Error::InvalidCertificate(
@@ -115,5 +121,19 @@ impl ServerCertVerifier for PinnedId {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_makes_a_valid_server_name() {
+        // An all-digit id is not a valid DNS name on its own; the suffix fixes that.
+        for id in [NodeId([0x11; 16]), NodeId([0xab; 16]), NodeId([0; 16])] {
+            let name = ServerName::try_from(server_name(&id)).expect("valid server name");
+            assert_eq!(id_of_server_name(&name), Some(id));
+        }
     }
 }

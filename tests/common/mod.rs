@@ -98,6 +98,11 @@ impl NodeProc {
         node
     }
 
+    /// Process id, to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The node id part of the URI.
     pub fn id(&self) -> &str {
         let rest = self.uri.trim_start_matches("mbw://");
