@@ -122,6 +122,10 @@ struct LabArgs {
     /// stall:R@T (relay R stops reading and forwarding, connections stay open). Repeatable.
     #[arg(long = "fault", value_name = "KIND:R@T")]
     faults: Vec<Fault>,
+    /// Run every node as a child process (killed with this one, even by SIGKILL); faults become
+    /// signals: kill = SIGKILL, stall = SIGSTOP.
+    #[arg(long)]
+    processes: bool,
     #[command(flatten)]
     opts: RunOpts,
 }
@@ -295,30 +299,37 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// Cancelled on the first SIGINT (Ctrl-C) or SIGTERM.
+/// Cancelled on the first SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives right after a node prints its address is not lost.
 fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        let term = async {
-            #[cfg(unix)]
-            {
-                use tokio::signal::unix::{signal, SignalKind};
-                match signal(SignalKind::terminate()) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        tokio::spawn(async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
                     Ok(mut s) => {
                         s.recv().await;
                     }
                     Err(_) => std::future::pending::<()>().await,
                 }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
             }
-            #[cfg(not(unix))]
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => if r.is_err() { return },
-            _ = term => {}
+            t.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            t.cancel();
         }
-        t.cancel();
     });
     token
 }
@@ -417,7 +428,7 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         Some(t) => t,
         None => random_token()?,
     };
-    let lab = Lab::start(a.relay_count, Some(token.clone()))?;
+    let lab = Lab::start(a.relay_count, token.clone(), a.processes).await?;
     let names = lab.relays.clone();
     let by_name = move |s: &str| -> Option<NodeAddr> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;

@@ -1,5 +1,7 @@
-//! The embedded lab: a destination and K relays in this process on 127.0.0.1 port 0, each with a
-//! fresh identity and its own QUIC endpoint, so `mux-bw lab` shows the whole system with no setup.
+//! The embedded lab: a destination and K relays on 127.0.0.1 port 0, each with a fresh identity and
+//! its own QUIC endpoint, so `mux-bw lab` shows the whole system with no setup. Nodes run in this
+//! process, or with `--processes` as child processes that die with the parent (PR_SET_PDEATHSIG),
+//! even if the parent is killed with SIGKILL.
 
 use std::time::Duration;
 
@@ -13,6 +15,12 @@ use crate::transport::EndpointError;
 /// Why the lab could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// A node process could not be started.
+    #[error("cannot start lab node process: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A node process started but did not print its address.
+    #[error("lab node process did not come up: {0}")]
+    Startup(String),
     /// Identity generation failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -28,9 +36,16 @@ pub struct Lab {
     /// The relays, in order (lab name `rK` is `relays[K]`).
     pub relays: Vec<NodeAddr>,
     shutdown: CancellationToken,
-    nodes: Vec<RunningNode>,
-    /// Fault hooks of each relay, by relay index.
-    faults: Vec<Faults>,
+    /// Destination first, then relays in order.
+    nodes: Vec<LabNode>,
+}
+
+/// One lab node and how to stop it or inject faults into it.
+enum LabNode {
+    /// A node task in this process, with its fault hooks.
+    Task(RunningNode, Faults),
+    /// A child process; faults are signals (kill = SIGKILL, stall = SIGSTOP).
+    Process(tokio::process::Child),
 }
 
 /// What an injected fault does to a relay.
@@ -77,57 +92,57 @@ impl std::str::FromStr for Fault {
 }
 
 impl Lab {
-    /// Starts a destination and `relays` relays on loopback, all requiring `token` if given.
-    pub fn start(relays: usize, token: Option<Vec<u8>>) -> Result<Lab, LabError> {
+    /// Starts a destination and `relays` relays on loopback, all requiring `token`; as child
+    /// processes when `processes`.
+    pub async fn start(relays: usize, token: Vec<u8>, processes: bool) -> Result<Lab, LabError> {
         let shutdown = CancellationToken::new();
-        let loopback = "127.0.0.1:0".parse().expect("literal address"); // invariant: constant
         let mut nodes = Vec::with_capacity(relays + 1);
-        let mut faults = Vec::with_capacity(relays);
+        let mut addrs = Vec::with_capacity(relays + 1);
         for role in
             std::iter::once(Role::Destination).chain(std::iter::repeat_n(Role::Relay, relays))
         {
-            let identity = Identity::ephemeral()?;
-            let node_faults = Faults::default();
-            if role == Role::Relay {
-                faults.push(node_faults.clone());
-            }
-            let cfg = NodeConfig {
-                role,
-                id: identity.id,
-                token: token.clone(),
-                header_timeout: Duration::from_secs(5),
-                limits: node::Limits::default(),
-                drain_timeout: Duration::from_secs(1),
-                faults: node_faults,
+            let (node, addr) = if processes {
+                spawn_process(role, &token).await?
+            } else {
+                start_task(role, &token, shutdown.child_token())?
             };
-            nodes.push(node::start(
-                loopback,
-                &identity,
-                cfg,
-                shutdown.child_token(),
-            )?);
+            nodes.push(node);
+            addrs.push(addr);
         }
         Ok(Lab {
-            dst: nodes[0].addr,
-            relays: nodes[1..].iter().map(|n| n.addr).collect(),
+            dst: addrs[0],
+            relays: addrs[1..].to_vec(),
             shutdown,
             nodes,
-            faults,
         })
     }
 
     /// Schedules `fault` to fire `fault.at` after `load_started` is cancelled.
     pub fn inject(&self, fault: Fault, load_started: CancellationToken) -> Result<(), String> {
-        let hooks = self.faults.get(fault.relay).ok_or_else(|| {
+        let node = self.nodes.get(fault.relay + 1).ok_or_else(|| {
             format!(
                 "invalid --fault: relay {} does not exist (the lab has r0..r{})",
                 fault.relay,
-                self.faults.len().saturating_sub(1)
+                self.relays.len().saturating_sub(1)
             )
         })?;
-        let token = match fault.kind {
-            FaultKind::Kill => hooks.kill.clone(),
-            FaultKind::Stall => hooks.stall.clone(),
+        let fire: Box<dyn FnOnce() + Send> = match (node, fault.kind) {
+            (LabNode::Task(_, hooks), FaultKind::Kill) => {
+                let t = hooks.kill.clone();
+                Box::new(move || t.cancel())
+            }
+            (LabNode::Task(_, hooks), FaultKind::Stall) => {
+                let t = hooks.stall.clone();
+                Box::new(move || t.cancel())
+            }
+            (LabNode::Process(child), kind) => {
+                let pid = child.id().ok_or("lab relay process already exited")?;
+                let sig = match kind {
+                    FaultKind::Kill => libc::SIGKILL,
+                    FaultKind::Stall => libc::SIGSTOP,
+                };
+                Box::new(move || signal(pid, sig))
+            }
         };
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -135,20 +150,136 @@ impl Lab {
                 _ = async {
                     load_started.cancelled().await;
                     tokio::time::sleep(fault.at).await;
-                } => token.cancel(),
+                } => fire(),
                 _ = shutdown.cancelled() => {}
             }
         });
         Ok(())
     }
 
+    /// Process ids of node processes (empty for in-process nodes).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n {
+                LabNode::Process(c) => c.id(),
+                LabNode::Task(..) => None,
+            })
+            .collect()
+    }
+
     /// Stops every node and waits (bounded) for them to finish.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for n in self.nodes {
-            let _ = tokio::time::timeout(Duration::from_secs(3), n.task).await;
+            match n {
+                LabNode::Task(running, _) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), running.task).await;
+                }
+                LabNode::Process(mut child) => {
+                    if let Some(pid) = child.id() {
+                        signal(pid, libc::SIGCONT); // a stalled node must run to handle SIGTERM
+                        signal(pid, libc::SIGTERM);
+                    }
+                    if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = child.kill().await;
+                    }
+                }
+            }
         }
     }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions; a stale pid only yields ESRCH.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Destination => "serve",
+        Role::Relay => "relay",
+    }
+}
+
+fn start_task(
+    role: Role,
+    token: &[u8],
+    shutdown: CancellationToken,
+) -> Result<(LabNode, NodeAddr), LabError> {
+    let identity = Identity::ephemeral()?;
+    let faults = Faults::default();
+    let cfg = NodeConfig {
+        role,
+        id: identity.id,
+        token: Some(token.to_vec()),
+        header_timeout: Duration::from_secs(5),
+        limits: node::Limits::default(),
+        drain_timeout: Duration::from_secs(1),
+        faults: faults.clone(),
+    };
+    let loopback = "127.0.0.1:0".parse().expect("literal address"); // invariant: constant
+    let running = node::start(loopback, &identity, cfg, shutdown)?;
+    let addr = running.addr;
+    Ok((LabNode::Task(running, faults), addr))
+}
+
+/// Runs `mux-bw serve|relay` as a child of this process that is killed when this process dies.
+async fn spawn_process(role: Role, token: &[u8]) -> Result<(LabNode, NodeAddr), LabError> {
+    use tokio::io::AsyncBufReadExt;
+
+    let exe = std::env::current_exe().map_err(LabError::Spawn)?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args([
+        role_name(role),
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-timeout",
+        "1s",
+    ])
+    // The token goes through the environment, not argv, so `ps` does not show it.
+    .env("MUX_BW_TOKEN", String::from_utf8_lossy(token).as_ref())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(LabError::Spawn)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| LabError::Startup("no stdout".to_string()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| LabError::Startup(format!("{} printed no address in 10s", role_name(role))))?
+        .map_err(|e| LabError::Startup(e.to_string()))?
+        .ok_or_else(|| LabError::Startup(format!("{} exited at start", role_name(role))))?;
+    let addr = line
+        .parse()
+        .map_err(|e| LabError::Startup(format!("{} printed '{line}': {e}", role_name(role))))?;
+    Ok((LabNode::Process(child), addr))
 }
 
 #[cfg(test)]

@@ -122,6 +122,41 @@ pub struct Link {
     pub recv: RecvStream,
 }
 
+/// First connect attempt's budget; doubled per attempt up to `MAX_ATTEMPT`.
+const FIRST_ATTEMPT: Duration = Duration::from_millis(250);
+const MAX_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// Connects to `hop` within `budget`. A node that is still starting (nothing listens yet, so
+/// the handshake gets no answer) is retried with fresh attempts at growing intervals rather
+/// than left to QUIC's own slower retransmission backoff; a definite answer (wrong id,
+/// refusal) ends the wait at once.
+async fn connect_with_retry(
+    endpoint: &Endpoint,
+    hop: &NodeAddr,
+    budget: Duration,
+) -> Result<Connection, String> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut attempt = FIRST_ATTEMPT;
+    loop {
+        let connecting = endpoint
+            .connect(hop.addr, &tls::server_name(&hop.id))
+            .map_err(|e| format!("cannot dial {}: {e}", hop.addr))?;
+        let until = (tokio::time::Instant::now() + attempt).min(deadline);
+        match tokio::time::timeout_at(until, connecting).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => return Err(format!("connect to {} failed: {e}", hop.addr)),
+            Err(_) if until >= deadline => {
+                return Err(format!(
+                    "connect to {} timed out after {}",
+                    hop.addr,
+                    humantime::format_duration(budget)
+                ))
+            }
+            Err(_) => attempt = (attempt * 2).min(MAX_ATTEMPT),
+        }
+    }
+}
+
 /// Dials `hop` (which sits at `req.hop_index` of the client's path), sends the setup request and
 /// waits for the chain's answer. Connect is bounded by `setup_timeout`; the answer by
 /// `setup_timeout` per remaining hop, since each relay bounds its own dial the same way.
@@ -139,20 +174,9 @@ pub async fn setup_link(
     };
     let at_hop = |message: String| fail(here, Some(hop.id), message);
 
-    let connecting = endpoint
-        .connect(hop.addr, &tls::server_name(&hop.id))
-        .map_err(|e| at_hop(format!("cannot dial {}: {e}", hop.addr)))?;
-    let conn = match tokio::time::timeout(setup_timeout, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(at_hop(format!("connect to {} failed: {e}", hop.addr))),
-        Err(_) => {
-            return Err(at_hop(format!(
-                "connect to {} timed out after {}",
-                hop.addr,
-                humantime::format_duration(setup_timeout)
-            )))
-        }
-    };
+    let conn = connect_with_retry(endpoint, hop, setup_timeout)
+        .await
+        .map_err(at_hop)?;
     let remaining = req.next.len() as u32 + 1;
     let answer = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;

@@ -60,15 +60,22 @@ pub struct NodeProc {
 
 impl NodeProc {
     /// Starts `mux-bw <role> --listen 127.0.0.1:0 <extra..>` (with `--open` unless `extra`
-    /// gives a token) and waits for its URI line.
+    /// gives a token, and without the default `--listen` when `extra` has one) and waits for
+    /// its URI line.
     pub fn start(role: &str, extra: &[&str]) -> NodeProc {
         let open: &[&str] = if extra.contains(&"--token") {
             &[]
         } else {
             &["--open"]
         };
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(bin())
-            .args([role, "--listen", "127.0.0.1:0"])
+            .arg(role)
+            .args(listen)
             .args(open)
             .args(extra)
             .env_remove("MUX_BW_TOKEN")
@@ -96,6 +103,32 @@ impl NodeProc {
             node.uri
         );
         node
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its exit code.
+    pub fn wait_exit(&self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            // Reading the status through a shared reference: poll /proc instead of try_wait.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+            let zombie = stat
+                .as_deref()
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next())
+                        == Some("Z")
+                })
+                .unwrap_or(true);
+            if zombie || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid pointer.
+        let r = unsafe { libc::waitpid(self.child.id() as i32, &mut status, libc::WNOHANG) };
+        (r > 0 && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status))
     }
 
     /// Process id, to read its memory use.
