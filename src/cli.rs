@@ -145,6 +145,10 @@ struct RunOpts {
     /// Let routes share relays when the pool is too small for disjoint routes.
     #[arg(long)]
     allow_overlap: bool,
+    /// Set a failed route up again through spare relays (kept disjoint), with backoff; emits
+    /// route_redial. Up to 5 attempts per failure.
+    #[arg(long)]
+    redial: bool,
     /// Direction of data: up (client → destination) or down.
     #[arg(long, value_enum, default_value_t = Mode::Up)]
     mode: Mode,
@@ -568,6 +572,7 @@ fn build_config(
         probe_rtt: o.probe_rtt,
         probe_interval: o.probe_interval,
         token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
+        redial: o.redial,
         load_started: CancellationToken::new(),
     })
 }

@@ -33,6 +33,8 @@ pub enum Event {
     RouteFailure(RouteFailure),
     /// An established route moved no bytes for `--stall-timeout` (a warning; it may recover).
     RouteStalled(RouteStalled),
+    /// A failed route was set up again through spare relays (`--redial`).
+    RouteRedial(RouteRedial),
     /// Per-interval throughput.
     Sample(Sample),
     /// One RTT probe (idle baseline or under load).
@@ -87,6 +89,8 @@ pub struct ConfigView {
     pub io_timeout_ns: u64,
     /// Whether routes may share intermediates.
     pub allow_overlap: bool,
+    /// Whether failed routes are set up again through spare relays.
+    pub redial: bool,
     /// Planned path (node ids after the client) of each route, by route index.
     pub planned_paths: Vec<Vec<String>>,
 }
@@ -140,6 +144,21 @@ pub struct RouteFailure {
     /// Id of that node, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+/// `route_redial` event.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RouteRedial {
+    /// Route index (unchanged by the redial).
+    pub route_index: u32,
+    /// Redial attempt that succeeded (1 = first).
+    pub attempt: u32,
+    /// The new path: node ids after the client, ending with the destination.
+    pub path: Vec<String>,
+    /// Links in the new path.
+    pub hops: usize,
+    /// Time to set up the new path.
+    pub setup_ns: u64,
 }
 
 /// `route_stalled` event.
@@ -279,6 +298,10 @@ pub struct RouteSummary {
     pub mean_bps: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Pump failures during the run (a redialed route can fail and recover).
+    pub failures: u32,
+    /// Successful redials.
+    pub redials: u32,
     /// Index into `path` of the hop that failed, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_hop: Option<u8>,

@@ -20,15 +20,7 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
             humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
         ),
         Event::RouteEstablished(e) => {
-            let via = match e.path.split_last() {
-                Some((_, mids)) if !mids.is_empty() => {
-                    format!(
-                        "via {}",
-                        mids.iter().map(|m| short(m)).collect::<Vec<_>>().join(",")
-                    )
-                }
-                _ => "direct".to_string(),
-            };
+            let via = via(&e.path);
             format!(
                 "{ts} R{} ✓ established {via} ({} hop{}, setup {})",
                 e.route_index,
@@ -61,6 +53,15 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
             fmt_bytes(e.bytes_sent),
             fmt_bytes(e.bytes_received),
         ),
+        Event::RouteRedial(e) => {
+            let via = via(&e.path);
+            format!(
+                "{ts} R{} ↻ redialed {via} (attempt {}, setup {})",
+                e.route_index,
+                e.attempt,
+                fmt_duration(Duration::from_nanos(e.setup_ns))
+            )
+        }
         // Probes are many; the summary shows their distribution.
         Event::Probe(_) => return None,
         Event::Sample(s) => {
@@ -106,6 +107,10 @@ pub fn summary_table(s: &Summary) -> String {
                 .map(|p| short(p))
                 .collect::<Vec<_>>()
                 .join(" → "),
+        };
+        let detail = match (r.failures, r.redials) {
+            (0, _) => detail,
+            (f, n) => format!("{detail} ({f} failure(s), redialed {n}×)"),
         };
         let _ = writeln!(
             out,
@@ -163,6 +168,17 @@ pub fn summary_table(s: &Summary) -> String {
         if s.interrupted { " (interrupted)" } else { "" }
     );
     out
+}
+
+/// "via a,b" for the intermediates of a path, or "direct".
+fn via(path: &[String]) -> String {
+    match path.split_last() {
+        Some((_, mids)) if !mids.is_empty() => format!(
+            "via {}",
+            mids.iter().map(|m| short(m)).collect::<Vec<_>>().join(",")
+        ),
+        _ => "direct".to_string(),
+    }
 }
 
 fn at_hop(hop: Option<u8>, node: Option<&str>) -> String {

@@ -19,6 +19,7 @@ pub mod node;
 pub mod probe;
 pub mod protocol;
 pub mod pump;
+pub mod redial;
 pub mod route;
 pub mod table;
 pub mod tls;

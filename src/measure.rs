@@ -3,7 +3,7 @@
 //! load every route from the same instant, sample counters every interval, watch for stalls, and
 //! report a summary. Emits every event of the run; knows nothing about the CLI.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,17 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::events::{
     ConfigView, ErrorEvent, Event, EventSink, ProbePhase, RouteEstablished, RouteFailure,
-    RouteSample, RouteSetupFailed, RouteStalled, RouteState, RouteSummary, RttSummary, Sample,
-    Start, Summary,
+    RouteRedial, RouteSample, RouteSetupFailed, RouteStalled, RouteState, RouteSummary, RttSummary,
+    Sample, Start, Summary,
 };
+use crate::identity::NodeId;
 use crate::probe::{self, Recorder};
 use crate::protocol::{Mode, SetupRequest, PROTOCOL_VERSION};
-use crate::pump::{self, PumpError, RouteLive};
+use crate::pump::{self, Counters, PumpError, RouteLive};
+use crate::redial::{NoSpare, Spares};
 use crate::route::PlannedRoute;
 use crate::table::{RouteRef, RouteTable};
-use crate::transport::{self, SetupFailure};
+use crate::transport::{self, Link, SetupFailure};
 
 /// Commit this binary was built from.
 pub const GIT_SHA: &str = env!("MUX_BW_GIT_SHA");
@@ -62,6 +64,8 @@ pub struct RunConfig {
     pub probe_interval: Duration,
     /// Sent in every setup header.
     pub token: Vec<u8>,
+    /// Set failed routes up again through spare relays.
+    pub redial: bool,
     /// Cancelled when the load phase starts (the lab times its faults from it).
     pub load_started: CancellationToken,
 }
@@ -74,13 +78,216 @@ pub enum RunError {
     Endpoint(#[from] transport::EndpointError),
 }
 
-/// An established route as the run tracks it.
+/// One planned route as the run tracks it, across every incarnation (`--redial`).
 struct Slot {
-    live: Arc<RouteLive>,
-    /// Set when the pump fails; read by the sampler.
+    index: u32,
+    /// Shared by each incarnation's `RouteLive`; read by the sampler.
+    counters: Arc<Counters>,
+    /// Current (or last) path; locked only to read or replace it.
+    path: Mutex<Vec<NodeAddr>>,
+    /// Whether the route was ever established.
+    established: AtomicBool,
+    /// Set while the route is down after a failure; read by the sampler.
     failed: AtomicBool,
-    /// The failure, for the summary.
+    /// The failure that took it down, for the summary (cleared by a redial).
     error: Mutex<Option<PumpError>>,
+    failures: AtomicU32,
+    redials: AtomicU32,
+}
+
+impl Slot {
+    fn new(index: u32, path: Vec<NodeAddr>) -> Self {
+        Slot {
+            index,
+            counters: Arc::new(Counters::default()),
+            path: Mutex::new(path),
+            established: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            failures: AtomicU32::new(0),
+            redials: AtomicU32::new(0),
+        }
+    }
+
+    fn path(&self) -> Vec<NodeAddr> {
+        self.path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn error(&self) -> Option<PumpError> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_error(&self, e: Option<PumpError>) {
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// What every route supervisor needs; shared, read-only but for `spares`.
+struct RouteCtx {
+    mode: Mode,
+    io_timeout: Duration,
+    setup_timeout: Duration,
+    token: Vec<u8>,
+    dst: NodeId,
+    endpoint: quinn::Endpoint,
+    table: Arc<RouteTable<Arc<RouteLive>>>,
+    sink: Arc<EventSink>,
+    /// Payload starts when this fires.
+    go: CancellationToken,
+    /// The run is over: pumps stop cleanly, redials give up.
+    cancel: CancellationToken,
+    /// With `--redial`: breakers and spare relays. Locked only to pick or record, never across I/O.
+    spares: Option<Mutex<Spares>>,
+}
+
+/// Redial attempts per failure before a route stays down.
+pub const MAX_REDIALS: u32 = 5;
+/// Pause before the first redial attempt; doubled per attempt, capped at 2 s.
+const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
+
+impl RouteCtx {
+    fn spares(&self) -> Option<std::sync::MutexGuard<'_, Spares>> {
+        self.spares
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn setup_request(&self, index: u32, path: &[NodeAddr]) -> SetupRequest {
+        SetupRequest {
+            route_index: index,
+            hop_index: 0,
+            mode: self.mode,
+            setup_timeout_ms: self.setup_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            token: self.token.clone(),
+            next: path[1..].to_vec(),
+        }
+    }
+}
+
+/// Owns one route for the whole run: registers it, runs its pump, reports its failure, and with
+/// `--redial` sets it up again through spare relays. Every lifecycle step of a route happens
+/// here, one after another, so they can never race.
+async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, Vec<NodeAddr>)>) {
+    let rref = RouteRef {
+        dst: ctx.dst,
+        index: slot.index,
+    };
+    loop {
+        let (link, path) = match next.take() {
+            Some(x) => x,
+            None => match redial(&ctx, &slot).await {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        let live = Arc::new(RouteLive::new(
+            rref,
+            path.clone(),
+            link.conn.clone(),
+            slot.counters.clone(),
+        ));
+        if let Err(e) = ctx.table.insert(rref, live.clone()) {
+            ctx.sink.emit(Event::Error(ErrorEvent {
+                error: e.to_string(),
+            }));
+            link.conn.close(transport::CLOSE_DONE, b"duplicate route");
+            return;
+        }
+        *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+        slot.established.store(true, Ordering::Relaxed);
+        slot.set_error(None);
+        slot.failed.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        let go = ctx.go.clone();
+        let r = pump::pump(
+            link,
+            &live,
+            ctx.mode,
+            ctx.io_timeout,
+            go,
+            ctx.cancel.clone(),
+        )
+        .await;
+        ctx.table.remove(rref);
+        let err = match r {
+            Err(err) if !ctx.cancel.is_cancelled() => err,
+            _ => return,
+        };
+        slot.failed.store(true, Ordering::Relaxed);
+        slot.failures.fetch_add(1, Ordering::Relaxed);
+        let counts = slot.counters.snapshot();
+        let ev = failure_event(slot.index, &err, counts, started.elapsed());
+        ctx.sink.emit(Event::RouteFailure(ev));
+        if let Some(mut spares) = ctx.spares() {
+            spares.failed(slot.index, err.node, Instant::now());
+        }
+        slot.set_error(Some(err));
+        if ctx.spares.is_none() {
+            return;
+        }
+    }
+}
+
+/// Sets the route up again through spare relays, with backoff; `None` when the run ends or
+/// every attempt failed.
+async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Link, Vec<NodeAddr>)> {
+    let old = slot.path();
+    let mut backoff = REDIAL_BACKOFF;
+    for attempt in 1..=MAX_REDIALS {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = ctx.cancel.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let picked = ctx
+            .spares()
+            .map(|mut s| s.pick(slot.index, old.len(), &old, Instant::now()))?;
+        let path = match picked {
+            Ok(p) => p,
+            Err(NoSpare::DestinationBackoff(until)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => continue,
+                    _ = ctx.cancel.cancelled() => return None,
+                }
+            }
+            Err(NoSpare::NotEnoughRelays { .. }) => continue,
+        };
+        let req = ctx.setup_request(slot.index, &path);
+        let t = Instant::now();
+        let result = tokio::select! {
+            r = transport::setup_link(&ctx.endpoint, &path[0], &req, ctx.setup_timeout) => r,
+            _ = ctx.cancel.cancelled() => return None,
+        };
+        match result {
+            Ok(link) => {
+                if let Some(mut s) = ctx.spares() {
+                    s.succeeded(&path);
+                }
+                slot.redials.fetch_add(1, Ordering::Relaxed);
+                ctx.sink.emit(Event::RouteRedial(RouteRedial {
+                    route_index: slot.index,
+                    attempt,
+                    path: path.iter().map(|n| n.id.to_string()).collect(),
+                    hops: path.len(),
+                    setup_ns: t.elapsed().as_nanos() as u64,
+                }));
+                return Some((link, path));
+            }
+            Err(f) => {
+                ctx.sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
+                    route_index: slot.index,
+                    failed_hop: f.failed_hop,
+                    node: f.node.map(|n| n.to_string()),
+                    error: f.message.clone(),
+                    path: path.iter().map(|n| n.id.to_string()).collect(),
+                }));
+                if let Some(mut s) = ctx.spares() {
+                    s.failed(slot.index, f.node, Instant::now());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Builds the `route_failure` event for a pump that ended with `err`.
@@ -127,25 +334,39 @@ pub async fn run(
         });
     }
 
-    // Setup: all routes at once; each established route is registered and its pump started.
+    // Setup: all routes at once; each established route gets its supervisor (and pump) at once.
     let table: Arc<RouteTable<Arc<RouteLive>>> = Arc::new(RouteTable::default());
     let go = CancellationToken::new();
     let cancel_pumps = CancellationToken::new();
+    let spares = cfg.redial.then(|| {
+        let routes: Vec<(u32, Vec<NodeAddr>)> = cfg
+            .routes
+            .iter()
+            .map(|r| (r.index, r.path.clone()))
+            .collect();
+        Mutex::new(Spares::new(cfg.dst, cfg.relays.clone(), &routes))
+    });
+    let ctx = Arc::new(RouteCtx {
+        mode: cfg.mode,
+        io_timeout: cfg.io_timeout,
+        setup_timeout: cfg.setup_timeout,
+        token: cfg.token.clone(),
+        dst: cfg.dst.id,
+        endpoint: endpoint.clone(),
+        table: table.clone(),
+        sink: sink.clone(),
+        go: go.clone(),
+        cancel: cancel_pumps.clone(),
+        spares,
+    });
     let mut setups = JoinSet::new();
     for route in cfg.routes.clone() {
-        let endpoint = endpoint.clone();
-        let req = SetupRequest {
-            route_index: route.index,
-            hop_index: 0,
-            mode: cfg.mode,
-            setup_timeout_ms: cfg.setup_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
-            token: cfg.token.clone(),
-            next: route.path[1..].to_vec(),
-        };
-        let timeout = cfg.setup_timeout;
+        let ctx = ctx.clone();
         setups.spawn(async move {
+            let req = ctx.setup_request(route.index, &route.path);
             let t = Instant::now();
-            let r = transport::setup_link(&endpoint, &route.path[0], &req, timeout).await;
+            let r =
+                transport::setup_link(&ctx.endpoint, &route.path[0], &req, ctx.setup_timeout).await;
             (route, t.elapsed(), r)
         });
     }
@@ -169,8 +390,21 @@ pub async fn run(
                 continue;
             }
         };
-        let link = match result {
-            Ok(link) => link,
+        let slot = Arc::new(Slot::new(route.index, route.path.clone()));
+        let first = match result {
+            Ok(link) => {
+                sink.emit(Event::RouteEstablished(RouteEstablished {
+                    route_index: route.index,
+                    path: route.path_ids(),
+                    hops: route.hops(),
+                    setup_ns: took.as_nanos() as u64,
+                }));
+                established.push(RouteRef {
+                    dst: cfg.dst.id,
+                    index: route.index,
+                });
+                Some((link, route.path.clone()))
+            }
             Err(f) => {
                 sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
                     route_index: route.index,
@@ -179,56 +413,22 @@ pub async fn run(
                     error: f.message.clone(),
                     path: route.path_ids(),
                 }));
-                setup_errors.push((route, f));
-                continue;
-            }
-        };
-        let rref = RouteRef {
-            dst: cfg.dst.id,
-            index: route.index,
-        };
-        let live = Arc::new(RouteLive::new(rref, route.path.clone(), link.conn.clone()));
-        if let Err(e) = table.insert(rref, live.clone()) {
-            // Plans have distinct indices, so this is a bug; refuse rather than mix routes.
-            sink.emit(Event::Error(ErrorEvent {
-                error: e.to_string(),
-            }));
-            link.conn.close(transport::CLOSE_DONE, b"duplicate route");
-            continue;
-        }
-        sink.emit(Event::RouteEstablished(RouteEstablished {
-            route_index: route.index,
-            path: route.path_ids(),
-            hops: route.hops(),
-            setup_ns: took.as_nanos() as u64,
-        }));
-        established.push(rref);
-        let slot = Arc::new(Slot {
-            live,
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
-        });
-        slots.push(slot.clone());
-        let (mode, io_timeout, go, cancel) =
-            (cfg.mode, cfg.io_timeout, go.clone(), cancel_pumps.clone());
-        let (sink, table) = (sink.clone(), table.clone());
-        pumps.spawn(async move {
-            let started = Instant::now();
-            let r = pump::pump(link, &slot.live, mode, io_timeout, go, cancel.clone()).await;
-            table.remove(slot.live.rref);
-            if let Err(err) = r {
-                if !cancel.is_cancelled() {
-                    slot.failed.store(true, Ordering::Relaxed);
-                    let counts = slot.live.counters.snapshot();
-                    let ev = failure_event(slot.live.rref.index, &err, counts, started.elapsed());
-                    sink.emit(Event::RouteFailure(ev));
-                    *slot.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                if let Some(mut s) = ctx.spares() {
+                    s.failed(route.index, f.node, Instant::now());
                 }
+                setup_errors.push((route, f));
+                if ctx.spares.is_none() {
+                    continue;
+                }
+                slot.failed.store(true, Ordering::Relaxed);
+                None
             }
-        });
+        };
+        slots.push(slot.clone());
+        pumps.spawn(supervise(ctx.clone(), slot, first));
     }
     setups.abort_all();
-    slots.sort_by_key(|s| s.live.rref.index);
+    slots.sort_by_key(|s| s.index);
 
     // Idle baseline on the first established route.
     let mut idle = Recorder::default();
@@ -340,6 +540,7 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         setup_timeout_ns: cfg.setup_timeout.as_nanos() as u64,
         io_timeout_ns: cfg.io_timeout.as_nanos() as u64,
         allow_overlap: cfg.allow_overlap,
+        redial: cfg.redial,
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
     }
 }
@@ -458,7 +659,7 @@ impl Sampler {
             if slot.failed.load(Ordering::Relaxed) {
                 continue;
             }
-            let (sent, received) = slot.live.counters.snapshot();
+            let (sent, received) = slot.counters.snapshot();
             if sent + received != p.last_total {
                 p.last_total = sent + received;
                 p.since = now;
@@ -466,7 +667,7 @@ impl Sampler {
             } else if !p.stalled && now.duration_since(p.since) >= cfg.stall_timeout {
                 p.stalled = true;
                 sink.emit(Event::RouteStalled(RouteStalled {
-                    route_index: slot.live.rref.index,
+                    route_index: slot.index,
                     stalled_ns: now.duration_since(p.since).as_nanos() as u64,
                     bytes_sent: sent,
                     bytes_received: received,
@@ -487,12 +688,12 @@ impl Sampler {
         let mut routes = Vec::with_capacity(slots.len());
         let mut aggregate = 0;
         for ((slot, p), prog) in slots.iter().zip(self.prev.iter_mut()).zip(&self.progress) {
-            let now = slot.live.counters.snapshot();
+            let now = slot.counters.snapshot();
             let delta = (now.0.saturating_sub(p.0), now.1.saturating_sub(p.1));
             *p = now;
             aggregate += directional(mode, delta);
             routes.push(RouteSample {
-                route_index: slot.live.rref.index,
+                route_index: slot.index,
                 bytes_sent: now.0,
                 bytes_received: now.1,
                 sent_bps: bps(delta.0, span),
@@ -532,45 +733,62 @@ fn summarize(
     let mut routes = Vec::with_capacity(cfg.routes.len());
     let mut aggregate_bytes = 0;
     let mut failed = 0;
+    let mut established = 0;
+    let setup_failed = |route_index: u32, path: Vec<String>, f: &SetupFailure| RouteSummary {
+        route_index,
+        hops: path.len(),
+        path,
+        state: "setup_failed",
+        bytes_sent: 0,
+        bytes_received: 0,
+        mean_bps: 0,
+        error: Some(f.message.clone()),
+        failures: 0,
+        redials: 0,
+        failed_hop: f.failed_hop,
+        node: f.node.map(|n| n.to_string()),
+    };
     for (slot, base) in slots.iter().zip(baseline) {
-        let now = slot.live.counters.snapshot();
+        let path = slot.path();
+        let path_ids: Vec<String> = path.iter().map(|n| n.id.to_string()).collect();
+        if !slot.established.load(Ordering::Relaxed) {
+            if let Some((_, f)) = setup_errors.iter().find(|(r, _)| r.index == slot.index) {
+                routes.push(setup_failed(slot.index, path_ids, f));
+            }
+            continue;
+        }
+        established += 1;
+        let now = slot.counters.snapshot();
         let counts = (now.0.saturating_sub(base.0), now.1.saturating_sub(base.1));
-        let error = slot.error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let error = slot.error();
         failed += usize::from(error.is_some());
         aggregate_bytes += directional(cfg.mode, counts);
         routes.push(RouteSummary {
-            route_index: slot.live.rref.index,
-            path: slot.live.path.iter().map(|n| n.id.to_string()).collect(),
-            hops: slot.live.path.len(),
+            route_index: slot.index,
+            hops: path_ids.len(),
+            path: path_ids,
             state: if error.is_some() { "failed" } else { "up" },
             bytes_sent: counts.0,
             bytes_received: counts.1,
             mean_bps: bps(directional(cfg.mode, counts), measured),
+            failures: slot.failures.load(Ordering::Relaxed),
+            redials: slot.redials.load(Ordering::Relaxed),
             failed_hop: error.as_ref().and_then(|e| e.failed_hop),
             node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
             error: error.map(|e| e.message),
         });
     }
     for (route, f) in setup_errors {
-        routes.push(RouteSummary {
-            route_index: route.index,
-            path: route.path_ids(),
-            hops: route.hops(),
-            state: "setup_failed",
-            bytes_sent: 0,
-            bytes_received: 0,
-            mean_bps: 0,
-            error: Some(f.message.clone()),
-            failed_hop: f.failed_hop,
-            node: f.node.map(|n| n.to_string()),
-        });
+        if !slots.iter().any(|s| s.index == route.index) {
+            routes.push(setup_failed(route.index, route.path_ids(), f));
+        }
     }
     routes.sort_by_key(|r| r.route_index);
     Summary {
         version: env!("CARGO_PKG_VERSION"),
         protocol_version: PROTOCOL_VERSION,
         routes_planned: cfg.routes.len(),
-        routes_established: slots.len(),
+        routes_established: established,
         routes_failed: failed,
         duration_ns: measured.as_nanos() as u64,
         aggregate_bytes,

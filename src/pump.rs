@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,8 +50,10 @@ pub struct RouteLive {
     pub path: Vec<NodeAddr>,
     /// The first link, for datagrams (probes).
     pub conn: Connection,
-    /// Updated by the pump, read by the sampler.
-    pub counters: Counters,
+    /// The route slot's counters, shared by every incarnation of the route (`--redial`).
+    pub counters: Arc<Counters>,
+    /// `counters.sent` when this incarnation began; the destination's reports count from zero.
+    sent_base: u64,
     next_seq: AtomicU32,
     /// Probes waiting for their pong, by sequence number; locked only to insert/remove.
     waiting: Mutex<HashMap<u32, oneshot::Sender<Instant>>>,
@@ -72,13 +74,19 @@ pub enum ProbeError {
 }
 
 impl RouteLive {
-    /// A live route over `conn` with path `path`.
-    pub fn new(rref: RouteRef, path: Vec<NodeAddr>, conn: Connection) -> Self {
+    /// A live route over `conn` with path `path`, counting into `counters`.
+    pub fn new(
+        rref: RouteRef,
+        path: Vec<NodeAddr>,
+        conn: Connection,
+        counters: Arc<Counters>,
+    ) -> Self {
         RouteLive {
             rref,
             path,
             conn,
-            counters: Counters::default(),
+            sent_base: counters.sent.load(Ordering::Relaxed),
+            counters,
             next_seq: AtomicU32::new(0),
             waiting: Mutex::new(HashMap::new()),
         }
@@ -112,7 +120,9 @@ impl RouteLive {
     fn on_datagram(&self, d: &[u8]) {
         match Datagram::decode(d) {
             Ok(Datagram::Report { received }) => {
-                self.counters.sent.fetch_max(received, Ordering::Relaxed);
+                self.counters
+                    .sent
+                    .fetch_max(self.sent_base + received, Ordering::Relaxed);
             }
             Ok(Datagram::Pong { seq, .. }) => {
                 let now = Instant::now();

@@ -357,3 +357,105 @@ fn json_file_gets_ndjson_while_the_terminal_gets_human_output() {
     assert_eq!(events[0]["type"], "start");
     assert_eq!(events.last().unwrap()["type"], "summary");
 }
+
+/// DESIGN: a start failure fails over to a spare and self-heals; per-node breakers.
+#[test]
+fn redial_replaces_a_killed_relay_with_a_disjoint_spare() {
+    let events = lab_json(&[
+        "--routes",
+        "3",
+        "--min-hops",
+        "2",
+        "--relays",
+        "5",
+        "--duration",
+        "3s",
+        "--interval",
+        "500ms",
+        "--fault",
+        "kill:1@1s",
+        "--redial",
+    ]);
+    let failures = of_type(&events, "route_failure");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["route_index"], 1);
+    let redials = of_type(&events, "route_redial");
+    assert_eq!(redials.len(), 1, "{redials:?}");
+    let r = redials[0];
+    assert_eq!(r["route_index"], 1);
+    let new_relay = r["path"][0].as_str().unwrap();
+    assert_ne!(
+        new_relay,
+        relay_id(&events, 1),
+        "redialed through the dead relay"
+    );
+    for other in [0, 2] {
+        assert_ne!(
+            new_relay,
+            relay_id(&events, other),
+            "spare shared with route {other}"
+        );
+    }
+    assert!(r["t_ns"].as_u64() > failures[0]["t_ns"].as_u64());
+    let last = *of_type(&events, "sample").last().unwrap();
+    assert_eq!(last["active_routes"], 3, "{last}");
+    assert!(
+        last["routes"][1]["sent_bps"].as_u64().unwrap() > 0,
+        "{last}"
+    );
+    let s1 = &of_type(&events, "summary")[0]["routes"][1];
+    assert_eq!(s1["state"], "up", "{s1}");
+    assert_eq!(s1["failures"], 1);
+    assert_eq!(s1["redials"], 1);
+    assert_eq!(s1["path"][0], new_relay);
+}
+
+#[test]
+fn without_redial_a_failed_route_stays_down() {
+    let events = lab_json(&[
+        "--routes",
+        "2",
+        "--min-hops",
+        "2",
+        "--relays",
+        "4",
+        "--duration",
+        "2s",
+        "--interval",
+        "500ms",
+        "--fault",
+        "kill:0@500ms",
+    ]);
+    assert!(of_type(&events, "route_redial").is_empty());
+    let s0 = &of_type(&events, "summary")[0]["routes"][0];
+    assert_eq!(s0["state"], "failed");
+    assert_eq!(s0["redials"], 0);
+}
+
+#[test]
+fn redial_rescues_a_route_whose_setup_failed() {
+    let ghost = "1=mbw://00000000000000000000000000000001@127.0.0.1:9";
+    let events = lab_json(&[
+        "--routes",
+        "3",
+        "--min-hops",
+        "2",
+        "--relays",
+        "5",
+        "--duration",
+        "2s",
+        "--via",
+        ghost,
+        "--setup-timeout",
+        "300ms",
+        "--redial",
+    ]);
+    let failed = of_type(&events, "route_setup_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["route_index"], 1);
+    let redials = of_type(&events, "route_redial");
+    assert_eq!(redials.len(), 1);
+    assert_eq!(redials[0]["route_index"], 1);
+    let summary = of_type(&events, "summary")[0];
+    assert_eq!(summary["routes_established"], 3, "{summary}");
+}
