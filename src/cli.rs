@@ -482,7 +482,7 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     let sink = Arc::new(sink);
     let gone = sink.stdout_gone();
     let interrupt = interrupt_token();
-    let summary = measure::run(&cfg, sink, interrupt).await?;
+    let summary = measure::run(&cfg, sink, interrupt).await;
     if summary.routes_established == 0 {
         // Every route failed. A pinned id that does not match is a wrong URI: bad input.
         let mismatch = summary

@@ -70,14 +70,6 @@ pub struct RunConfig {
     pub load_started: CancellationToken,
 }
 
-/// Why a run could not even start.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The client endpoint could not be created.
-    #[error(transparent)]
-    Endpoint(#[from] transport::EndpointError),
-}
-
 /// One planned route as the run tracks it, across every incarnation (`--redial`).
 struct Slot {
     index: u32,
@@ -129,7 +121,9 @@ struct RouteCtx {
     setup_timeout: Duration,
     token: Vec<u8>,
     dst: NodeId,
-    endpoint: quinn::Endpoint,
+    /// Every client endpoint made (one per route and attempt: routes share no UDP socket, so one
+    /// route's full queue never blocks another's sends). Locked only to push or drain.
+    endpoints: Mutex<Vec<quinn::Endpoint>>,
     table: Arc<RouteTable<Arc<RouteLive>>>,
     sink: Arc<EventSink>,
     /// Payload starts when this fires.
@@ -150,6 +144,21 @@ impl RouteCtx {
         self.spares
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sets up route `index` over `path` from a fresh client endpoint of its own.
+    async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
+        let endpoint = transport::client_endpoint(path[0].addr).map_err(|e| SetupFailure {
+            failed_hop: None,
+            node: None,
+            message: format!("cannot create a client endpoint: {e}"),
+        })?;
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(endpoint.clone());
+        let req = self.setup_request(index, path);
+        transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await
     }
 
     fn setup_request(&self, index: u32, path: &[NodeAddr]) -> SetupRequest {
@@ -252,10 +261,9 @@ async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Link, Vec<NodeAddr>)> {
             }
             Err(NoSpare::NotEnoughRelays { .. }) => continue,
         };
-        let req = ctx.setup_request(slot.index, &path);
         let t = Instant::now();
         let result = tokio::select! {
-            r = transport::setup_link(&ctx.endpoint, &path[0], &req, ctx.setup_timeout) => r,
+            r = ctx.setup(slot.index, &path) => r,
             _ = ctx.cancel.cancelled() => return None,
         };
         match result {
@@ -310,11 +318,7 @@ pub fn failure_event(
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).
 /// `interrupt` ends the run early with a summary (Ctrl-C); so does a closed stdout.
-pub async fn run(
-    cfg: &RunConfig,
-    sink: Arc<EventSink>,
-    interrupt: CancellationToken,
-) -> Result<Summary, RunError> {
+pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationToken) -> Summary {
     sink.emit(Event::Start(Start {
         tool: "mux-bw",
         version: env!("CARGO_PKG_VERSION"),
@@ -322,7 +326,6 @@ pub async fn run(
         git_sha: GIT_SHA,
         config: config_view(cfg),
     }));
-    let endpoint = transport::client_endpoint(cfg.dst.addr)?;
     let stop = interrupt.child_token();
     {
         let (gone, stop) = (sink.stdout_gone(), stop.clone());
@@ -352,7 +355,7 @@ pub async fn run(
         setup_timeout: cfg.setup_timeout,
         token: cfg.token.clone(),
         dst: cfg.dst.id,
-        endpoint: endpoint.clone(),
+        endpoints: Mutex::new(Vec::new()),
         table: table.clone(),
         sink: sink.clone(),
         go: go.clone(),
@@ -363,10 +366,8 @@ pub async fn run(
     for route in cfg.routes.clone() {
         let ctx = ctx.clone();
         setups.spawn(async move {
-            let req = ctx.setup_request(route.index, &route.path);
             let t = Instant::now();
-            let r =
-                transport::setup_link(&ctx.endpoint, &route.path[0], &req, ctx.setup_timeout).await;
+            let r = ctx.setup(route.index, &route.path).await;
             (route, t.elapsed(), r)
         });
     }
@@ -520,9 +521,16 @@ pub async fn run(
         rtt,
     );
     sink.emit(Event::Summary(summary.clone()));
-    endpoint.close(transport::CLOSE_DONE, b"run over");
-    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
-    Ok(summary)
+    // Let close frames reach the peers before the process exits (bounded).
+    let endpoints = std::mem::take(&mut *ctx.endpoints.lock().unwrap_or_else(|p| p.into_inner()));
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        for ep in endpoints {
+            ep.close(transport::CLOSE_DONE, b"run over");
+            ep.wait_idle().await;
+        }
+    })
+    .await;
+    summary
 }
 
 fn config_view(cfg: &RunConfig) -> ConfigView {

@@ -471,6 +471,7 @@ async fn relay(
         conn: down,
         send: down_send,
         recv: down_recv,
+        ..
     } = down;
     let stall = &faults.stall;
     let splice = async {

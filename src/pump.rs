@@ -212,6 +212,7 @@ pub async fn pump(
         conn,
         mut send,
         mut recv,
+        endpoint: _endpoint, // kept alive until the pump ends
     } = link;
     let path = &route.path;
     let counters = &route.counters;

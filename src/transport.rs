@@ -78,8 +78,7 @@ pub fn endpoint(bind: SocketAddr, identity: Option<&Identity>) -> Result<Endpoin
         }
         None => None,
     };
-    let socket = std::net::UdpSocket::bind(bind)
-        .map_err(|source| EndpointError::Bind { addr: bind, source })?;
+    let socket = udp_socket(bind).map_err(|source| EndpointError::Bind { addr: bind, source })?;
     let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
         addr: bind,
         source: std::io::Error::other("no async runtime"),
@@ -88,6 +87,41 @@ pub fn endpoint(bind: SocketAddr, identity: Option<&Identity>) -> Result<Endpoin
         .map_err(|source| EndpointError::Bind { addr: bind, source })?;
     ep.set_default_client_config(client_config()?);
     Ok(ep)
+}
+
+/// UDP socket buffer size asked for: enough for a few routes' queues at Gbit/s rates, so that
+/// the socket, not the path, never decides the rate.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+static CLAMP_WARNED: std::sync::Once = std::sync::Once::new();
+
+/// Binds a UDP socket with `SOCKET_BUFFER`-sized send and receive buffers. When the OS clamps
+/// them (net.core.wmem_max / rmem_max), says so once on stderr: a clamped buffer caps the rate.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    if bind.is_ipv6() {
+        // Best effort: dual-stack where the OS allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let send = socket.send_buffer_size().unwrap_or(0);
+    let recv = socket.recv_buffer_size().unwrap_or(0);
+    if send < SOCKET_BUFFER || recv < SOCKET_BUFFER {
+        CLAMP_WARNED.call_once(|| {
+            eprintln!(
+                "mux-bw: warning: the OS clamped UDP socket buffers to {} KiB send / {} KiB receive \
+                 (asked {} KiB); high rates may be capped: raise net.core.wmem_max and \
+                 net.core.rmem_max",
+                send / 1024,
+                recv / 1024,
+                SOCKET_BUFFER / 1024
+            );
+        });
+    }
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
 }
 
 /// A client endpoint bound to the unspecified address of `peer`'s family.
@@ -120,6 +154,8 @@ pub struct Link {
     pub send: SendStream,
     /// The route's data stream, from the destination.
     pub recv: RecvStream,
+    /// The endpoint the link was dialed from, kept alive as long as the link.
+    pub endpoint: Endpoint,
 }
 
 /// First connect attempt's budget; doubled per attempt up to `MAX_ATTEMPT`.
@@ -223,7 +259,12 @@ pub async fn setup_link(
         }
     };
     match outcome {
-        (send, recv, SetupReply::Ack) => Ok(Link { conn, send, recv }),
+        (send, recv, SetupReply::Ack) => Ok(Link {
+            conn,
+            send,
+            recv,
+            endpoint: endpoint.clone(),
+        }),
         (
             _,
             _,

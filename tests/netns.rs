@@ -1,0 +1,252 @@
+//! Measurement truth on real links: network namespaces joined by veth pairs shaped with tbf,
+//! mux-bw nodes as real processes inside them, and iperf3 on the same links in the same run as
+//! the reference. Needs root and iproute2 (CI has both); elsewhere each test prints
+//! "skipped: needs root and iproute2" and passes.
+
+mod common;
+mod topology;
+
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use topology::{Shape, Topology};
+
+/// One topology at a time: the figures must not compete for the CPU.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn skip() -> bool {
+    match topology::available() {
+        Ok(()) => false,
+        Err(why) => {
+            println!("skipped: needs root and iproute2 ({why})");
+            true
+        }
+    }
+}
+
+fn mux_run(topo: &Topology, args: &[&str]) -> Vec<Value> {
+    let out = topo
+        .exec(&topo.client, &[common::bin(), "run", "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mux-bw run");
+    assert!(
+        out.status.success(),
+        "mux-bw run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect()
+}
+
+fn summary(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "summary")
+        .expect("summary")
+}
+
+fn assert_gone(names: &[String]) {
+    let left: Vec<String> = topology::our_namespaces()
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+#[test]
+fn direct_route_reads_a_50mbit_link_like_iperf3() {
+    if skip() || !iperf3_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = Topology::build(0, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let names = topo.namespaces();
+    let dst_ns = topo.dst.clone();
+    let dst_ip = topo.dst_direct_ip.clone();
+    let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
+
+    let iperf = topology::iperf3_result(topology::iperf3(&topo, &dst_ns, &dst_ip, 5201, 5));
+    let events = mux_run(&topo, &["--to", &dst, "--omit", "1s", "--duration", "5s"]);
+    let mux = summary(&events)["aggregate_bps"].as_f64().unwrap();
+    println!(
+        "direct 50mbit: iperf3 {:.2} Mbit/s, mux-bw {:.2} Mbit/s ({:+.1} %)",
+        iperf / 1e6,
+        mux / 1e6,
+        (mux / iperf - 1.0) * 100.0
+    );
+    assert!(
+        (mux / iperf - 1.0).abs() <= 0.05,
+        "mux-bw {mux} vs iperf3 {iperf}"
+    );
+    assert!(
+        (0.90..=1.00).contains(&(mux / 50e6)),
+        "mux-bw {mux} on a 50 mbit link"
+    );
+    drop(topo);
+    assert_gone(&names);
+}
+
+#[test]
+fn four_shaped_relay_routes_add_up_like_iperf3() {
+    if skip() || !iperf3_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = Topology::build(4, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let names = topo.namespaces();
+
+    // Reference: iperf3 over the four shaped client-side links at once.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
+            topology::iperf3(&topo, &ns, &ip, 5201 + i as u16, 5)
+        })
+        .collect();
+    let per_link: Vec<f64> = clients.into_iter().map(topology::iperf3_result).collect();
+    let iperf_total: f64 = per_link.iter().sum();
+
+    let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
+    let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
+    let mut args = vec![
+        "--to".to_string(),
+        dst,
+        "--routes".into(),
+        "4".into(),
+        "--min-hops".into(),
+        "2".into(),
+        "--omit".into(),
+        "1s".into(),
+        "--duration".into(),
+        "5s".into(),
+    ];
+    for i in 0..4 {
+        let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
+        let relay = topo.start_node(&ns, "relay", &ip);
+        args.extend(["--relay".to_string(), relay]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let events = mux_run(&topo, &args);
+    let s = summary(&events);
+    let mux = s["aggregate_bps"].as_f64().unwrap();
+    let routes: Vec<f64> = s["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mean_bps"].as_f64().unwrap())
+        .collect();
+    println!(
+        "4 x 20mbit via relays: iperf3 {:.2} Mbit/s ({:?}), mux-bw {:.2} Mbit/s ({:?}) ({:+.1} %)",
+        iperf_total / 1e6,
+        per_link
+            .iter()
+            .map(|b| (b / 1e5).round() / 10.0)
+            .collect::<Vec<_>>(),
+        mux / 1e6,
+        routes
+            .iter()
+            .map(|b| (b / 1e5).round() / 10.0)
+            .collect::<Vec<_>>(),
+        (mux / iperf_total - 1.0) * 100.0
+    );
+    assert!(
+        (mux / iperf_total - 1.0).abs() <= 0.05,
+        "mux-bw {mux} vs iperf3 {iperf_total}"
+    );
+    for (i, r) in routes.iter().enumerate() {
+        assert!(*r >= 0.9 * 20e6, "route {i}: {r} bit/s on a 20 mbit link");
+    }
+    drop(topo);
+    assert_gone(&names);
+}
+
+#[test]
+fn killed_and_frozen_relay_processes_end_in_route_failures() {
+    if skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = Topology::build(3, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let names = topo.namespaces();
+    let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
+    let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
+    let mut relays = Vec::new();
+    for i in 0..3 {
+        let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
+        relays.push(topo.start_node(&ns, "relay", &ip));
+    }
+    let (kill_pid, stop_pid) = (topo.pid(1), topo.pid(2)); // relays 0 and 1
+    let faults = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: kill(2) on pids of processes this test started.
+        unsafe {
+            libc::kill(kill_pid as i32, libc::SIGKILL);
+            libc::kill(stop_pid as i32, libc::SIGSTOP);
+        }
+    });
+    let t = Instant::now();
+    let events = mux_run(
+        &topo,
+        &[
+            "--to",
+            &dst,
+            "--relay",
+            &relays[0],
+            "--relay",
+            &relays[1],
+            "--relay",
+            &relays[2],
+            "--routes",
+            "3",
+            "--min-hops",
+            "2",
+            "--duration",
+            "9s",
+            "--io-timeout",
+            "3s",
+        ],
+    );
+    faults.join().unwrap();
+    let took = t.elapsed();
+    // SAFETY: as above; let the frozen relay run so it can be killed cleanly.
+    unsafe { libc::kill(stop_pid as i32, libc::SIGCONT) };
+    assert!(
+        took < Duration::from_secs(14),
+        "run took {took:?} for a 9 s duration"
+    );
+    let failures: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "route_failure")
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for f in &failures {
+        let idx = f["route_index"].as_u64().unwrap();
+        assert!(idx == 0 || idx == 1, "{f}");
+        assert!(f["bytes_sent_before_failure"].as_u64().unwrap() > 0, "{f}");
+        let elapsed = f["elapsed_ns"].as_u64().unwrap() as f64 / 1e9;
+        // Fault at 2 s; a crashed or frozen peer is noticed by the 3 s write deadline at the
+        // latest (plus the few seconds the send buffer takes to fill).
+        assert!((2.0..9.0).contains(&elapsed), "{f}");
+        assert!(
+            f["error"].as_str().unwrap().contains("timed out after 3s"),
+            "{f}"
+        );
+    }
+    let s = summary(&events);
+    assert_eq!(s["routes"][2]["state"], "up", "{s}");
+    drop(topo);
+    assert_gone(&names);
+}
+
+fn iperf3_or_skip() -> bool {
+    if topology::have_iperf3() {
+        return true;
+    }
+    println!("skipped: needs iperf3 as the reference");
+    false
+}
