@@ -1,5 +1,6 @@
 //! Command line: clap definitions, validation into typed configs before any dial, and the mapping
-//! of outcomes to exit codes (0 done, 1 runtime failure, 2 bad input, 3 no route, 130 Ctrl-C).
+//! of outcomes to exit codes (0 done, 1 runtime failure, 2 bad input, 3 no route, 4 every route
+//! failed, 130 Ctrl-C).
 //! The only module that uses anyhow-style stringly errors; everything below it is typed.
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: not a single route could be established.
 pub const EXIT_NO_ROUTE: i32 = 3;
+/// Exit code: routes were established, but every one failed during the run.
+pub const EXIT_ALL_FAILED: i32 = 4;
 /// Exit code: interrupted by Ctrl-C (the summary was still printed).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -149,7 +152,8 @@ struct RunOpts {
     /// route_redial. Up to 5 attempts per failure.
     #[arg(long)]
     redial: bool,
-    /// Direction of data: up (client → destination) or down.
+    /// Data pattern: up (client → destination), down, bidir (both at once) or echo (the
+    /// destination returns what it gets; a window of bytes stays in flight).
     #[arg(long, value_enum, default_value_t = Mode::Up)]
     mode: Mode,
     /// Length of the measured load phase (e.g. 10s, 1m, 500ms).
@@ -297,7 +301,7 @@ async fn dispatch(cli: Cli) -> i32 {
             } else {
                 EXIT_FAILURE
             };
-            eprintln!("mux-bw: error: {e:#}");
+            eprintln!("mux-bw: error: {e}");
             code
         }
     }
@@ -384,7 +388,10 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         Role::Destination => "destination",
         Role::Relay => "relay",
     };
-    eprintln!("mux-bw {what} listening on {listen} (Ctrl-C to stop)");
+    eprintln!(
+        "mux-bw {what} listening on {} (Ctrl-C to stop)",
+        running.local
+    );
     let _ = running.task.await;
     Ok(EXIT_OK)
 }
@@ -501,10 +508,17 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
         // stdout closed (`| head`): the reader has what it wanted; end quietly.
         return Ok(EXIT_OK);
     }
+    let all_failed =
+        summary.routes_established > 0 && summary.routes_failed == summary.routes_established;
+    if all_failed && !summary.interrupted && !json {
+        eprintln!("mux-bw: error: every route failed during the run");
+    }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.routes_established == 0 {
         EXIT_NO_ROUTE
+    } else if all_failed {
+        EXIT_ALL_FAILED
     } else {
         EXIT_OK
     })

@@ -81,6 +81,8 @@ pub struct ConfigView {
     pub stall_timeout_ns: u64,
     /// Whether RTT probes run.
     pub probe_rtt: bool,
+    /// Gap between loaded probes.
+    pub probe_interval_ns: u64,
     /// Sample interval.
     pub interval_ns: u64,
     /// Per-hop setup budget.
@@ -223,13 +225,18 @@ pub struct RttStats {
 /// RTT part of the summary.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RttSummary {
-    /// Route the probes ran on (the first established).
-    pub route_index: u32,
+    /// Route of the idle baseline: the first route that came up (absent if none came up
+    /// before the load started).
+    pub route_index: Option<u32>,
+    /// Every route loaded probes ran on, in order: the first route that came up and is still
+    /// up, so a failover adds one.
+    pub routes_probed: Vec<u32>,
     /// Baseline before load, if any probe was answered.
     pub idle: Option<RttStats>,
     /// Under load, if any probe was answered.
     pub loaded: Option<RttStats>,
-    /// Loaded p50 minus idle p50 (may be negative from noise).
+    /// Loaded p50 minus idle p50 (may be negative from noise); only when every probe ran on
+    /// `route_index`.
     pub latency_increase_ns: Option<i64>,
 }
 

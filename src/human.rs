@@ -109,7 +109,7 @@ pub fn summary_table(s: &Summary) -> String {
                 .join(" → "),
         };
         let detail = match (r.failures, r.redials) {
-            (0, _) => detail,
+            (0, 0) => detail,
             (f, n) => format!("{detail} ({f} failure(s), redialed {n}×)"),
         };
         let _ = writeln!(
@@ -125,14 +125,26 @@ pub fn summary_table(s: &Summary) -> String {
         );
     }
     if let Some(rtt) = &s.rtt {
-        for (phase, stats) in [("idle", &rtt.idle), ("loaded", &rtt.loaded)] {
-            match stats {
+        let list = |idx: &[u32]| {
+            let names: Vec<String> = idx.iter().map(|i| format!("R{i}")).collect();
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(",")
+            }
+        };
+        let idle_on = list(rtt.route_index.as_slice());
+        let loaded_on = list(&rtt.routes_probed);
+        for (phase, on, stats) in [
+            ("idle", &idle_on, &rtt.idle),
+            ("loaded", &loaded_on, &rtt.loaded),
+        ] {
+            let _ = match stats {
                 Some(st) => {
                     let ms = |ns: u64| ns as f64 / 1e6;
-                    let _ = writeln!(
+                    writeln!(
                         out,
-                        "rtt {phase:<6} R{}: min {:.2} p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms, {} RPM ({} probes, {} lost)",
-                        rtt.route_index,
+                        "rtt {phase:<6} {on}: min {:.2} p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms, {} RPM ({} probes, {} lost)",
                         ms(st.min_ns),
                         ms(st.p50_ns),
                         ms(st.p90_ns),
@@ -141,12 +153,10 @@ pub fn summary_table(s: &Summary) -> String {
                         st.rpm,
                         st.count,
                         st.lost
-                    );
+                    )
                 }
-                None => {
-                    let _ = writeln!(out, "rtt {phase:<6} R{}: no answer", rtt.route_index);
-                }
-            }
+                None => writeln!(out, "rtt {phase:<6} {on}: no answer"),
+            };
         }
         if let Some(inc) = rtt.latency_increase_ns {
             let _ = writeln!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::events::{Event, RouteState};
+use crate::events::{Event, RouteEstablished, RouteRedial, RouteState};
 use crate::human::{self, fmt_bytes, fmt_rate};
 
 /// Renders events for people: lines on stderr, the summary table on stdout, and bars when live.
@@ -46,10 +46,11 @@ impl HumanView {
         }
         if let Some(line) = human::line(event, t) {
             match &self.live {
-                Some(live) => {
+                // Hidden when stderr is not a terminal (even with --live always): print plainly.
+                Some(live) if !live.multi.is_hidden() => {
                     let _ = live.multi.println(line);
                 }
-                None => eprintln!("{line}"),
+                _ => eprintln!("{line}"),
             }
         }
     }
@@ -63,15 +64,21 @@ impl Live {
 
     fn update(&self, event: &Event) {
         match event {
-            Event::RouteEstablished(e) => {
+            Event::RouteRedial(e) if self.bars().contains_key(&e.route_index) => {}
+            Event::RouteEstablished(RouteEstablished {
+                route_index, hops, ..
+            })
+            | Event::RouteRedial(RouteRedial {
+                route_index, hops, ..
+            }) => {
                 // invariant: the template is a constant known to parse.
                 let style = ProgressStyle::with_template("{prefix:>4} [{bar:30}] {msg}")
                     .expect("valid template")
                     .progress_chars("=> ");
                 let bar = self.multi.add(ProgressBar::new(1).with_style(style));
-                bar.set_prefix(format!("R{}", e.route_index));
-                bar.set_message(format!("established, {} hops", e.hops));
-                self.bars().insert(e.route_index, bar);
+                bar.set_prefix(format!("R{route_index}"));
+                bar.set_message(format!("established, {hops} hops"));
+                self.bars().insert(*route_index, bar);
             }
             Event::Sample(s) => {
                 let max = s

@@ -132,6 +132,9 @@ struct RouteCtx {
     cancel: CancellationToken,
     /// With `--redial`: breakers and spare relays. Locked only to pick or record, never across I/O.
     spares: Option<Mutex<Spares>>,
+    /// Routes in the order they first came up (probes use the first one still up). Locked only
+    /// to push or copy.
+    up_order: Mutex<Vec<RouteRef>>,
 }
 
 /// Redial attempts per failure before a route stays down.
@@ -140,6 +143,10 @@ pub const MAX_REDIALS: u32 = 5;
 const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
 
 impl RouteCtx {
+    fn up_order(&self) -> std::sync::MutexGuard<'_, Vec<RouteRef>> {
+        self.up_order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn spares(&self) -> Option<std::sync::MutexGuard<'_, Spares>> {
         self.spares
             .as_ref()
@@ -203,7 +210,9 @@ async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, 
             return;
         }
         *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
-        slot.established.store(true, Ordering::Relaxed);
+        if !slot.established.swap(true, Ordering::Relaxed) {
+            ctx.up_order().push(rref);
+        }
         slot.set_error(None);
         slot.failed.store(false, Ordering::Relaxed);
         let started = Instant::now();
@@ -361,6 +370,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         go: go.clone(),
         cancel: cancel_pumps.clone(),
         spares,
+        up_order: Mutex::new(Vec::new()),
     });
     let mut setups = JoinSet::new();
     for route in cfg.routes.clone() {
@@ -372,7 +382,6 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         });
     }
     let mut slots: Vec<Arc<Slot>> = Vec::new();
-    let mut established: Vec<RouteRef> = Vec::new();
     let mut setup_errors: Vec<(PlannedRoute, SetupFailure)> = Vec::new();
     let mut pumps = JoinSet::new();
     loop {
@@ -400,10 +409,6 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
                     hops: route.hops(),
                     setup_ns: took.as_nanos() as u64,
                 }));
-                established.push(RouteRef {
-                    dst: cfg.dst.id,
-                    index: route.index,
-                });
                 Some((link, route.path.clone()))
             }
             Err(f) => {
@@ -431,10 +436,12 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     setups.abort_all();
     slots.sort_by_key(|s| s.index);
 
-    // Idle baseline on the first established route.
+    // Idle baseline on the first established route. Its supervisor registered it (in the
+    // order routes came up) before taking its first pump step, so give it a moment to do so.
     let mut idle = Recorder::default();
-    let probe_route = established.first().copied();
-    if let (true, Some(r)) = (cfg.probe_rtt, probe_route) {
+    tokio::task::yield_now().await;
+    let idle_route = ctx.up_order().first().copied();
+    if let (true, Some(r)) = (cfg.probe_rtt, idle_route) {
         for i in 0..probe::IDLE_PROBES {
             if stop.is_cancelled() {
                 break;
@@ -450,33 +457,31 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     let load_start = Instant::now();
     go.cancel();
     cfg.load_started.cancel();
-    let prober = (cfg.probe_rtt && probe_route.is_some()).then(|| {
-        let (table, sink, stop, established) = (
-            table.clone(),
-            sink.clone(),
-            cancel_pumps.clone(),
-            established.clone(),
-        );
+    let prober = cfg.probe_rtt.then(|| {
+        let (ctx, stop) = (ctx.clone(), cancel_pumps.clone());
         let gap = cfg.probe_interval;
         tokio::spawn(async move {
             let mut rec = Recorder::default();
-            let mut last = None;
+            let mut probed: Vec<u32> = Vec::new();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(gap) => {}
                     _ = stop.cancelled() => break,
                 }
-                // Follow the first established route still up; remember it for the summary.
-                let Some(r) = probe::target(&table, &established) else {
+                // The first route that came up and is still up, whatever its index.
+                let order = ctx.up_order().clone();
+                let Some(r) = probe::target(&ctx.table, &order) else {
                     continue;
                 };
-                last = Some(r);
+                if !probed.contains(&r.index) {
+                    probed.push(r.index);
+                }
                 tokio::select! {
-                    _ = probe::probe_once(&table, r, ProbePhase::Loaded, &mut rec, &sink) => {}
+                    _ = probe::probe_once(&ctx.table, r, ProbePhase::Loaded, &mut rec, &ctx.sink) => {}
                     _ = stop.cancelled() => break,
                 }
             }
-            (rec, last)
+            (rec, probed)
         })
     });
 
@@ -497,37 +502,50 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     .await;
     pumps.abort_all();
 
-    let rtt = probe_route.filter(|_| cfg.probe_rtt).map(|first| {
-        let (rec, last) = loaded.unwrap_or_default();
+    let rtt = loaded.map(|(rec, routes_probed)| {
         let (idle, loaded) = (idle.stats(), rec.stats());
+        let route_index = idle_route
+            .map(|r| r.index)
+            .or(routes_probed.first().copied());
+        // Idle and loaded figures compare only when they come from the same route.
+        let same_route =
+            route_index.is_some() && routes_probed.iter().all(|i| Some(*i) == route_index);
         RttSummary {
-            route_index: last.unwrap_or(first).index,
-            latency_increase_ns: match (&idle, &loaded) {
-                (Some(i), Some(l)) => Some(l.p50_ns as i64 - i.p50_ns as i64),
+            route_index,
+            latency_increase_ns: match (&idle, &loaded, same_route) {
+                (Some(i), Some(l), true) => Some(l.p50_ns as i64 - i.p50_ns as i64),
                 _ => None,
             },
+            routes_probed,
             idle,
             loaded,
         }
     });
+    // Stopped during the warm-up: nothing was measured, so count from the end.
+    if sampler.baseline_at.is_none() {
+        sampler.baseline = sampler.prev.clone();
+    }
     let measured_from = sampler.baseline_at.unwrap_or(end);
     let summary = summarize(
         cfg,
         &slots,
-        &sampler.baseline,
+        (&sampler.baseline, &sampler.prev),
         &setup_errors,
         end.saturating_duration_since(measured_from),
         interrupt.is_cancelled(),
         rtt,
     );
     sink.emit(Event::Summary(summary.clone()));
-    // Let close frames reach the peers before the process exits (bounded).
+    // Let close frames reach the peers before the process exits: every endpoint drains at the
+    // same time (a close lost on a congested link is repeated while the endpoint drains), bounded.
     let endpoints = std::mem::take(&mut *ctx.endpoints.lock().unwrap_or_else(|p| p.into_inner()));
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        for ep in endpoints {
-            ep.close(transport::CLOSE_DONE, b"run over");
-            ep.wait_idle().await;
-        }
+    let mut draining = JoinSet::new();
+    for ep in endpoints {
+        ep.close(transport::CLOSE_DONE, b"run over");
+        draining.spawn(async move { ep.wait_idle().await });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while draining.join_next().await.is_some() {}
     })
     .await;
     summary
@@ -544,6 +562,7 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         omit_ns: cfg.omit.as_nanos() as u64,
         stall_timeout_ns: cfg.stall_timeout.as_nanos() as u64,
         probe_rtt: cfg.probe_rtt,
+        probe_interval_ns: cfg.probe_interval.as_nanos() as u64,
         interval_ns: cfg.interval.as_nanos() as u64,
         setup_timeout_ns: cfg.setup_timeout.as_nanos() as u64,
         io_timeout_ns: cfg.io_timeout.as_nanos() as u64,
@@ -570,6 +589,9 @@ fn bps(bytes: u64, over: Duration) -> u64 {
         (bytes as f64 * 8.0 / secs) as u64
     }
 }
+
+/// One route's counters at an instant: (sent, received).
+type Reading = (u64, u64);
 
 /// Per-route progress tracking for stall detection.
 struct Progress {
@@ -632,7 +654,12 @@ impl Sampler {
                 _ = tokio::time::sleep_until(due.into()) => false,
                 _ = check.tick() => {
                     self.check_stalls(cfg, slots, sink, Instant::now());
-                    continue;
+                    // Without --redial a failed route stays down: once all are down, stop.
+                    let all_down = slots.iter().all(|s| s.failed.load(Ordering::Relaxed));
+                    if !all_down || cfg.redial {
+                        continue;
+                    }
+                    true
                 }
                 _ = stop.cancelled() => true,
             };
@@ -729,10 +756,12 @@ impl Sampler {
     }
 }
 
+/// `counts`: each slot's counters when the measured part began and when it ended (the last
+/// sample's reading, so the summary agrees with the samples even if a late report arrives).
 fn summarize(
     cfg: &RunConfig,
     slots: &[Arc<Slot>],
-    baseline: &[(u64, u64)],
+    (baseline, end): (&[Reading], &[Reading]),
     setup_errors: &[(PlannedRoute, SetupFailure)],
     measured: Duration,
     interrupted: bool,
@@ -756,7 +785,7 @@ fn summarize(
         failed_hop: f.failed_hop,
         node: f.node.map(|n| n.to_string()),
     };
-    for (slot, base) in slots.iter().zip(baseline) {
+    for ((slot, base), now) in slots.iter().zip(baseline).zip(end) {
         let path = slot.path();
         let path_ids: Vec<String> = path.iter().map(|n| n.id.to_string()).collect();
         if !slot.established.load(Ordering::Relaxed) {
@@ -766,7 +795,6 @@ fn summarize(
             continue;
         }
         established += 1;
-        let now = slot.counters.snapshot();
         let counts = (now.0.saturating_sub(base.0), now.1.saturating_sub(base.1));
         let error = slot.error();
         failed += usize::from(error.is_some());

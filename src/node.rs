@@ -392,8 +392,8 @@ async fn far_end(
     };
     let pongs = async {
         while let Ok(d) = or_stall(stall, conn.read_datagram()).await {
-            if let Ok(Datagram::Ping { seq, sent_ns }) = Datagram::decode(&d) {
-                let _ = conn.send_datagram(Datagram::Pong { seq, sent_ns }.encode().into());
+            if let Ok(Datagram::Ping { seq }) = Datagram::decode(&d) {
+                let _ = conn.send_datagram(Datagram::Pong { seq }.encode().into());
             }
         }
     };
@@ -577,6 +577,8 @@ async fn forward_datagrams(
 pub struct RunningNode {
     /// The URI clients dial (an unspecified listen address is advertised as loopback).
     pub addr: crate::addr::NodeAddr,
+    /// The address actually bound (port 0 resolved).
+    pub local: std::net::SocketAddr,
     /// Ends after `shutdown` fires and connections are closed.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -589,24 +591,25 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningNode, transport::EndpointError> {
     let endpoint = transport::endpoint(listen, Some(identity))?;
-    let mut local = endpoint
+    let local = endpoint
         .local_addr()
         .map_err(|source| transport::EndpointError::Bind {
             addr: listen,
             source,
         })?;
+    let mut advertised = local;
     if local.ip().is_unspecified() {
-        local.set_ip(match local.ip() {
+        advertised.set_ip(match local.ip() {
             std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
             std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
     let addr = crate::addr::NodeAddr {
         id: identity.id,
-        addr: local,
+        addr: advertised,
     };
     let task = tokio::spawn(serve(endpoint, cfg, shutdown));
-    Ok(RunningNode { addr, task })
+    Ok(RunningNode { addr, local, task })
 }
 
 #[cfg(test)]

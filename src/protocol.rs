@@ -341,10 +341,10 @@ pub fn decode_reply_prefix(p: &[u8; REPLY_PREFIX_LEN]) -> Result<ReplyPrefix, De
 pub enum Datagram {
     /// Destination → client: total payload bytes received so far on the route.
     Report { received: u64 },
-    /// Client → destination: an RTT probe.
-    Ping { seq: u32, sent_ns: u64 },
-    /// Destination → client: the probe, returned unchanged.
-    Pong { seq: u32, sent_ns: u64 },
+    /// Client → destination: an RTT probe; the client matches answers by `seq`.
+    Ping { seq: u32 },
+    /// Destination → client: the probe's `seq`, returned.
+    Pong { seq: u32 },
 }
 
 const DG_REPORT: u8 = 1;
@@ -352,7 +352,7 @@ const DG_PING: u8 = 2;
 const DG_PONG: u8 = 3;
 
 impl Datagram {
-    /// Encodes to at most 13 bytes.
+    /// Encodes to at most 9 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(13);
         match *self {
@@ -360,14 +360,13 @@ impl Datagram {
                 out.push(DG_REPORT);
                 out.extend_from_slice(&received.to_be_bytes());
             }
-            Datagram::Ping { seq, sent_ns } | Datagram::Pong { seq, sent_ns } => {
-                out.push(if matches!(self, Datagram::Ping { .. }) {
-                    DG_PING
-                } else {
-                    DG_PONG
-                });
+            Datagram::Ping { seq } => {
+                out.push(DG_PING);
                 out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(&sent_ns.to_be_bytes());
+            }
+            Datagram::Pong { seq } => {
+                out.push(DG_PONG);
+                out.extend_from_slice(&seq.to_be_bytes());
             }
         }
         out
@@ -385,19 +384,12 @@ impl Datagram {
                     ),
                 }
             }
-            t @ (DG_PING | DG_PONG) => {
-                let seq = r.u32("probe sequence")?;
-                let v = r.take(8, "probe time")?;
-                let sent_ns = u64::from_be_bytes(
-                    v.try_into()
-                        .map_err(|_| DecodeError::Malformed("probe time"))?,
-                );
-                if t == DG_PING {
-                    Datagram::Ping { seq, sent_ns }
-                } else {
-                    Datagram::Pong { seq, sent_ns }
-                }
-            }
+            DG_PING => Datagram::Ping {
+                seq: r.u32("probe sequence")?,
+            },
+            DG_PONG => Datagram::Pong {
+                seq: r.u32("probe sequence")?,
+            },
             t => return Err(DecodeError::IllegalValue(format!("datagram type {t}"))),
         };
         if !r.buf.is_empty() {
@@ -514,14 +506,8 @@ mod tests {
     fn datagrams_round_trip_and_reject_garbage() {
         for d in [
             Datagram::Report { received: 1 << 40 },
-            Datagram::Ping {
-                seq: 7,
-                sent_ns: 99,
-            },
-            Datagram::Pong {
-                seq: u32::MAX,
-                sent_ns: 0,
-            },
+            Datagram::Ping { seq: 7 },
+            Datagram::Pong { seq: u32::MAX },
         ] {
             let b = d.encode();
             assert_eq!(Datagram::decode(&b), Ok(d));

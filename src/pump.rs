@@ -103,7 +103,7 @@ impl RouteLive {
         let (tx, rx) = oneshot::channel();
         self.waiting().insert(seq, tx);
         let sent = Instant::now();
-        let ping = Datagram::Ping { seq, sent_ns: 0 }.encode();
+        let ping = Datagram::Ping { seq }.encode();
         if let Err(e) = self.conn.send_datagram(ping.into()) {
             self.waiting().remove(&seq);
             return Err(ProbeError::Send(self.rref, e.to_string()));
@@ -124,7 +124,7 @@ impl RouteLive {
                     .sent
                     .fetch_max(self.sent_base + received, Ordering::Relaxed);
             }
-            Ok(Datagram::Pong { seq, .. }) => {
+            Ok(Datagram::Pong { seq }) => {
                 let now = Instant::now();
                 if let Some(tx) = self.waiting().remove(&seq) {
                     let _ = tx.send(now);

@@ -53,6 +53,11 @@ impl Breakers {
         self.nodes.get(&node).is_some_and(|b| now < b.open_until)
     }
 
+    /// How many failures `node` has had since its last success.
+    pub fn failures(&self, node: NodeId) -> u32 {
+        self.nodes.get(&node).map_or(0, |b| b.failures)
+    }
+
     /// When `node`'s breaker closes (now, if it is closed).
     pub fn open_until(&self, node: NodeId, now: Instant) -> Instant {
         self.nodes.get(&node).map_or(now, |b| b.open_until.max(now))
@@ -125,12 +130,15 @@ impl Spares {
             .filter(|(i, _)| **i != index)
             .flat_map(|(_, ids)| ids.iter().copied())
             .collect();
-        let usable: Vec<NodeAddr> = self
+        // Relays that never failed first, then by how often they failed: a relay whose breaker
+        // just closed again is the last choice, not the first.
+        let mut usable: Vec<NodeAddr> = self
             .pool
             .iter()
             .filter(|n| !held.contains(&n.id) && !self.breakers.is_open(n.id, now))
             .copied()
             .collect();
+        usable.sort_by_key(|n| self.breakers.failures(n.id));
         let avoided: HashSet<NodeId> = intermediates(avoid).into_iter().collect();
         let (fresh, stale): (Vec<NodeAddr>, Vec<NodeAddr>) =
             usable.into_iter().partition(|n| !avoided.contains(&n.id));
@@ -230,6 +238,25 @@ mod tests {
         let mut s = Spares::new(dst, vec![r1], &[(0, vec![r1, dst])]);
         s.failed(0, None, t);
         assert_eq!(s.pick(0, 2, &[r1, dst], t), Ok(vec![r1, dst]));
+    }
+
+    #[test]
+    fn relays_that_failed_before_are_the_last_choice() {
+        let (dst, r1, r2, r3) = (node(0), node(1), node(2), node(3));
+        let mut s = Spares::new(dst, vec![r1, r2, r3], &[(0, vec![r1, dst])]);
+        let t = Instant::now();
+        s.failed(0, Some(r1.id), t);
+        s.breakers.trip(r2.id, t);
+        // Both breakers closed again; r3 never failed, then r2 (once) before r1 (once, but
+        // listed first) keeps pool order among equals.
+        let later = t + BREAKER_BASE;
+        assert_eq!(s.pick(0, 2, &[], later), Ok(vec![r3, dst]));
+        s.failed(0, None, later);
+        let mut s2 = Spares::new(dst, vec![r1, r2], &[]);
+        s2.breakers.trip(r1.id, t);
+        s2.breakers.trip(r1.id, t);
+        s2.breakers.trip(r2.id, t);
+        assert_eq!(s2.pick(0, 2, &[], t + BREAKER_MAX), Ok(vec![r2, dst]));
     }
 
     #[test]

@@ -459,3 +459,55 @@ fn redial_rescues_a_route_whose_setup_failed() {
     let summary = of_type(&events, "summary")[0];
     assert_eq!(summary["routes_established"], 3, "{summary}");
 }
+
+#[test]
+fn run_ends_early_with_exit_4_when_every_route_failed() {
+    let t = Instant::now();
+    let out = run(
+        &[
+            "lab",
+            "--json",
+            "--routes",
+            "1",
+            "--min-hops",
+            "2",
+            "--relays",
+            "1",
+            "--duration",
+            "20s",
+            "--fault",
+            "kill:0@500ms",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    let events = out.events();
+    assert_eq!(of_type(&events, "route_failure").len(), 1);
+    assert_eq!(of_type(&events, "summary")[0]["routes_failed"], 1);
+}
+
+#[test]
+fn live_always_still_prints_event_lines_when_stderr_is_not_a_terminal() {
+    let out = run(
+        &[
+            "lab",
+            "--routes",
+            "1",
+            "--min-hops",
+            "2",
+            "--duration",
+            "1s",
+            "--live",
+            "always",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("R0 ✓ established"), "{}", out.stderr);
+    assert!(out.stdout.contains("total 1/1 routes up"), "{}", out.stdout);
+}
