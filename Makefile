@@ -1,7 +1,7 @@
 # mux-bw — common tasks. `make demo` shows the tool working; `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: build test lint fmt bench demo clean schema
+.PHONY: build test lint fmt bench demo clean schema netns-demo
 
 build:
 	$(CARGO) build --release
@@ -26,6 +26,10 @@ bench:
 demo: build
 	./target/release/mux-bw lab --routes 1 --min-hops 1 --duration 3s
 	./target/release/mux-bw lab --routes 4 --min-hops 2 --duration 3s
+
+## As root: namespaces with tbf-shaped links; direct (50 mbit) vs 4 routes through relays (4 x 20 mbit).
+netns-demo:
+	$(CARGO) test --release --test netns -- --ignored --nocapture --test-threads 1 netns_demo
 
 ## Regenerate docs/events.schema.json from the event types.
 schema:

@@ -250,3 +250,58 @@ fn iperf3_or_skip() -> bool {
     println!("skipped: needs iperf3 as the reference");
     false
 }
+
+/// `make netns-demo`: the topology, then direct vs 4-route mux on it, with iperf3 beside.
+#[test]
+#[ignore = "a demo, run by `make netns-demo`"]
+fn netns_demo() {
+    if skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut topo = Topology::build(4, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    println!(
+        "\ntopology (network namespaces, veth links, tbf on the client side):\n\
+         \n  client ──── 50mbit ─────────────────────────── dst {}\n\
+         \x20 client ──── 20mbit ── relay i ── unshaped ──── dst {} (i = 0..3)\n",
+        topo.dst_direct_ip, topo.dst_backbone_ip
+    );
+    let (dst_ns, direct_ip, backbone_ip) = (
+        topo.dst.clone(),
+        topo.dst_direct_ip.clone(),
+        topo.dst_backbone_ip.clone(),
+    );
+    let dst = topo.start_node(&dst_ns, "serve", &direct_ip);
+    let dst_via_backbone = dst.replace(&direct_ip, &backbone_ip);
+    let mut relays = Vec::new();
+    for i in 0..4 {
+        let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
+        relays.push(topo.start_node(&ns, "relay", &ip));
+    }
+    let direct = mux_run(&topo, &["--to", &dst, "--omit", "1s", "--duration", "5s"]);
+    let mut args = vec![
+        "--to",
+        &dst_via_backbone,
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--omit",
+        "1s",
+        "--duration",
+        "5s",
+    ];
+    for r in &relays {
+        args.extend(["--relay", r.as_str()]);
+    }
+    let mux = mux_run(&topo, &args);
+    let rate = |ev: &[Value]| summary(ev)["aggregate_bps"].as_f64().unwrap() / 1e6;
+    let (d, m) = (rate(&direct), rate(&mux));
+    println!("direct, 1 route              {d:8.2} Mbit/s");
+    println!("mux, 4 routes via 4 relays   {m:8.2} Mbit/s");
+    println!("\nmux delivered {:.2}x the throughput of direct", m / d);
+    if topology::have_iperf3() {
+        let i = topology::iperf3_result(topology::iperf3(&topo, &dst_ns, &direct_ip, 5201, 5));
+        println!("(iperf3 TCP on the direct link: {:.2} Mbit/s)", i / 1e6);
+    }
+}
