@@ -21,6 +21,7 @@ use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
 use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
 use crate::route::{self, PlanRequest};
+use crate::transport::{Congestion, Tuning};
 
 /// Exit code: the run completed.
 pub const EXIT_OK: i32 = 0;
@@ -99,6 +100,60 @@ struct NodeArgs {
     /// On SIGINT/SIGTERM, let established routes run this long before closing them.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = any_duration)]
     drain_timeout: Duration,
+    #[command(flatten)]
+    tuning: TuningArgs,
+}
+
+/// QUIC settings shared by every command that opens connections.
+#[derive(Clone, Copy, Debug, Args)]
+struct TuningArgs {
+    /// Per-stream receive window in bytes (K, M, G = KiB, MiB, GiB): the most a peer may send
+    /// on one stream ahead of the reader. Must cover the path's bandwidth x RTT.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_size)]
+    stream_window: u64,
+    /// Per-connection receive window in bytes.
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
+    conn_window: u64,
+    /// Send buffer in bytes (unacknowledged data included).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
+    send_window: u64,
+    /// Congestion controller.
+    #[arg(long = "cc", value_enum, default_value_t = Congestion::Cubic)]
+    congestion: Congestion,
+}
+
+impl TuningArgs {
+    fn tuning(&self) -> Tuning {
+        Tuning {
+            stream_window: self.stream_window,
+            conn_window: self.conn_window,
+            send_window: self.send_window,
+            congestion: self.congestion,
+        }
+    }
+}
+
+/// Parses `1048576`, `512K`, `8M`, `1G` (binary units; an optional `iB`/`B` suffix is allowed).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size in bytes like 8M, 512K or 1048576".to_string())?;
+    let v = n
+        .checked_mul(1 << shift)
+        .filter(|v| (1024..=(1u64 << 32)).contains(v))
+        .ok_or_else(|| "expected a size from 1K to 4G".to_string())?;
+    Ok(v)
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +247,8 @@ struct RunOpts {
     /// Live per-route bars on stderr: auto = when stderr is a terminal and output is human.
     #[arg(long, value_enum, default_value_t = Live::Auto)]
     live: Live,
+    #[command(flatten)]
+    tuning: TuningArgs,
 }
 
 /// When to draw the live view.
@@ -371,6 +428,7 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
             max_connections: a.max_connections,
         },
         drain_timeout: a.drain_timeout,
+        tuning: a.tuning.tuning(),
         faults: node::Faults::default(),
     };
     let running = node::start(listen, &identity, cfg, shutdown)?;
@@ -439,7 +497,13 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         Some(t) => t,
         None => random_token()?,
     };
-    let lab = Lab::start(a.relay_count, token.clone(), a.processes).await?;
+    let lab = Lab::start(
+        a.relay_count,
+        token.clone(),
+        a.processes,
+        a.opts.tuning.tuning(),
+    )
+    .await?;
     let names = lab.relays.clone();
     let by_name = move |s: &str| -> Option<NodeAddr> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;
@@ -481,6 +545,7 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
             Live::Never => false,
             Live::Auto => std::io::stderr().is_terminal(),
         },
+        quiet: false,
     };
     let sink = EventSink::new(Instant::now(), &sink_cfg).map_err(|e| {
         let path = o.json_file.as_deref().unwrap_or(Path::new("")).display();
@@ -587,6 +652,7 @@ fn build_config(
         probe_interval: o.probe_interval,
         token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
         redial: o.redial,
+        tuning: o.tuning.tuning(),
         load_started: CancellationToken::new(),
     })
 }
@@ -631,6 +697,21 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tuning_flags_default_to_the_library_defaults_and_parse_sizes() {
+        let Command::Lab(lab) = Cli::try_parse_from(["mux-bw", "lab"]).unwrap().command else {
+            panic!("not lab");
+        };
+        assert_eq!(lab.opts.tuning.tuning(), Tuning::default());
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        for bad in ["", "M", "8X", "-1", "1", "5G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -93,8 +93,34 @@ pub struct ConfigView {
     pub allow_overlap: bool,
     /// Whether failed routes are set up again through spare relays.
     pub redial: bool,
+    /// QUIC windows and congestion controller of the client's connections.
+    pub tuning: TuningView,
     /// Planned path (node ids after the client) of each route, by route index.
     pub planned_paths: Vec<Vec<String>>,
+}
+
+/// QUIC settings as reported in `start`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct TuningView {
+    /// Per-stream receive window, bytes.
+    pub stream_window: u64,
+    /// Per-connection receive window, bytes.
+    pub conn_window: u64,
+    /// Send buffer, bytes.
+    pub send_window: u64,
+    /// `cubic`, `bbr` or `newreno`.
+    pub congestion: &'static str,
+}
+
+impl From<crate::transport::Tuning> for TuningView {
+    fn from(t: crate::transport::Tuning) -> Self {
+        TuningView {
+            stream_window: t.stream_window,
+            conn_window: t.conn_window,
+            send_window: t.send_window,
+            congestion: t.congestion.as_str(),
+        }
+    }
 }
 
 /// `route_established` event.
@@ -391,6 +417,8 @@ pub struct SinkConfig {
     pub json_file: Option<std::path::PathBuf>,
     /// Draw live per-route bars on stderr (human output only).
     pub live: bool,
+    /// No human output at all (benchmarks, embedding); JSON outputs are unaffected.
+    pub quiet: bool,
 }
 
 /// Where events go. Shared by all tasks of a run; `emit` never fails and never panics.
@@ -416,7 +444,7 @@ impl EventSink {
             start,
             json: cfg.json,
             file,
-            human: (!cfg.json).then(|| HumanView::new(cfg.live)),
+            human: (!cfg.json && !cfg.quiet).then(|| HumanView::new(cfg.live)),
             stdout_gone: CancellationToken::new(),
             file_failed: AtomicBool::new(false),
         })

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::identity::{Identity, IdentityError};
 use crate::node::{self, Faults, NodeConfig, Role, RunningNode};
-use crate::transport::EndpointError;
+use crate::transport::{EndpointError, Tuning};
 
 /// Why the lab could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,12 @@ impl std::str::FromStr for Fault {
 impl Lab {
     /// Starts a destination and `relays` relays on loopback, all requiring `token`; as child
     /// processes when `processes`.
-    pub async fn start(relays: usize, token: Vec<u8>, processes: bool) -> Result<Lab, LabError> {
+    pub async fn start(
+        relays: usize,
+        token: Vec<u8>,
+        processes: bool,
+        tuning: Tuning,
+    ) -> Result<Lab, LabError> {
         let shutdown = CancellationToken::new();
         let mut nodes = Vec::with_capacity(relays + 1);
         let mut addrs = Vec::with_capacity(relays + 1);
@@ -102,9 +107,9 @@ impl Lab {
             std::iter::once(Role::Destination).chain(std::iter::repeat_n(Role::Relay, relays))
         {
             let (node, addr) = if processes {
-                spawn_process(role, &token).await?
+                spawn_process(role, &token, &tuning).await?
             } else {
-                start_task(role, &token, shutdown.child_token())?
+                start_task(role, &token, &tuning, shutdown.child_token())?
             };
             nodes.push(node);
             addrs.push(addr);
@@ -212,6 +217,7 @@ fn role_name(role: Role) -> &'static str {
 fn start_task(
     role: Role,
     token: &[u8],
+    tuning: &Tuning,
     shutdown: CancellationToken,
 ) -> Result<(LabNode, NodeAddr), LabError> {
     let identity = Identity::ephemeral()?;
@@ -223,6 +229,7 @@ fn start_task(
         header_timeout: Duration::from_secs(5),
         limits: node::Limits::default(),
         drain_timeout: Duration::from_secs(1),
+        tuning: *tuning,
         faults: faults.clone(),
     };
     let loopback = "127.0.0.1:0".parse().expect("literal address"); // invariant: constant
@@ -232,7 +239,11 @@ fn start_task(
 }
 
 /// Runs `mux-bw serve|relay` as a child of this process that is killed when this process dies.
-async fn spawn_process(role: Role, token: &[u8]) -> Result<(LabNode, NodeAddr), LabError> {
+async fn spawn_process(
+    role: Role,
+    token: &[u8],
+    tuning: &Tuning,
+) -> Result<(LabNode, NodeAddr), LabError> {
     use tokio::io::AsyncBufReadExt;
 
     let exe = std::env::current_exe().map_err(LabError::Spawn)?;
@@ -244,6 +255,10 @@ async fn spawn_process(role: Role, token: &[u8]) -> Result<(LabNode, NodeAddr), 
         "--drain-timeout",
         "1s",
     ])
+    .args(["--stream-window", &tuning.stream_window.to_string()])
+    .args(["--conn-window", &tuning.conn_window.to_string()])
+    .args(["--send-window", &tuning.send_window.to_string()])
+    .args(["--cc", tuning.congestion.as_str()])
     // The token goes through the environment, not argv, so `ps` does not show it.
     .env("MUX_BW_TOKEN", String::from_utf8_lossy(token).as_ref())
     .stdin(std::process::Stdio::null())

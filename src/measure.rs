@@ -66,6 +66,8 @@ pub struct RunConfig {
     pub token: Vec<u8>,
     /// Set failed routes up again through spare relays.
     pub redial: bool,
+    /// QUIC windows and congestion control of the client's connections.
+    pub tuning: transport::Tuning,
     /// Cancelled when the load phase starts (the lab times its faults from it).
     pub load_started: CancellationToken,
 }
@@ -117,6 +119,7 @@ impl Slot {
 /// What every route supervisor needs; shared, read-only but for `spares`.
 struct RouteCtx {
     mode: Mode,
+    tuning: transport::Tuning,
     io_timeout: Duration,
     setup_timeout: Duration,
     token: Vec<u8>,
@@ -155,11 +158,12 @@ impl RouteCtx {
 
     /// Sets up route `index` over `path` from a fresh client endpoint of its own.
     async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
-        let endpoint = transport::client_endpoint(path[0].addr).map_err(|e| SetupFailure {
-            failed_hop: None,
-            node: None,
-            message: format!("cannot create a client endpoint: {e}"),
-        })?;
+        let endpoint =
+            transport::client_endpoint(path[0].addr, &self.tuning).map_err(|e| SetupFailure {
+                failed_hop: None,
+                node: None,
+                message: format!("cannot create a client endpoint: {e}"),
+            })?;
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -360,6 +364,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     });
     let ctx = Arc::new(RouteCtx {
         mode: cfg.mode,
+        tuning: cfg.tuning,
         io_timeout: cfg.io_timeout,
         setup_timeout: cfg.setup_timeout,
         token: cfg.token.clone(),
@@ -568,6 +573,7 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         io_timeout_ns: cfg.io_timeout.as_nanos() as u64,
         allow_overlap: cfg.allow_overlap,
         redial: cfg.redial,
+        tuning: cfg.tuning.into(),
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
     }
 }

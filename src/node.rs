@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// On shutdown, how long established routes may keep running before they are closed.
     pub drain_timeout: Duration,
+    /// QUIC windows and congestion control of this node's connections.
+    pub tuning: transport::Tuning,
     /// Fault injection hooks (the lab's `--fault`); never fired in `serve`/`relay`.
     pub faults: Faults,
 }
@@ -590,7 +592,7 @@ pub fn start(
     cfg: NodeConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, transport::EndpointError> {
-    let endpoint = transport::endpoint(listen, Some(identity))?;
+    let endpoint = transport::endpoint(listen, Some(identity), &cfg.tuning)?;
     let local = endpoint
         .local_addr()
         .map_err(|source| transport::EndpointError::Bind {
@@ -646,6 +648,7 @@ mod tests {
                 ..Limits::default()
             },
             drain_timeout: Duration::from_secs(1),
+            tuning: transport::Tuning::default(),
             faults: Faults::default(),
         }
     }

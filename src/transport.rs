@@ -47,33 +47,95 @@ pub enum EndpointError {
     },
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    // Windows sized for a few MB in flight per route; the defaults cap high-BDP paths early.
-    t.stream_receive_window(VarInt::from_u32(8 << 20));
-    t.receive_window(VarInt::from_u32(16 << 20));
-    t.send_window(16 << 20);
-    Arc::new(t)
+/// Congestion controller of every QUIC connection a node or client makes or accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// CUBIC (quinn's default).
+    #[default]
+    Cubic,
+    /// BBR (experimental in quinn).
+    Bbr,
+    /// NewReno.
+    Newreno,
 }
 
-fn client_config() -> Result<quinn::ClientConfig, EndpointError> {
+/// QUIC flow-control windows and congestion control. The defaults let one route fill a
+/// 1 Gbit/s x 50 ms path (bandwidth-delay product 6.25 MB); quinn's own defaults (1.25 MB stream
+/// window) cap such a path at a fraction of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Bytes a peer may send on one stream before we read them.
+    pub stream_window: u64,
+    /// Bytes a peer may send on the whole connection before we read them.
+    pub conn_window: u64,
+    /// Bytes we buffer for sending (unacknowledged included).
+    pub send_window: u64,
+    /// Congestion controller.
+    pub congestion: Congestion,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            stream_window: 8 << 20,
+            conn_window: 16 << 20,
+            send_window: 16 << 20,
+            congestion: Congestion::Cubic,
+        }
+    }
+}
+
+impl Congestion {
+    /// The name used on the command line and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::Bbr => "bbr",
+            Congestion::Newreno => "newreno",
+        }
+    }
+}
+
+fn varint(v: u64) -> VarInt {
+    VarInt::from_u64(v).unwrap_or(VarInt::MAX)
+}
+
+fn transport_config(t: &Tuning) -> Arc<quinn::TransportConfig> {
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    let mut c = quinn::TransportConfig::default();
+    c.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    c.keep_alive_interval(Some(Duration::from_secs(5)));
+    c.stream_receive_window(varint(t.stream_window));
+    c.receive_window(varint(t.conn_window));
+    c.send_window(t.send_window);
+    match t.congestion {
+        Congestion::Cubic => c.congestion_controller_factory(Arc::new(CubicConfig::default())),
+        Congestion::Bbr => c.congestion_controller_factory(Arc::new(BbrConfig::default())),
+        Congestion::Newreno => c.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
+    };
+    Arc::new(c)
+}
+
+fn client_config(t: &Tuning) -> Result<quinn::ClientConfig, EndpointError> {
     let crypto = QuicClientConfig::try_from(tls::client_config()?)
         .map_err(|e| EndpointError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport_config());
+    cfg.transport_config(transport_config(t));
     Ok(cfg)
 }
 
 /// An endpoint that can dial (always) and accept (when given an identity).
-pub fn endpoint(bind: SocketAddr, identity: Option<&Identity>) -> Result<Endpoint, EndpointError> {
+pub fn endpoint(
+    bind: SocketAddr,
+    identity: Option<&Identity>,
+    tuning: &Tuning,
+) -> Result<Endpoint, EndpointError> {
     let server = match identity {
         Some(id) => {
             let crypto = QuicServerConfig::try_from(tls::server_config(id)?)
                 .map_err(|e| EndpointError::Crypto(e.to_string()))?;
             let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            cfg.transport_config(transport_config());
+            cfg.transport_config(transport_config(tuning));
             Some(cfg)
         }
         None => None,
@@ -85,7 +147,7 @@ pub fn endpoint(bind: SocketAddr, identity: Option<&Identity>) -> Result<Endpoin
     })?;
     let mut ep = Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
         .map_err(|source| EndpointError::Bind { addr: bind, source })?;
-    ep.set_default_client_config(client_config()?);
+    ep.set_default_client_config(client_config(tuning)?);
     Ok(ep)
 }
 
@@ -124,13 +186,13 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// A client endpoint bound to the unspecified address of `peer`'s family.
-pub fn client_endpoint(peer: SocketAddr) -> Result<Endpoint, EndpointError> {
+pub fn client_endpoint(peer: SocketAddr, tuning: &Tuning) -> Result<Endpoint, EndpointError> {
     let bind: SocketAddr = if peer.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal address") // invariant: constant is valid
     } else {
         "[::]:0".parse().expect("literal address") // invariant: constant is valid
     };
-    endpoint(bind, None)
+    endpoint(bind, None, tuning)
 }
 
 /// Why one link of a route could not be set up, attributed to a hop of the client's path.

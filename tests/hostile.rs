@@ -33,6 +33,7 @@ fn start(role: Role, header_timeout: Duration) -> Node {
         header_timeout,
         limits: Limits::default(),
         drain_timeout: Duration::from_millis(100),
+        tuning: transport::Tuning::default(),
         faults: Faults::default(),
     };
     let stop = CancellationToken::new();
@@ -45,7 +46,8 @@ fn start(role: Role, header_timeout: Duration) -> Node {
 }
 
 fn client() -> Endpoint {
-    transport::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap()
+    let tuning = transport::Tuning::default();
+    transport::endpoint("127.0.0.1:0".parse().unwrap(), None, &tuning).unwrap()
 }
 
 fn request(next: Vec<NodeAddr>) -> SetupRequest {

@@ -1,0 +1,399 @@
+//! Throughput on loopback, all in one run so the ratios are fair: a bare quinn stream (the
+//! ceiling) and a bare quinn relay in the same harness, then mux-bw direct, through 1 and 2
+//! relays, and with 1, 4, 16, 64 and 256 parallel routes; iperf3 TCP when installed. Prints a
+//! table and writes target/bench.json. Client, relays and destination share the machine's cores,
+//! so every figure is CPU-bound: compare ratios within one run, not across machines.
+//!
+//! `cargo bench --bench throughput` runs it (3 s per case after 1 s warm-up, each case in a fresh
+//! process so its peak RSS is its own, 3 interleaved rounds, median kept); under `cargo test`
+//! it runs as a quick smoke test (one round, 300 ms per case, up to 16 routes).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mux_bw::events::{EventSink, SinkConfig};
+use mux_bw::identity::Identity;
+use mux_bw::lab::Lab;
+use mux_bw::measure::{self, RunConfig};
+use mux_bw::protocol::Mode;
+use mux_bw::route::{self, PlanRequest};
+use mux_bw::tls;
+use mux_bw::transport::{self, Tuning};
+use quinn::Endpoint;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const CHUNK: usize = 64 * 1024;
+
+struct Row {
+    name: String,
+    bps: f64,
+    peak_rss_mib: f64,
+}
+
+fn server(tuning: &Tuning) -> (Endpoint, mux_bw::addr::NodeAddr) {
+    let id = Identity::ephemeral().expect("identity");
+    let ep = transport::endpoint("127.0.0.1:0".parse().expect("addr"), Some(&id), tuning)
+        .expect("endpoint");
+    let addr = ep.local_addr().expect("bound");
+    (ep, mux_bw::addr::NodeAddr { id: id.id, addr })
+}
+
+/// Sinks one stream on each of the first `conns` connections; returns their total goodput over
+/// `secs` after `warmup`.
+async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> f64 {
+    let total = Arc::new(AtomicU64::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let conn = ep
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        let total = total.clone();
+        readers.spawn(async move {
+            let (_send, mut recv) = conn.accept_bi().await.expect("stream");
+            while let Ok(Some(c)) = recv.read_chunk(usize::MAX, false).await {
+                total.fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::time::sleep(warmup).await;
+    let (t0, b0) = (Instant::now(), total.load(Ordering::Relaxed));
+    tokio::time::sleep(secs).await;
+    let (t1, b1) = (Instant::now(), total.load(Ordering::Relaxed));
+    readers.abort_all();
+    (b1 - b0) as f64 * 8.0 / t1.duration_since(t0).as_secs_f64()
+}
+
+async fn blast(ep: &Endpoint, to: &mux_bw::addr::NodeAddr, stop: CancellationToken) {
+    let conn = ep
+        .connect(to.addr, &tls::server_name(&to.id))
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    let payload = Bytes::from(vec![0u8; CHUNK]);
+    loop {
+        tokio::select! {
+            r = send.write_chunk(payload.clone()) => if r.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
+    }
+    conn.close(0u32.into(), b"done");
+}
+
+/// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
+async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Duration) -> f64 {
+    let (srv, addr) = server(tuning);
+    let stop = CancellationToken::new();
+    let rx = tokio::spawn(sink(srv, conns, warmup, secs));
+    let mut tx = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let client = transport::client_endpoint(addr.addr, tuning).expect("client");
+        let stop = stop.clone();
+        tx.spawn(async move { blast(&client, &addr, stop).await });
+    }
+    let bps = rx.await.unwrap_or(0.0);
+    stop.cancel();
+    while tx.join_next().await.is_some() {}
+    bps
+}
+
+/// A bare quinn relay: decrypts and re-encrypts one stream, chunk by chunk.
+async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> f64 {
+    let (srv, dst) = server(tuning);
+    let (relay_ep, relay) = server(tuning);
+    let client = transport::client_endpoint(relay.addr, tuning).expect("client");
+    let stop = CancellationToken::new();
+    let rx = tokio::spawn(sink(srv, 1, warmup, secs));
+    let hop = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let up = relay_ep
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("handshake");
+            let (_s, mut from) = up.accept_bi().await.expect("stream");
+            let down = relay_ep
+                .connect(dst.addr, &tls::server_name(&dst.id))
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (mut to, _r) = down.open_bi().await.expect("stream");
+            loop {
+                tokio::select! {
+                    c = from.read_chunk(usize::MAX, true) => match c {
+                        Ok(Some(c)) => if to.write_chunk(c.bytes).await.is_err() { break },
+                        _ => break,
+                    },
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+    });
+    let tx = tokio::spawn({
+        let stop = stop.clone();
+        async move { blast(&client, &relay, stop).await }
+    });
+    let bps = rx.await.unwrap_or(0.0);
+    stop.cancel();
+    let _ = tokio::join!(tx, hop);
+    bps
+}
+
+/// mux-bw itself: a lab and `measure::run`, exactly as `mux-bw lab` does it.
+async fn mux(
+    routes: usize,
+    min_hops: usize,
+    tuning: &Tuning,
+    warmup: Duration,
+    secs: Duration,
+) -> f64 {
+    let relays = routes * (min_hops - 1);
+    let token = b"bench".to_vec();
+    let lab = Lab::start(relays, token.clone(), false, *tuning)
+        .await
+        .expect("lab");
+    let plan = route::plan(&PlanRequest {
+        dst: lab.dst,
+        pool: lab.relays.clone(),
+        routes,
+        min_hops,
+        pins: BTreeMap::new(),
+        allow_overlap: false,
+    })
+    .expect("plan");
+    let cfg = RunConfig {
+        dst: lab.dst,
+        relays: lab.relays.clone(),
+        routes: plan,
+        min_hops,
+        allow_overlap: false,
+        mode: Mode::Up,
+        duration: secs,
+        omit: warmup,
+        interval: Duration::from_secs(1),
+        setup_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(30),
+        stall_timeout: Duration::from_secs(30),
+        probe_rtt: false,
+        probe_interval: Duration::from_millis(100),
+        token,
+        redial: false,
+        tuning: *tuning,
+        load_started: CancellationToken::new(),
+    };
+    let sink = SinkConfig {
+        quiet: true,
+        ..SinkConfig::default()
+    };
+    let sink = Arc::new(EventSink::new(Instant::now(), &sink).expect("sink"));
+    let summary = measure::run(&cfg, sink, CancellationToken::new()).await;
+    lab.stop().await;
+    assert_eq!(
+        summary.routes_established, routes,
+        "not every route came up"
+    );
+    summary.aggregate_bps as f64
+}
+
+fn iperf3(secs: u64) -> Option<f64> {
+    use std::process::{Command, Stdio};
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let port = probe.local_addr().ok()?.port().to_string();
+    drop(probe);
+    let mut server = Command::new("iperf3")
+        .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("iperf3")
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            &secs.to_string(),
+            "-O",
+            "1",
+            "-J",
+        ])
+        .output();
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64()
+}
+
+/// The cases, in order: (name, what to run).
+fn cases(full: bool) -> Vec<(String, Case)> {
+    let mut v = vec![
+        ("bare quinn, direct".to_string(), Case::Bare(1)),
+        ("bare quinn, 1 relay".to_string(), Case::BareRelay),
+        ("mux-bw direct, 1 route".to_string(), Case::Mux(1, 1)),
+        ("mux-bw 1 relay, 1 route".to_string(), Case::Mux(1, 2)),
+        ("mux-bw 2 relays, 1 route".to_string(), Case::Mux(1, 3)),
+    ];
+    let counts: &[usize] = if full { &[4, 16, 64] } else { &[4, 16] };
+    for &n in counts {
+        v.push((format!("bare quinn, {n} connections"), Case::Bare(n)));
+        v.push((format!("mux-bw direct, {n} routes"), Case::Mux(n, 1)));
+    }
+    if full {
+        v.push(("mux-bw direct, 256 routes".to_string(), Case::Mux(256, 1)));
+    }
+    v
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    Bare(usize),
+    BareRelay,
+    Mux(usize, usize),
+}
+
+fn peak_rss_mib() -> f64 {
+    let kib: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+/// Child mode: runs one case in this fresh process and prints `bps peak_rss_mib`.
+fn run_case(case: Case, warmup: Duration, secs: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tuning = Tuning::default();
+    let bps = rt.block_on(async {
+        match case {
+            Case::Bare(n) => bare_direct(n, &tuning, warmup, secs).await,
+            Case::BareRelay => bare_relay(&tuning, warmup, secs).await,
+            Case::Mux(n, h) => mux(n, h, &tuning, warmup, secs).await,
+        }
+    });
+    println!("{bps} {}", peak_rss_mib());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let (warmup, secs) = if full {
+        (Duration::from_secs(1), Duration::from_secs(3))
+    } else {
+        (Duration::from_millis(100), Duration::from_millis(300))
+    };
+    let all = cases(full);
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        let k: usize = args
+            .get(i + 1)
+            .and_then(|k| k.parse().ok())
+            .expect("case index");
+        run_case(all[k].1, warmup, secs);
+        return;
+    }
+    // Each case in its own process, so its peak RSS is its own; rounds interleave the cases so
+    // that drift in machine load hits all of them alike, and the median of the rounds is kept.
+    let rounds = if full { 3 } else { 1 };
+    let exe = std::env::current_exe().expect("own path");
+    let mut samples: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); all.len()];
+    for round in 0..rounds {
+        for (k, (name, _)) in all.iter().enumerate() {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(["--case", &k.to_string()]);
+            if full {
+                cmd.arg("--bench");
+            }
+            let out = cmd.output().expect("case process");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut it = text
+                .split_whitespace()
+                .map(|v| v.parse::<f64>().unwrap_or(0.0));
+            let (bps, rss) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+            assert!(
+                out.status.success() && bps > 0.0,
+                "case '{name}' failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "round {}: {name:<28} {:>9.2} Gbit/s   peak RSS {rss:>6.1} MiB",
+                round + 1,
+                bps / 1e9
+            );
+            samples[k].0.push(bps);
+            samples[k].1 = samples[k].1.max(rss);
+        }
+    }
+    let mut rows: Vec<Row> = all
+        .iter()
+        .zip(samples)
+        .map(|((name, _), (mut bps, peak_rss_mib))| {
+            bps.sort_by(f64::total_cmp);
+            Row {
+                name: name.clone(),
+                bps: bps[bps.len() / 2],
+                peak_rss_mib,
+            }
+        })
+        .collect();
+    if full {
+        if let Some(bps) = iperf3(secs.as_secs() + 1) {
+            eprintln!("{:<28} {:>9.2} Gbit/s", "iperf3 TCP, loopback", bps / 1e9);
+            rows.push(Row {
+                name: "iperf3 TCP, loopback".into(),
+                bps,
+                peak_rss_mib: 0.0,
+            });
+        }
+    }
+    let get = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.bps);
+    let ratio = |a: &str, b: &str| match (get(a), get(b)) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let ratios = json!({
+        "direct_vs_bare_quinn": ratio("mux-bw direct, 1 route", "bare quinn, direct"),
+        "relay_vs_bare_quinn_relay": ratio("mux-bw 1 relay, 1 route", "bare quinn, 1 relay"),
+        "relay_vs_mux_direct": ratio("mux-bw 1 relay, 1 route", "mux-bw direct, 1 route"),
+        "routes64_vs_routes1": ratio("mux-bw direct, 64 routes", "mux-bw direct, 1 route"),
+        "bare64_vs_bare1": ratio("bare quinn, 64 connections", "bare quinn, direct"),
+        "routes64_vs_bare64": ratio("mux-bw direct, 64 routes", "bare quinn, 64 connections"),
+    });
+    println!("\n{:<28} {:>12} {:>14}", "case", "Gbit/s", "peak RSS MiB");
+    for r in &rows {
+        println!(
+            "{:<28} {:>12.2} {:>14.1}",
+            r.name,
+            r.bps / 1e9,
+            r.peak_rss_mib
+        );
+    }
+    println!("\nratios: {ratios}");
+    let report = json!({
+        "cases": rows.iter().map(|r| json!({"case": r.name, "bps": r.bps, "peak_rss_mib": r.peak_rss_mib})).collect::<Vec<_>>(),
+        "ratios": ratios,
+        "seconds_per_case": secs.as_secs_f64(),
+        "rounds": rounds,
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
+    if full {
+        match std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
+    }
+}
