@@ -188,6 +188,7 @@ async fn mux(
         token,
         redial: false,
         tuning: *tuning,
+        links: None,
         load_started: CancellationToken::new(),
     };
     let sink = SinkConfig {

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::NodeAddr;
+use crate::emulation::Links;
 use crate::events::{EventSink, SinkConfig};
 use crate::identity::{Identity, NodeId};
 use crate::lab::{Fault, Lab};
@@ -21,6 +22,7 @@ use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
 use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
 use crate::route::{self, PlanRequest};
+use crate::shaper::{LinkSpec, Loss, Rate};
 use crate::transport::{Congestion, Tuning};
 
 /// Exit code: the run completed.
@@ -122,6 +124,32 @@ struct TuningArgs {
     congestion: Congestion,
 }
 
+impl LabArgs {
+    /// The emulated links (relay links, direct link), or `None` when no link flag was given.
+    fn links(&self) -> Option<(LinkSpec, LinkSpec)> {
+        let any = self.link_rate.is_some()
+            || self.link_delay.is_some()
+            || self.link_loss.is_some()
+            || self.direct_rate.is_some()
+            || self.direct_delay.is_some();
+        if !any {
+            return None;
+        }
+        let loss = self.link_loss.map_or(0.0, |l| l.0);
+        let relay = LinkSpec {
+            rate: self.link_rate,
+            delay: self.link_delay.unwrap_or_default(),
+            loss,
+        };
+        let direct = LinkSpec {
+            rate: self.direct_rate.or(self.link_rate),
+            delay: self.direct_delay.or(self.link_delay).unwrap_or_default(),
+            loss,
+        };
+        Some((relay, direct))
+    }
+}
+
 impl TuningArgs {
     fn tuning(&self) -> Tuning {
         Tuning {
@@ -184,6 +212,22 @@ struct LabArgs {
     /// signals: kill = SIGKILL, stall = SIGSTOP.
     #[arg(long)]
     processes: bool,
+    /// Emulate a bottleneck of this rate on every link that touches a relay, each direction
+    /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
+    #[arg(long, value_name = "RATE")]
+    link_rate: Option<Rate>,
+    /// One-way delay added on every link that touches a relay, each direction.
+    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    link_delay: Option<Duration>,
+    /// Random loss on every emulated link, in percent (e.g. 0.5).
+    #[arg(long, value_name = "PCT")]
+    link_loss: Option<Loss>,
+    /// Bottleneck of the direct client-destination link [default: --link-rate].
+    #[arg(long, value_name = "RATE")]
+    direct_rate: Option<Rate>,
+    /// One-way delay of the direct link [default: --link-delay].
+    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    direct_delay: Option<Duration>,
     #[command(flatten)]
     opts: RunOpts,
 }
@@ -509,8 +553,12 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;
         names.get(k).copied()
     };
+    let links_stop = CancellationToken::new();
+    let links = a
+        .links()
+        .map(|(relay, direct)| Arc::new(Links::new(relay, direct, links_stop.clone())));
     let cfg = match build_config(lab.dst, lab.relays.clone(), &a.opts, &by_name) {
-        Ok(c) => RunConfig { token, ..c },
+        Ok(c) => RunConfig { token, links, ..c },
         Err(e) => {
             lab.stop().await;
             return Err(e.into());
@@ -530,6 +578,7 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         );
     }
     let code = measure_and_report(cfg, &a.opts).await;
+    links_stop.cancel();
     lab.stop().await;
     code
 }
@@ -653,6 +702,7 @@ fn build_config(
         token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
         redial: o.redial,
         tuning: o.tuning.tuning(),
+        links: None,
         load_started: CancellationToken::new(),
     })
 }

@@ -95,8 +95,40 @@ pub struct ConfigView {
     pub redial: bool,
     /// QUIC windows and congestion controller of the client's connections.
     pub tuning: TuningView,
+    /// The lab's emulated links, when any.
+    pub links: Option<LinksView>,
     /// Planned path (node ids after the client) of each route, by route index.
     pub planned_paths: Vec<Vec<String>>,
+}
+
+/// One emulated link kind as reported in `start`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct LinkView {
+    /// Bottleneck, bits/s; absent when unlimited.
+    pub rate_bps: Option<u64>,
+    /// One-way delay.
+    pub delay_ns: u64,
+    /// Drop probability (0..1).
+    pub loss: f64,
+}
+
+/// The lab's emulated links as reported in `start`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct LinksView {
+    /// Every link that touches a relay.
+    pub relay: LinkView,
+    /// The direct client-destination link.
+    pub direct: LinkView,
+}
+
+impl From<crate::shaper::LinkSpec> for LinkView {
+    fn from(l: crate::shaper::LinkSpec) -> Self {
+        LinkView {
+            rate_bps: l.rate.map(|r| r.0),
+            delay_ns: l.delay.as_nanos() as u64,
+            loss: l.loss,
+        }
+    }
 }
 
 /// QUIC settings as reported in `start`.

@@ -9,6 +9,7 @@
 
 pub mod addr;
 pub mod cli;
+pub mod emulation;
 pub mod events;
 pub mod human;
 pub mod identity;
@@ -21,6 +22,7 @@ pub mod protocol;
 pub mod pump;
 pub mod redial;
 pub mod route;
+pub mod shaper;
 pub mod table;
 pub mod tls;
 pub mod transport;

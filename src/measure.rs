@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::addr::NodeAddr;
+use crate::emulation::Links;
 use crate::events::{
     ConfigView, ErrorEvent, Event, EventSink, ProbePhase, RouteEstablished, RouteFailure,
     RouteRedial, RouteSample, RouteSetupFailed, RouteStalled, RouteState, RouteSummary, RttSummary,
@@ -68,6 +69,8 @@ pub struct RunConfig {
     pub redial: bool,
     /// QUIC windows and congestion control of the client's connections.
     pub tuning: transport::Tuning,
+    /// The lab's emulated links: every path is dialed through them. `None` on real networks.
+    pub links: Option<Arc<Links>>,
     /// Cancelled when the load phase starts (the lab times its faults from it).
     pub load_started: CancellationToken,
 }
@@ -120,6 +123,7 @@ impl Slot {
 struct RouteCtx {
     mode: Mode,
     tuning: transport::Tuning,
+    links: Option<Arc<Links>>,
     io_timeout: Duration,
     setup_timeout: Duration,
     token: Vec<u8>,
@@ -158,6 +162,18 @@ impl RouteCtx {
 
     /// Sets up route `index` over `path` from a fresh client endpoint of its own.
     async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
+        let wired;
+        let path = match &self.links {
+            Some(links) => {
+                wired = links.wire_path(path).map_err(|e| SetupFailure {
+                    failed_hop: None,
+                    node: None,
+                    message: format!("cannot set up emulated links: {e}"),
+                })?;
+                &wired[..]
+            }
+            None => path,
+        };
         let endpoint =
             transport::client_endpoint(path[0].addr, &self.tuning).map_err(|e| SetupFailure {
                 failed_hop: None,
@@ -187,38 +203,21 @@ impl RouteCtx {
 /// Owns one route for the whole run: registers it, runs its pump, reports its failure, and with
 /// `--redial` sets it up again through spare relays. Every lifecycle step of a route happens
 /// here, one after another, so they can never race.
-async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, Vec<NodeAddr>)>) {
-    let rref = RouteRef {
-        dst: ctx.dst,
-        index: slot.index,
-    };
+async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, Arc<RouteLive>)>) {
     loop {
-        let (link, path) = match next.take() {
+        let (link, live) = match next.take() {
             Some(x) => x,
-            None => match redial(&ctx, &slot).await {
-                Some(x) => x,
-                None => return,
-            },
+            None => {
+                let Some((link, path)) = redial(&ctx, &slot).await else {
+                    return;
+                };
+                match register(&ctx, &slot, &link, path) {
+                    Some(live) => (link, live),
+                    None => return,
+                }
+            }
         };
-        let live = Arc::new(RouteLive::new(
-            rref,
-            path.clone(),
-            link.conn.clone(),
-            slot.counters.clone(),
-        ));
-        if let Err(e) = ctx.table.insert(rref, live.clone()) {
-            ctx.sink.emit(Event::Error(ErrorEvent {
-                error: e.to_string(),
-            }));
-            link.conn.close(transport::CLOSE_DONE, b"duplicate route");
-            return;
-        }
-        *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
-        if !slot.established.swap(true, Ordering::Relaxed) {
-            ctx.up_order().push(rref);
-        }
-        slot.set_error(None);
-        slot.failed.store(false, Ordering::Relaxed);
+        let rref = live.rref;
         let started = Instant::now();
         let go = ctx.go.clone();
         let r = pump::pump(
@@ -248,6 +247,40 @@ async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, 
             return;
         }
     }
+}
+
+/// Makes an established link the route's current incarnation: registers it in the route table
+/// (a duplicate is refused and closed), records its path, and marks the route up.
+fn register(
+    ctx: &RouteCtx,
+    slot: &Slot,
+    link: &Link,
+    path: Vec<NodeAddr>,
+) -> Option<Arc<RouteLive>> {
+    let rref = RouteRef {
+        dst: ctx.dst,
+        index: slot.index,
+    };
+    let live = Arc::new(RouteLive::new(
+        rref,
+        path.clone(),
+        link.conn.clone(),
+        slot.counters.clone(),
+    ));
+    if let Err(e) = ctx.table.insert(rref, live.clone()) {
+        ctx.sink.emit(Event::Error(ErrorEvent {
+            error: e.to_string(),
+        }));
+        link.conn.close(transport::CLOSE_DONE, b"duplicate route");
+        return None;
+    }
+    *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    if !slot.established.swap(true, Ordering::Relaxed) {
+        ctx.up_order().push(rref);
+    }
+    slot.set_error(None);
+    slot.failed.store(false, Ordering::Relaxed);
+    Some(live)
 }
 
 /// Sets the route up again through spare relays, with backoff; `None` when the run ends or
@@ -365,6 +398,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     let ctx = Arc::new(RouteCtx {
         mode: cfg.mode,
         tuning: cfg.tuning,
+        links: cfg.links.clone(),
         io_timeout: cfg.io_timeout,
         setup_timeout: cfg.setup_timeout,
         token: cfg.token.clone(),
@@ -414,7 +448,10 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
                     hops: route.hops(),
                     setup_ns: took.as_nanos() as u64,
                 }));
-                Some((link, route.path.clone()))
+                match register(&ctx, &slot, &link, route.path.clone()) {
+                    Some(live) => Some((link, live)),
+                    None => continue,
+                }
             }
             Err(f) => {
                 sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
@@ -441,10 +478,9 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     setups.abort_all();
     slots.sort_by_key(|s| s.index);
 
-    // Idle baseline on the first established route. Its supervisor registered it (in the
-    // order routes came up) before taking its first pump step, so give it a moment to do so.
+    // Idle baseline on the first established route (routes were registered, in the order they
+    // came up, before their supervisors started).
     let mut idle = Recorder::default();
-    tokio::task::yield_now().await;
     let idle_route = ctx.up_order().first().copied();
     if let (true, Some(r)) = (cfg.probe_rtt, idle_route) {
         for i in 0..probe::IDLE_PROBES {
@@ -574,6 +610,13 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         allow_overlap: cfg.allow_overlap,
         redial: cfg.redial,
         tuning: cfg.tuning.into(),
+        links: cfg.links.as_ref().map(|l| {
+            let (relay, direct) = l.specs();
+            crate::events::LinksView {
+                relay: relay.into(),
+                direct: direct.into(),
+            }
+        }),
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
     }
 }

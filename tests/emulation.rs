@@ -1,0 +1,148 @@
+//! The lab's emulated links: rates, delays and the direct link, read back through mux-bw's own
+//! numbers. Rates are kept low (tens of Mbit/s) so the machine is not the bottleneck.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{of_type, run};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn lab(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["lab", "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all, LIMIT);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    out.events()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn interval_rates(events: &[Value]) -> Vec<f64> {
+    of_type(events, "sample")
+        .iter()
+        .filter(|s| s["omitted"] == false)
+        .map(|s| s["aggregate_bps"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn one_route_reads_the_emulated_rate() {
+    let events = lab(&[
+        "--link-rate",
+        "50mbit",
+        "--routes",
+        "1",
+        "--min-hops",
+        "2",
+        "--omit",
+        "1s",
+        "--duration",
+        "3s",
+        "--interval",
+        "500ms",
+    ]);
+    let m = median(interval_rates(&events));
+    assert!(
+        (47.5e6..=52.5e6).contains(&m),
+        "interval median {m} bit/s on a 50 mbit link"
+    );
+    let links = &events[0]["config"]["links"];
+    assert_eq!(links["relay"]["rate_bps"], 50_000_000);
+}
+
+#[test]
+fn routes_through_separate_links_add_up() {
+    let events = lab(&[
+        "--link-rate",
+        "20mbit",
+        "--routes",
+        "3",
+        "--min-hops",
+        "2",
+        "--omit",
+        "1s",
+        "--duration",
+        "3s",
+    ]);
+    let total = of_type(&events, "summary")[0]["aggregate_bps"]
+        .as_f64()
+        .unwrap();
+    assert!(total >= 0.9 * 3.0 * 20e6, "{total} bit/s from 3 x 20 mbit");
+    assert!(
+        total <= 3.0 * 20e6,
+        "{total} bit/s is more than the links carry"
+    );
+}
+
+#[test]
+fn direct_link_has_its_own_rate() {
+    let events = lab(&[
+        "--link-rate",
+        "10mbit",
+        "--direct-rate",
+        "30mbit",
+        "--routes",
+        "1",
+        "--min-hops",
+        "1",
+        "--omit",
+        "1s",
+        "--duration",
+        "2s",
+    ]);
+    let total = of_type(&events, "summary")[0]["aggregate_bps"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (27e6..=30e6).contains(&total),
+        "{total} bit/s on a 30 mbit direct link"
+    );
+}
+
+#[test]
+fn link_delay_adds_two_delays_per_link_to_the_rtt() {
+    let idle_p50 = |hops: &str| {
+        let events = lab(&[
+            "--link-delay",
+            "20ms",
+            "--routes",
+            "1",
+            "--min-hops",
+            hops,
+            "--probe-rtt",
+            "--duration",
+            "1s",
+        ]);
+        let rtt = &of_type(&events, "summary")[0]["rtt"]["idle"];
+        rtt["p50_ns"].as_f64().unwrap() / 1e6
+    };
+    let (one, two, three) = (idle_p50("1"), idle_p50("2"), idle_p50("3"));
+    eprintln!("idle RTT p50: 1 link {one:.1} ms, 2 links {two:.1} ms, 3 links {three:.1} ms");
+    assert!(
+        one >= 40.0 && two >= 80.0 && three >= 120.0,
+        "{one} {two} {three}"
+    );
+    assert!(one < two && two < three, "{one} {two} {three}");
+    assert!(three < 120.0 + 40.0, "{three} ms: delay grossly overshoots");
+}
+
+#[test]
+fn bad_link_values_are_refused_by_name() {
+    for (flag, value) in [
+        ("--link-rate", "fast"),
+        ("--link-rate", "100mbps"),
+        ("--link-loss", "120"),
+        ("--direct-delay", "soon"),
+    ] {
+        let out = run(&["lab", flag, value], LIMIT);
+        assert_eq!(out.code, 2, "{flag} {value}: {}", out.stderr);
+        assert!(out.stderr.contains(value), "{}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    }
+}
