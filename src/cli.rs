@@ -24,6 +24,7 @@ use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
 use crate::route::{self, PlanRequest};
 use crate::shaper::{LinkSpec, Loss, Rate};
 use crate::transport::{Congestion, Tuning};
+use crate::{compare, plot, runfile};
 
 /// Exit code: the run completed.
 pub const EXIT_OK: i32 = 0;
@@ -67,6 +68,30 @@ enum Command {
     Run(RunArgs),
     /// Start a destination and K relays in this process on 127.0.0.1, then run against them.
     Lab(LabArgs),
+    /// Put saved runs (NDJSON from --json or --json-file) side by side, each against the first.
+    Compare(CompareArgs),
+    /// Draw a saved run as an SVG: throughput per route and in total, failures, RTT.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Saved runs; `-` reads one from stdin. The first is the baseline.
+    #[arg(value_name = "RUN.ndjson", required = true)]
+    runs: Vec<String>,
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// A saved run; `-` reads it from stdin.
+    #[arg(value_name = "RUN.ndjson")]
+    run: String,
+    /// SVG file to write.
+    #[arg(short, long, value_name = "OUT.svg")]
+    output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +418,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Relay(a) => run_node(Role::Relay, a).await,
         Command::Run(a) => run_client(a).await,
         Command::Lab(a) => run_lab(a).await,
+        Command::Compare(a) => run_compare(a),
+        Command::Plot(a) => run_plot(a),
     };
     match result {
         Ok(code) => code,
@@ -495,6 +522,35 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         running.local
     );
     let _ = running.task.await;
+    Ok(EXIT_OK)
+}
+
+fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
+    if a.runs.iter().filter(|r| r.as_str() == "-").count() > 1 {
+        return Err(UsageError("'-' (stdin) can be given only once".to_string()).into());
+    }
+    let runs = a
+        .runs
+        .iter()
+        .map(|r| runfile::load(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::of)?;
+    let c = compare::compare(&runs);
+    let text = if a.json {
+        // invariant: the comparison holds only numbers, strings and options.
+        serde_json::to_string_pretty(&c).expect("comparison serializes") + "\n"
+    } else {
+        compare::render(&c)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    Ok(EXIT_OK)
+}
+
+fn run_plot(a: PlotArgs) -> anyhow::Result<i32> {
+    let run = runfile::load(&a.run).map_err(UsageError::of)?;
+    plot::plot(&run, &a.output)?;
+    eprintln!("wrote {}", a.output.display());
     Ok(EXIT_OK)
 }
 

@@ -9,6 +9,7 @@
 
 pub mod addr;
 pub mod cli;
+pub mod compare;
 pub mod emulation;
 pub mod events;
 pub mod human;
@@ -17,11 +18,13 @@ pub mod lab;
 pub mod live;
 pub mod measure;
 pub mod node;
+pub mod plot;
 pub mod probe;
 pub mod protocol;
 pub mod pump;
 pub mod redial;
 pub mod route;
+pub mod runfile;
 pub mod shaper;
 pub mod table;
 pub mod tls;

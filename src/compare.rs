@@ -1,0 +1,279 @@
+//! `mux-bw compare`: saved runs side by side, each against the first, in the manner of
+//! hyperfine's "ran 3.62 ± 0.05 times faster". Pure: takes parsed runs, returns a report.
+
+use serde::Serialize;
+
+use crate::human::fmt_rate;
+use crate::runfile::Run;
+
+/// What one run measured, reduced to the figures a comparison needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunStats {
+    /// File name.
+    pub label: String,
+    /// Routes asked for.
+    pub routes: u64,
+    /// Links per route: "2", or "1-3" when they differ.
+    pub hops: String,
+    /// Mean aggregate goodput over the measured part, bits/s (the summary's).
+    pub mean_bps: f64,
+    /// Median of the measured intervals' aggregate goodput, bits/s.
+    pub median_bps: f64,
+    /// 10th percentile of the intervals' aggregate goodput, bits/s (the bad moments).
+    pub p10_bps: f64,
+    /// Slowest and fastest route's mean goodput, bits/s.
+    pub route_min_bps: f64,
+    /// See `route_min_bps`.
+    pub route_max_bps: f64,
+    /// Route failures plus routes never set up.
+    pub failures: u64,
+    /// Median RTT under load, ns, when probed.
+    pub loaded_rtt_p50_ns: Option<f64>,
+}
+
+/// A run against the first run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratio {
+    /// This run's label.
+    pub label: String,
+    /// The first run's label.
+    pub baseline: String,
+    /// Mean throughput over the baseline's; `None` when the baseline moved nothing.
+    pub throughput: Option<f64>,
+    /// Loaded RTT p50 over the baseline's; `None` unless both were probed.
+    pub loaded_rtt: Option<f64>,
+}
+
+/// The whole comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    /// One entry per run, in the order given.
+    pub runs: Vec<RunStats>,
+    /// One entry per run after the first.
+    pub ratios: Vec<Ratio>,
+}
+
+/// Quantile `q` (0..1) of `v` by nearest rank; `0.0` for no values.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+/// `a / b`, or `None` when `b` is zero (a ratio to nothing is not a number to print).
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// Reduces a run to its figures.
+pub fn stats(run: &Run) -> RunStats {
+    let s = &run.summary;
+    let rates: Vec<f64> = run
+        .intervals
+        .iter()
+        .filter(|i| !i.omitted)
+        .map(|i| i.aggregate_bps)
+        .collect();
+    let routes = s["routes"].as_array().cloned().unwrap_or_default();
+    let route_rates: Vec<f64> = routes
+        .iter()
+        .filter(|r| r["state"] != "setup_failed")
+        .filter_map(|r| r["mean_bps"].as_f64())
+        .collect();
+    let mut hops: Vec<u64> = routes.iter().filter_map(|r| r["hops"].as_u64()).collect();
+    hops.sort_unstable();
+    hops.dedup();
+    let hops = match (hops.first(), hops.last()) {
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(a), Some(b)) => format!("{a}-{b}"),
+        _ => "-".to_string(),
+    };
+    let setup_failed = routes
+        .iter()
+        .filter(|r| r["state"] == "setup_failed")
+        .count() as u64;
+    let pump_failures: u64 = routes.iter().filter_map(|r| r["failures"].as_u64()).sum();
+    RunStats {
+        label: run.label.clone(),
+        routes: s["routes_planned"].as_u64().unwrap_or(routes.len() as u64),
+        hops,
+        mean_bps: s["aggregate_bps"].as_f64().unwrap_or(0.0),
+        median_bps: quantile(&rates, 0.5),
+        p10_bps: quantile(&rates, 0.1),
+        route_min_bps: route_rates.iter().copied().reduce(f64::min).unwrap_or(0.0),
+        route_max_bps: route_rates.iter().copied().reduce(f64::max).unwrap_or(0.0),
+        failures: setup_failed + pump_failures,
+        loaded_rtt_p50_ns: s["rtt"]["loaded"]["p50_ns"].as_f64(),
+    }
+}
+
+/// Compares every run with the first.
+pub fn compare(runs: &[Run]) -> Comparison {
+    let stats: Vec<RunStats> = runs.iter().map(stats).collect();
+    let ratios = match stats.split_first() {
+        Some((base, rest)) => rest
+            .iter()
+            .map(|r| Ratio {
+                label: r.label.clone(),
+                baseline: base.label.clone(),
+                throughput: ratio(r.mean_bps, base.mean_bps),
+                loaded_rtt: match (r.loaded_rtt_p50_ns, base.loaded_rtt_p50_ns) {
+                    (Some(a), Some(b)) => ratio(a, b),
+                    _ => None,
+                },
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Comparison {
+        runs: stats,
+        ratios,
+    }
+}
+
+/// The comparison as a table and one sentence per ratio.
+pub fn render(c: &Comparison) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>11}",
+        "run",
+        "routes",
+        "hops",
+        "mean",
+        "median",
+        "p10",
+        "per-route min..max",
+        "failures",
+        "loaded p50"
+    );
+    for r in &c.runs {
+        let rtt = r
+            .loaded_rtt_p50_ns
+            .map_or("-".to_string(), |ns| format!("{:.2} ms", ns / 1e6));
+        let _ = writeln!(
+            out,
+            "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>11}",
+            short_label(&r.label),
+            r.routes,
+            r.hops,
+            fmt_rate(r.mean_bps as u64),
+            fmt_rate(r.median_bps as u64),
+            fmt_rate(r.p10_bps as u64),
+            format!(
+                "{}..{}",
+                fmt_rate(r.route_min_bps as u64),
+                fmt_rate(r.route_max_bps as u64)
+            ),
+            r.failures,
+            rtt
+        );
+    }
+    for q in &c.ratios {
+        let tp = match q.throughput {
+            Some(x) => format!(
+                "{} delivered {x:.2}x {}'s throughput",
+                short_label(&q.label),
+                short_label(&q.baseline)
+            ),
+            None => format!(
+                "{}: {} moved no data, no ratio",
+                short_label(&q.label),
+                short_label(&q.baseline)
+            ),
+        };
+        let rtt = q.loaded_rtt.map_or(String::new(), |x| {
+            format!("; loaded p50 RTT {x:.2}x {}'s", short_label(&q.baseline))
+        });
+        let _ = writeln!(out, "{tp}{rtt}");
+    }
+    out
+}
+
+fn short_label(l: &str) -> &str {
+    l.rsplit('/').next().unwrap_or(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runfile::parse;
+
+    fn run(label: &str, mode: &str, agg: u64, rates: &[u64], rtt_p50: Option<u64>) -> Run {
+        let mut text = format!(
+            r#"{{"type":"start","tool":"mux-bw","schema":1,"t_ns":0,"config":{{"mode":"{mode}"}}}}"#
+        );
+        for (i, r) in rates.iter().enumerate() {
+            text += &format!(
+                "\n{{\"type\":\"sample\",\"schema\":1,\"t_ns\":1,\"interval_end_ns\":{},\"omitted\":false,\"aggregate_bps\":{r},\"routes\":[]}}",
+                (i + 1) * 1_000_000_000
+            );
+        }
+        let rtt = rtt_p50.map_or("null".to_string(), |p| {
+            format!(r#"{{"loaded":{{"p50_ns":{p}}}}}"#)
+        });
+        text += &format!(
+            "\n{{\"type\":\"summary\",\"schema\":1,\"t_ns\":9,\"routes_planned\":2,\"aggregate_bps\":{agg},\"rtt\":{rtt},\"routes\":[{{\"state\":\"up\",\"hops\":2,\"mean_bps\":10,\"failures\":0}},{{\"state\":\"up\",\"hops\":2,\"mean_bps\":30,\"failures\":1}}]}}"
+        );
+        parse(label, &text).unwrap()
+    }
+
+    #[test]
+    fn quantiles_and_ratios() {
+        assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile(&[5.0, 1.0, 3.0], 0.5), 3.0);
+        assert_eq!(
+            quantile(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.1),
+            1.0
+        );
+        assert_eq!(ratio(4.0, 2.0), Some(2.0));
+        assert_eq!(ratio(4.0, 0.0), None);
+    }
+
+    #[test]
+    fn compares_every_run_with_the_first() {
+        let a = run(
+            "runs/direct.ndjson",
+            "up",
+            100,
+            &[90, 100, 110],
+            Some(2_000_000),
+        );
+        let b = run(
+            "runs/mux.ndjson",
+            "up",
+            362,
+            &[350, 362, 370],
+            Some(2_800_000),
+        );
+        let c = compare(&[a, b]);
+        assert_eq!(c.runs[0].median_bps, 100.0);
+        assert_eq!(c.runs[0].p10_bps, 90.0);
+        assert_eq!(c.runs[1].route_min_bps, 10.0);
+        assert_eq!(c.runs[1].route_max_bps, 30.0);
+        assert_eq!(c.runs[1].failures, 1);
+        assert_eq!(c.runs[1].hops, "2");
+        let r = &c.ratios[0];
+        assert!((r.throughput.unwrap() - 3.62).abs() < 1e-9);
+        assert!((r.loaded_rtt.unwrap() - 1.4).abs() < 1e-9);
+        let text = render(&c);
+        assert!(
+            text.contains("mux.ndjson delivered 3.62x direct.ndjson's throughput; loaded p50 RTT 1.40x direct.ndjson's"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_ratio_against_a_run_that_moved_nothing() {
+        let a = run("a", "up", 0, &[0], None);
+        let b = run("b", "up", 10, &[10], None);
+        let c = compare(&[a, b]);
+        assert_eq!(c.ratios[0].throughput, None);
+        assert!(render(&c).contains("moved no data"));
+    }
+}
