@@ -24,7 +24,7 @@ use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
 use crate::route::{self, PlanRequest};
 use crate::shaper::{LinkSpec, Loss, Rate};
 use crate::transport::{Congestion, Tuning};
-use crate::{compare, plot, runfile};
+use crate::{compare, plot, runfile, sweep};
 
 /// Exit code: the run completed.
 pub const EXIT_OK: i32 = 0;
@@ -72,6 +72,60 @@ enum Command {
     Compare(CompareArgs),
     /// Draw a saved run as an SVG: throughput per route and in total, failures, RTT.
     Plot(PlotArgs),
+    /// Run a matrix of cells (routes x min-hops x mode), each several times, against real nodes
+    /// or in a lab; save every run and print mean ± stddev per cell with ratios.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// Run every measurement in a fresh lab (destination and relays in this process).
+    #[arg(long, conflicts_with_all = ["to", "relays", "relays_file"])]
+    lab: bool,
+    /// Relays in each lab [default: enough for the largest cell].
+    #[arg(long, value_name = "K", requires = "lab")]
+    lab_relays: Option<usize>,
+    #[command(flatten)]
+    links: LinkArgs,
+    /// Destination node (without --lab).
+    #[arg(long, value_name = "NODE", required_unless_present = "lab")]
+    to: Option<String>,
+    /// A relay node URI; repeat for a pool (without --lab).
+    #[arg(long = "relay", value_name = "NODE")]
+    relays: Vec<String>,
+    /// File with one relay URI per line (without --lab).
+    #[arg(long, value_name = "FILE")]
+    relays_file: Option<PathBuf>,
+    /// Route counts to try, comma-separated (e.g. 1,2,4,8).
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1")]
+    routes: Vec<usize>,
+    /// Minimum hops to try, comma-separated (e.g. 1,2).
+    #[arg(long, value_name = "H,..", value_delimiter = ',', default_value = "1")]
+    min_hops: Vec<usize>,
+    /// Modes to try, comma-separated (up, down, bidir, echo).
+    #[arg(
+        long,
+        value_name = "MODE,..",
+        value_delimiter = ',',
+        value_enum,
+        default_value = "up"
+    )]
+    mode: Vec<Mode>,
+    /// Runs per cell.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    runs: usize,
+    /// Directory for every run's NDJSON (created if absent).
+    #[arg(long, value_name = "DIR", default_value = "sweep")]
+    out: PathBuf,
+    /// Also write the matrix as a Markdown table to FILE.
+    #[arg(long, value_name = "FILE")]
+    export_markdown: Option<PathBuf>,
+    /// Also write the matrix as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    export_json: Option<PathBuf>,
+    #[command(flatten)]
+    measure: MeasureOpts,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +203,7 @@ struct TuningArgs {
     congestion: Congestion,
 }
 
-impl LabArgs {
+impl LinkArgs {
     /// The emulated links (relay links, direct link), or `None` when no link flag was given.
     fn links(&self) -> Option<(LinkSpec, LinkSpec)> {
         let any = self.link_rate.is_some()
@@ -237,22 +291,8 @@ struct LabArgs {
     /// signals: kill = SIGKILL, stall = SIGSTOP.
     #[arg(long)]
     processes: bool,
-    /// Emulate a bottleneck of this rate on every link that touches a relay, each direction
-    /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
-    #[arg(long, value_name = "RATE")]
-    link_rate: Option<Rate>,
-    /// One-way delay added on every link that touches a relay, each direction.
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
-    link_delay: Option<Duration>,
-    /// Random loss on every emulated link, in percent (e.g. 0.5).
-    #[arg(long, value_name = "PCT")]
-    link_loss: Option<Loss>,
-    /// Bottleneck of the direct client-destination link [default: --link-rate].
-    #[arg(long, value_name = "RATE")]
-    direct_rate: Option<Rate>,
-    /// One-way delay of the direct link [default: --link-delay].
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
-    direct_delay: Option<Duration>,
+    #[command(flatten)]
+    links: LinkArgs,
     #[command(flatten)]
     opts: RunOpts,
 }
@@ -269,6 +309,26 @@ struct RunOpts {
     /// Pin route IDX through these relays in order, e.g. `--via 2=mbw://...` (lab: `--via 2=r3`).
     #[arg(long, value_name = "IDX=NODE[,NODE..]")]
     via: Vec<String>,
+    /// Data pattern: up (client → destination), down, bidir (both at once) or echo (the
+    /// destination returns what it gets; a window of bytes stays in flight).
+    #[arg(long, value_enum, default_value_t = Mode::Up)]
+    mode: Mode,
+    #[command(flatten)]
+    measure: MeasureOpts,
+    /// NDJSON events on stdout instead of human output.
+    #[arg(long)]
+    json: bool,
+    /// Also write NDJSON events to FILE (the terminal keeps human output unless --json).
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<PathBuf>,
+    /// Live per-route bars on stderr: auto = when stderr is a terminal and output is human.
+    #[arg(long, value_enum, default_value_t = Live::Auto)]
+    live: Live,
+}
+
+/// How each measurement runs: shared by `run`, `lab` and `sweep`.
+#[derive(Debug, Args)]
+struct MeasureOpts {
     /// Let routes share relays when the pool is too small for disjoint routes.
     #[arg(long)]
     allow_overlap: bool,
@@ -276,10 +336,6 @@ struct RunOpts {
     /// route_redial. Up to 5 attempts per failure.
     #[arg(long)]
     redial: bool,
-    /// Data pattern: up (client → destination), down, bidir (both at once) or echo (the
-    /// destination returns what it gets; a window of bytes stays in flight).
-    #[arg(long, value_enum, default_value_t = Mode::Up)]
-    mode: Mode,
     /// Length of the measured load phase (e.g. 10s, 1m, 500ms).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     duration: Duration,
@@ -307,17 +363,29 @@ struct RunOpts {
     /// Token to present to nodes started with --token.
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// NDJSON events on stdout instead of human output.
-    #[arg(long)]
-    json: bool,
-    /// Also write NDJSON events to FILE (the terminal keeps human output unless --json).
-    #[arg(long, value_name = "FILE")]
-    json_file: Option<PathBuf>,
-    /// Live per-route bars on stderr: auto = when stderr is a terminal and output is human.
-    #[arg(long, value_enum, default_value_t = Live::Auto)]
-    live: Live,
     #[command(flatten)]
     tuning: TuningArgs,
+}
+
+/// The lab's emulated links.
+#[derive(Debug, Args)]
+struct LinkArgs {
+    /// Emulate a bottleneck of this rate on every link that touches a relay, each direction
+    /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
+    #[arg(long, value_name = "RATE")]
+    link_rate: Option<Rate>,
+    /// One-way delay added on every link that touches a relay, each direction.
+    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    link_delay: Option<Duration>,
+    /// Random loss on every emulated link, in percent (e.g. 0.5).
+    #[arg(long, value_name = "PCT")]
+    link_loss: Option<Loss>,
+    /// Bottleneck of the direct client-destination link [default: --link-rate].
+    #[arg(long, value_name = "RATE")]
+    direct_rate: Option<Rate>,
+    /// One-way delay of the direct link [default: --link-delay].
+    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    direct_delay: Option<Duration>,
 }
 
 /// When to draw the live view.
@@ -420,6 +488,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Lab(a) => run_lab(a).await,
         Command::Compare(a) => run_compare(a),
         Command::Plot(a) => run_plot(a),
+        Command::Sweep(a) => run_sweep(a).await,
     };
     match result {
         Ok(code) => code,
@@ -554,6 +623,208 @@ fn run_plot(a: PlotArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let links = a.links.links();
+    if links.is_some() && !a.lab {
+        return Err(
+            UsageError("link emulation (--link-*, --direct-*) needs --lab".to_string()).into(),
+        );
+    }
+    let nodes = match &a.to {
+        Some(to) => {
+            let dst: NodeAddr = to.parse().map_err(|e| UsageError(format!("--to: {e}")))?;
+            let mut pool = Vec::new();
+            for r in &a.relays {
+                pool.push(r.parse().map_err(|e| UsageError(format!("--relay: {e}")))?);
+            }
+            if let Some(path) = &a.relays_file {
+                pool.extend(read_relays_file(path)?);
+            }
+            Some((dst, pool))
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| UsageError(format!("cannot create --out '{}': {e}", a.out.display())))?;
+    let mut cells = Vec::new();
+    for &routes in &a.routes {
+        for &min_hops in &a.min_hops {
+            for &mode in &a.mode {
+                cells.push(sweep::Cell {
+                    routes,
+                    min_hops,
+                    mode,
+                });
+            }
+        }
+    }
+    let lab_relays = a.lab_relays.unwrap_or_else(|| {
+        cells
+            .iter()
+            .map(|c| c.routes * c.min_hops.saturating_sub(1))
+            .max()
+            .unwrap_or(0)
+    });
+    let total = (cells.len() * a.runs) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    // invariant: the template is a constant known to parse.
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs, ETA {eta}")
+            .expect("valid template"),
+    );
+    let interrupt = interrupt_token();
+    let mut results: Vec<(sweep::Cell, Vec<sweep::Outcome>)> = Vec::new();
+    let mut done = 0;
+    'cells: for (i, cell) in cells.iter().enumerate() {
+        let mut outcomes = Vec::new();
+        for k in 1..=a.runs {
+            if interrupt.is_cancelled() {
+                break 'cells;
+            }
+            let msg = format!(
+                "cell {} of {} ({}) run {k}/{}",
+                i + 1,
+                cells.len(),
+                cell.slug(),
+                a.runs
+            );
+            bar.set_message(msg.clone());
+            if bar.is_hidden() {
+                eprintln!("sweep: {msg}");
+            }
+            let file = a.out.join(format!("{}-run{k}.ndjson", cell.slug()));
+            let outcome = sweep_run(
+                &a,
+                *cell,
+                &nodes,
+                links,
+                lab_relays,
+                &file,
+                interrupt.clone(),
+            )
+            .await;
+            outcomes.push(outcome);
+            done += 1;
+            bar.set_position(done);
+        }
+        results.push((*cell, outcomes));
+    }
+    bar.finish_and_clear();
+    let stats = sweep::stats(&results);
+    let text = sweep::render(&stats);
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    }
+    eprintln!("runs saved under {}", a.out.display());
+    if let Some(path) = &a.export_markdown {
+        std::fs::write(path, sweep::markdown(&stats))
+            .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
+    }
+    if let Some(path) = &a.export_json {
+        // invariant: the stats hold only numbers, strings and options.
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
+        std::fs::write(path, json)
+            .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
+    }
+    Ok(if interrupt.is_cancelled() {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// One run of one sweep cell, saved to `file`; its outcome as read back from that file.
+async fn sweep_run(
+    a: &SweepArgs,
+    cell: sweep::Cell,
+    nodes: &Option<(NodeAddr, Vec<NodeAddr>)>,
+    links: Option<(LinkSpec, LinkSpec)>,
+    lab_relays: usize,
+    file: &Path,
+    interrupt: CancellationToken,
+) -> sweep::Outcome {
+    let shape = Shape {
+        routes: cell.routes,
+        min_hops: cell.min_hops,
+        mode: cell.mode,
+        via: &[],
+    };
+    let (lab, cfg) = match nodes {
+        Some((dst, pool)) => (
+            None,
+            build_config(*dst, pool.clone(), shape, &a.measure, &|_| None),
+        ),
+        None => {
+            let token = match token_bytes(a.measure.token.as_deref()) {
+                Ok(Some(t)) => t,
+                Ok(None) => match random_token() {
+                    Ok(t) => t,
+                    Err(e) => return sweep::Outcome::Failed(e.to_string()),
+                },
+                Err(e) => return sweep::Outcome::Failed(e.to_string()),
+            };
+            let lab = match Lab::start(lab_relays, token.clone(), false, a.measure.tuning.tuning())
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => return sweep::Outcome::Failed(e.to_string()),
+            };
+            let cfg = build_config(lab.dst, lab.relays.clone(), shape, &a.measure, &|_| None)
+                .map(|c| RunConfig { token, ..c });
+            (Some(lab), cfg)
+        }
+    };
+    let links_stop = CancellationToken::new();
+    let outcome = match cfg {
+        Err(e) => sweep::Outcome::Failed(e.to_string()),
+        Ok(mut cfg) => {
+            cfg.links = links
+                .map(|(relay, direct)| Arc::new(Links::new(relay, direct, links_stop.clone())));
+            let sink_cfg = SinkConfig {
+                json_file: Some(file.to_path_buf()),
+                quiet: true,
+                ..SinkConfig::default()
+            };
+            match EventSink::new(Instant::now(), &sink_cfg) {
+                Err(e) => {
+                    sweep::Outcome::Failed(format!("cannot create '{}': {e}", file.display()))
+                }
+                Ok(sink) => {
+                    measure::run(&cfg, Arc::new(sink), interrupt).await;
+                    read_outcome(file)
+                }
+            }
+        }
+    };
+    links_stop.cancel();
+    if let Some(lab) = lab {
+        lab.stop().await;
+    }
+    outcome
+}
+
+/// What a saved run says, for the sweep matrix (so the matrix always matches the files).
+fn read_outcome(file: &Path) -> sweep::Outcome {
+    let run = match runfile::load(&file.to_string_lossy()) {
+        Ok(r) => r,
+        Err(e) => return sweep::Outcome::Failed(e.to_string()),
+    };
+    if run.summary["routes_established"].as_u64() == Some(0) {
+        return sweep::Outcome::Failed("no route could be established".to_string());
+    }
+    let stats = compare::stats(&run);
+    sweep::Outcome::Measured {
+        bps: stats.mean_bps,
+        failures: stats.failures,
+    }
+}
+
 fn random_token() -> anyhow::Result<Vec<u8>> {
     use ring::rand::SecureRandom;
     let mut raw = [0u8; 16];
@@ -587,13 +858,13 @@ async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(path) = &a.relays_file {
         pool.extend(read_relays_file(path)?);
     }
-    let cfg = build_config(dst, pool, &a.opts, &|_| None)?;
+    let cfg = build_config(dst, pool, a.opts.shape(), &a.opts.measure, &|_| None)?;
     measure_and_report(cfg, &a.opts).await
 }
 
 async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
     // Lab nodes are never open: they require the given token or a fresh random one.
-    let token = match token_bytes(a.opts.token.as_deref())? {
+    let token = match token_bytes(a.opts.measure.token.as_deref())? {
         Some(t) => t,
         None => random_token()?,
     };
@@ -601,7 +872,7 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         a.relay_count,
         token.clone(),
         a.processes,
-        a.opts.tuning.tuning(),
+        a.opts.measure.tuning.tuning(),
     )
     .await?;
     let names = lab.relays.clone();
@@ -611,9 +882,17 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
     };
     let links_stop = CancellationToken::new();
     let links = a
+        .links
         .links()
         .map(|(relay, direct)| Arc::new(Links::new(relay, direct, links_stop.clone())));
-    let cfg = match build_config(lab.dst, lab.relays.clone(), &a.opts, &by_name) {
+    let shape = a.opts.shape();
+    let cfg = match build_config(
+        lab.dst,
+        lab.relays.clone(),
+        shape,
+        &a.opts.measure,
+        &by_name,
+    ) {
         Ok(c) => RunConfig { token, links, ..c },
         Err(e) => {
             lab.stop().await;
@@ -714,16 +993,37 @@ fn read_relays_file(path: &Path) -> Result<Vec<NodeAddr>, UsageError> {
     Ok(out)
 }
 
+/// The shape of one measurement: how many routes, how long, which way.
+#[derive(Clone, Copy, Debug)]
+struct Shape<'a> {
+    routes: usize,
+    min_hops: usize,
+    mode: Mode,
+    via: &'a [String],
+}
+
+impl RunOpts {
+    fn shape(&self) -> Shape<'_> {
+        Shape {
+            routes: self.routes,
+            min_hops: self.min_hops,
+            mode: self.mode,
+            via: &self.via,
+        }
+    }
+}
+
 /// Validates flags into a `RunConfig`: plans routes, resolves `--via` names. No I/O but DNS.
 /// `lab_name` resolves lab relay names like `r3`.
 fn build_config(
     dst: NodeAddr,
     pool: Vec<NodeAddr>,
-    o: &RunOpts,
+    shape: Shape<'_>,
+    o: &MeasureOpts,
     lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
 ) -> Result<RunConfig, UsageError> {
     let mut pins = BTreeMap::new();
-    for v in &o.via {
+    for v in shape.via {
         let (idx, nodes) = parse_via(v, &pool, lab_name)?;
         if pins.insert(idx, nodes).is_some() {
             return Err(UsageError(format!(
@@ -734,8 +1034,8 @@ fn build_config(
     let plan = route::plan(&PlanRequest {
         dst,
         pool: pool.clone(),
-        routes: o.routes,
-        min_hops: o.min_hops,
+        routes: shape.routes,
+        min_hops: shape.min_hops,
         pins,
         allow_overlap: o.allow_overlap,
     })
@@ -744,9 +1044,9 @@ fn build_config(
         dst,
         relays: pool,
         routes: plan,
-        min_hops: o.min_hops,
+        min_hops: shape.min_hops,
         allow_overlap: o.allow_overlap,
-        mode: o.mode,
+        mode: shape.mode,
         duration: o.duration,
         omit: o.omit,
         interval: o.interval,
@@ -810,7 +1110,7 @@ mod tests {
         let Command::Lab(lab) = Cli::try_parse_from(["mux-bw", "lab"]).unwrap().command else {
             panic!("not lab");
         };
-        assert_eq!(lab.opts.tuning.tuning(), Tuning::default());
+        assert_eq!(lab.opts.measure.tuning.tuning(), Tuning::default());
         assert_eq!(parse_size("8M"), Ok(8 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("1048576"), Ok(1 << 20));

@@ -26,6 +26,7 @@ pub mod redial;
 pub mod route;
 pub mod runfile;
 pub mod shaper;
+pub mod sweep;
 pub mod table;
 pub mod tls;
 pub mod transport;
