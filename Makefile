@@ -22,10 +22,13 @@ fmt:
 bench:
 	$(CARGO) bench
 
-## A destination and 8 relays in one process on loopback: 1 direct route, then 4 routes via disjoint relays.
+## The question mux-bw answers, on emulated links in one process: one direct route over a
+## 100 mbit link, then 4 disjoint routes through relays over 50 mbit links each; then compare.
+DEMO_LINKS = --direct-rate 100mbit --link-rate 50mbit --link-delay 5ms --omit 1s --duration 5s --probe-rtt
 demo: build
-	./target/release/mux-bw lab --routes 1 --min-hops 1 --duration 3s
-	./target/release/mux-bw lab --routes 4 --min-hops 2 --duration 3s
+	./target/release/mux-bw lab $(DEMO_LINKS) --routes 1 --min-hops 1 --json-file target/demo-direct.ndjson
+	./target/release/mux-bw lab $(DEMO_LINKS) --routes 4 --min-hops 2 --json-file target/demo-mux.ndjson
+	./target/release/mux-bw compare target/demo-direct.ndjson target/demo-mux.ndjson
 
 ## As root: namespaces with tbf-shaped links; direct (50 mbit) vs 4 routes through relays (4 x 20 mbit).
 netns-demo:
