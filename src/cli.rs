@@ -201,6 +201,13 @@ struct TuningArgs {
     /// Congestion controller.
     #[arg(long = "cc", value_enum, default_value_t = Congestion::Cubic)]
     congestion: Congestion,
+    /// UDP socket send buffer in bytes (0 = OS default).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_size_or_zero)]
+    socket_send_buffer: u64,
+    /// UDP socket receive buffer in bytes (0 = OS default). Big enough for fast long paths; on a
+    /// CPU-bound host a big one turns loss into queueing delay.
+    #[arg(long, value_name = "BYTES", default_value = "512K", value_parser = parse_size_or_zero)]
+    socket_recv_buffer: u64,
 }
 
 impl LinkArgs {
@@ -236,7 +243,17 @@ impl TuningArgs {
             conn_window: self.conn_window,
             send_window: self.send_window,
             congestion: self.congestion,
+            socket_send_buffer: self.socket_send_buffer as usize,
+            socket_recv_buffer: self.socket_recv_buffer as usize,
         }
+    }
+}
+
+fn parse_size_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        Ok(0)
+    } else {
+        parse_size(s)
     }
 }
 

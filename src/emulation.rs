@@ -17,6 +17,9 @@ use crate::addr::NodeAddr;
 use crate::identity::NodeId;
 use crate::shaper::{LinkSpec, Shaper, Verdict};
 
+/// Granularity of tokio's timer: how early a packet may leave instead of sleeping.
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Largest datagram a proxy forwards.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -231,9 +234,10 @@ async fn deliver(
             },
             _ = shutdown.cancelled() => return,
         };
-        // Only sleep for packets not yet due: a sleep rounds up to the timer's tick, which
-        // would pace a fast link below its rate.
-        if p.at > Instant::now() {
+        // Sleep only for packets due more than one timer tick from now: a sleep lasts at least
+        // a tick (about 1 ms), so sleeping for each packet of a fast link would pace it at one
+        // packet per tick. Packets due within the tick go now, up to a tick early.
+        if p.at > Instant::now() + TIMER_TICK {
             tokio::select! {
                 _ = tokio::time::sleep_until(p.at.into()) => {}
                 _ = shutdown.cancelled() => return,

@@ -142,6 +142,10 @@ pub struct TuningView {
     pub send_window: u64,
     /// `cubic`, `bbr` or `newreno`.
     pub congestion: &'static str,
+    /// UDP send buffer asked for, bytes (0 = OS default).
+    pub socket_send_buffer: u64,
+    /// UDP receive buffer asked for, bytes (0 = OS default).
+    pub socket_recv_buffer: u64,
 }
 
 impl From<crate::transport::Tuning> for TuningView {
@@ -151,6 +155,8 @@ impl From<crate::transport::Tuning> for TuningView {
             conn_window: t.conn_window,
             send_window: t.send_window,
             congestion: t.congestion.as_str(),
+            socket_send_buffer: t.socket_send_buffer as u64,
+            socket_recv_buffer: t.socket_recv_buffer as u64,
         }
     }
 }
@@ -283,8 +289,8 @@ pub struct RttStats {
 /// RTT part of the summary.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RttSummary {
-    /// Route of the idle baseline: the first route that came up (absent if none came up
-    /// before the load started).
+    /// Route of the idle baseline: the first route that came up; when none was up before the
+    /// load started, the first route probed under load; `null` if no probe ran.
     pub route_index: Option<u32>,
     /// Every route loaded probes ran on, in order: the first route that came up and is still
     /// up, so a failover adds one.

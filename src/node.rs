@@ -495,7 +495,12 @@ async fn relay(
         }
         r = splice => {
             if let Err(e) = r {
-                if let Some(e) = down.close_reason() {
+                let local = |c: &Option<quinn::ConnectionError>| {
+                    matches!(c, Some(quinn::ConnectionError::LocallyClosed))
+                };
+                if local(&down.close_reason()) || local(&up.close_reason()) {
+                    // This node closed it (shutdown, kill): nothing to attribute or forward.
+                } else if let Some(e) = down.close_reason() {
                     up.close(CLOSE_DOWNSTREAM, attribute(&e, hop, id).as_bytes());
                 } else if let Some(e) = up.close_reason() {
                     let (code, reason) = close_of(&e);
