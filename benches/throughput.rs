@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mux_bw::emulation::Links;
 use mux_bw::events::{EventSink, SinkConfig};
 use mux_bw::identity::Identity;
 use mux_bw::lab::Lab;
 use mux_bw::measure::{self, RunConfig};
 use mux_bw::protocol::Mode;
 use mux_bw::route::{self, PlanRequest};
+use mux_bw::shaper::{LinkSpec, Rate};
 use mux_bw::tls;
 use mux_bw::transport::{self, Tuning};
 use quinn::Endpoint;
@@ -153,11 +155,13 @@ async fn mux(
     routes: usize,
     min_hops: usize,
     tuning: &Tuning,
+    link: Option<LinkSpec>,
     warmup: Duration,
     secs: Duration,
 ) -> f64 {
     let relays = routes * (min_hops - 1);
     let token = b"bench".to_vec();
+    let links_stop = CancellationToken::new();
     let lab = Lab::start(relays, token.clone(), false, *tuning)
         .await
         .expect("lab");
@@ -188,7 +192,7 @@ async fn mux(
         token,
         redial: false,
         tuning: *tuning,
-        links: None,
+        links: link.map(|l| Arc::new(Links::new(l, l, links_stop.clone()))),
         load_started: CancellationToken::new(),
     };
     let sink = SinkConfig {
@@ -197,6 +201,7 @@ async fn mux(
     };
     let sink = Arc::new(EventSink::new(Instant::now(), &sink).expect("sink"));
     let summary = measure::run(&cfg, sink, CancellationToken::new()).await;
+    links_stop.cancel();
     lab.stop().await;
     assert_eq!(
         summary.routes_established, routes,
@@ -252,6 +257,10 @@ fn cases(full: bool) -> Vec<(String, Case)> {
     }
     if full {
         v.push(("mux-bw direct, 256 routes".to_string(), Case::Mux(256, 1)));
+        v.push((
+            "mux-bw 1 route, 1gbit x 25ms link".to_string(),
+            Case::MuxLink(1_000_000_000, Duration::from_millis(25)),
+        ));
     }
     v
 }
@@ -261,6 +270,8 @@ enum Case {
     Bare(usize),
     BareRelay,
     Mux(usize, usize),
+    /// One direct route over an emulated link of this rate (bits/s) and one-way delay.
+    MuxLink(u64, Duration),
 }
 
 fn peak_rss_mib() -> f64 {
@@ -284,7 +295,16 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
         match case {
             Case::Bare(n) => bare_direct(n, &tuning, warmup, secs).await,
             Case::BareRelay => bare_relay(&tuning, warmup, secs).await,
-            Case::Mux(n, h) => mux(n, h, &tuning, warmup, secs).await,
+            Case::Mux(n, h) => mux(n, h, &tuning, None, warmup, secs).await,
+            Case::MuxLink(rate, delay) => {
+                let link = LinkSpec {
+                    rate: Some(Rate(rate)),
+                    delay,
+                    loss: 0.0,
+                };
+                // A long path needs time to leave slow start: warm up longer.
+                mux(1, 1, &tuning, Some(link), warmup * 2, secs).await
+            }
         }
     });
     println!("{bps} {}", peak_rss_mib());
@@ -373,6 +393,7 @@ fn main() {
         "routes64_vs_routes1": ratio("mux-bw direct, 64 routes", "mux-bw direct, 1 route"),
         "bare64_vs_bare1": ratio("bare quinn, 64 connections", "bare quinn, direct"),
         "routes64_vs_bare64": ratio("mux-bw direct, 64 routes", "bare quinn, 64 connections"),
+        "long_path_vs_link_rate": get("mux-bw 1 route, 1gbit x 25ms link").map(|b| b / 1e9),
     });
     println!("\n{:<28} {:>12} {:>14}", "case", "Gbit/s", "peak RSS MiB");
     for r in &rows {
