@@ -87,6 +87,15 @@ impl FromStr for NodeAddr {
     }
 }
 
+/// A node on 127.0.0.1 whose id is sixteen `n` bytes, for tests.
+#[cfg(test)]
+pub(crate) fn test_node(n: u8) -> NodeAddr {
+    NodeAddr {
+        id: NodeId([n; 16]),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000 + u16::from(n))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,35 @@ fn steps(intervals: impl Iterator<Item = (f64, f64, f64)>) -> Vec<(f64, f64)> {
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+type TimeChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart with time (s) across and `y_desc` up, mesh drawn.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    title: &str,
+    title_size: u32,
+    t_max: f64,
+    y_max: f64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", title_size))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc(y_desc)
+        .draw()?;
+    Ok(chart)
+}
+
 fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let t_max = run.intervals.last().map_or(1.0, |i| i.t).max(1e-3);
     let y_max = run
@@ -73,17 +102,7 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         run.config["routes"],
         run.config["mode"].as_str().unwrap_or("?")
     );
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .y_desc("goodput (Mbit/s)")
-        .draw()?;
+    let mut chart = time_chart(area, &title, 20, t_max, y_max, "goodput (Mbit/s)")?;
     let mut indices: Vec<u32> = run
         .intervals
         .iter()
@@ -162,20 +181,8 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         .fold(run.intervals.last().map_or(1.0, |i| i.t), f64::max)
         .max(1e-3);
     let y_max = run.probes.iter().map(|p| p.2).fold(0.1, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "RTT probes: idle baseline, then under load",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .y_desc("RTT (ms)")
-        .draw()?;
+    let title = "RTT probes: idle baseline, then under load";
+    let mut chart = time_chart(area, title, 18, t_max, y_max, "RTT (ms)")?;
     for (phase, color) in [("idle", PALETTE[2]), ("loaded", PALETTE[3])] {
         let points: Vec<(f64, f64)> = run
             .probes

@@ -171,14 +171,7 @@ fn intermediates(path: &[NodeAddr]) -> Vec<NodeId> {
 mod tests {
     use super::*;
 
-    fn node(n: u8) -> NodeAddr {
-        NodeAddr {
-            id: NodeId([n; 16]),
-            addr: format!("127.0.0.1:{}", 7000 + u16::from(n))
-                .parse()
-                .unwrap(),
-        }
-    }
+    use crate::addr::test_node as node;
 
     #[test]
     fn breaker_backs_off_exponentially_and_resets() {

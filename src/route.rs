@@ -201,14 +201,7 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
 mod tests {
     use super::*;
 
-    fn node(n: u8) -> NodeAddr {
-        NodeAddr {
-            id: NodeId([n; 16]),
-            addr: format!("127.0.0.1:{}", 7000 + u16::from(n))
-                .parse()
-                .unwrap(),
-        }
-    }
+    use crate::addr::test_node as node;
 
     fn req(routes: usize, min_hops: usize, pool: usize) -> PlanRequest {
         PlanRequest {

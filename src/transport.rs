@@ -166,6 +166,9 @@ pub fn endpoint(
 
 static CLAMP_WARNED: std::sync::Once = std::sync::Once::new();
 
+type SetBuf = fn(&socket2::Socket, usize) -> std::io::Result<()>;
+type GetBuf = fn(&socket2::Socket) -> std::io::Result<usize>;
+
 /// Binds a UDP socket with the send and receive buffers `tuning` asks for. When the OS clamps
 /// them (net.core.wmem_max / rmem_max), says so once on stderr: a clamped buffer can cap the rate.
 fn udp_socket(bind: SocketAddr, tuning: &Tuning) -> std::io::Result<std::net::UdpSocket> {
@@ -184,25 +187,33 @@ fn udp_socket(bind: SocketAddr, tuning: &Tuning) -> std::io::Result<std::net::Ud
         }
     };
     let mut clamped = Vec::new();
-    if tuning.socket_send_buffer > 0 {
-        let _ = socket.set_send_buffer_size(tuning.socket_send_buffer);
-        let got = granted(socket.send_buffer_size().unwrap_or(0));
-        if got < tuning.socket_send_buffer {
-            clamped.push(format!(
-                "send {} KiB of {} KiB (net.core.wmem_max)",
-                got / 1024,
-                tuning.socket_send_buffer / 1024
-            ));
+    let sizes: [(&str, &str, usize, SetBuf, GetBuf); 2] = [
+        (
+            "send",
+            "net.core.wmem_max",
+            tuning.socket_send_buffer,
+            Socket::set_send_buffer_size,
+            Socket::send_buffer_size,
+        ),
+        (
+            "receive",
+            "net.core.rmem_max",
+            tuning.socket_recv_buffer,
+            Socket::set_recv_buffer_size,
+            Socket::recv_buffer_size,
+        ),
+    ];
+    for (what, sysctl, asked, set, get) in sizes {
+        if asked == 0 {
+            continue;
         }
-    }
-    if tuning.socket_recv_buffer > 0 {
-        let _ = socket.set_recv_buffer_size(tuning.socket_recv_buffer);
-        let got = granted(socket.recv_buffer_size().unwrap_or(0));
-        if got < tuning.socket_recv_buffer {
+        let _ = set(&socket, asked);
+        let got = granted(get(&socket).unwrap_or(0));
+        if got < asked {
             clamped.push(format!(
-                "receive {} KiB of {} KiB (net.core.rmem_max)",
+                "{what} {} KiB of {} KiB ({sysctl})",
                 got / 1024,
-                tuning.socket_recv_buffer / 1024
+                asked / 1024
             ));
         }
     }
