@@ -75,6 +75,12 @@ enum Command {
     /// Run a matrix of cells (routes x min-hops x mode), each several times, against real nodes
     /// or in a lab; save every run and print mean ± stddev per cell with ratios.
     Sweep(SweepArgs),
+    /// Print a shell completion script (e.g. `mux-bw completions bash > /etc/bash_completion.d/mux-bw`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -506,6 +512,12 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Compare(a) => run_compare(a),
         Command::Plot(a) => run_plot(a),
         Command::Sweep(a) => run_sweep(a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut out);
+            Ok(EXIT_OK)
+        }
     };
     match result {
         Ok(code) => code,

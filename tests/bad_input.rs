@@ -112,3 +112,28 @@ fn wrong_pinned_id_is_refused_before_any_data() {
         .iter()
         .any(|e| e["type"] == "route_setup_failed"));
 }
+
+#[test]
+fn version_names_commit_and_protocol() {
+    let out = run(&["--version"], LIMIT);
+    assert_eq!(out.code, 0);
+    let line = out.stdout.trim();
+    assert!(line.starts_with("mux-bw 0."), "{line}");
+    assert!(
+        line.contains("(git ") && line.ends_with(", protocol v1)"),
+        "{line}"
+    );
+}
+
+#[test]
+fn completions_come_from_the_same_definition() {
+    let out = run(&["completions", "bash"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for flag in ["--min-hops", "--link-rate", "--redial", "--export-markdown"] {
+        assert!(
+            out.stdout.contains(flag),
+            "no {flag} in the bash completion"
+        );
+    }
+    assert_usage_error(&["completions", "tcsh"], "tcsh");
+}

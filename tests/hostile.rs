@@ -25,13 +25,17 @@ struct Node {
 }
 
 fn start(role: Role, header_timeout: Duration) -> Node {
+    start_with(role, header_timeout, Limits::default())
+}
+
+fn start_with(role: Role, header_timeout: Duration, limits: Limits) -> Node {
     let identity = Identity::ephemeral().unwrap();
     let cfg = NodeConfig {
         role,
         id: identity.id,
         token: Some(TOKEN.to_vec()),
         header_timeout,
-        limits: Limits::default(),
+        limits,
         drain_timeout: Duration::from_millis(100),
         tuning: transport::Tuning::default(),
         faults: Faults::default(),
@@ -345,4 +349,53 @@ async fn unreachable_destination_is_attributed_to_its_hop_not_the_relay() {
     assert_eq!(err.failed_hop, Some(1), "{err:?}");
     assert_eq!(err.node, Some(gone_addr.id), "{err:?}");
     let _: SocketAddr = relay.addr.addr;
+}
+
+#[tokio::test]
+async fn routes_per_client_and_connections_are_capped() {
+    let limits = Limits {
+        max_routes_per_client: 1,
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let dst = start_with(Role::Destination, Duration::from_secs(2), limits);
+    let ep = client();
+    // First route holds the client's only slot; a second from the same IP is refused by name.
+    let req = request(vec![]).encode();
+    let conn = ep
+        .connect(dst.addr.addr, &tls::server_name(&dst.addr.id))
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&req).await.unwrap();
+    let mut ack = [0u8; REPLY_PREFIX_LEN];
+    recv.read_exact(&mut ack).await.unwrap();
+    assert_eq!(
+        protocol::decode_reply_prefix(&ack).unwrap().failed_hop,
+        None
+    );
+    let (_, msg) = nack(&ep, &dst.addr, &req).await;
+    assert_eq!(msg, "too many routes from 127.0.0.1 (limit 1)");
+    // Two connections are open now (the route, and the refused one until it closes); with the
+    // refused one gone, a third handshake beyond the cap of two is refused outright.
+    // (The refused connection's permit is returned once the node has closed it.)
+    let mut second = None;
+    for _ in 0..40 {
+        let c = ep.connect(dst.addr.addr, &tls::server_name(&dst.addr.id));
+        if let Ok(c) = c.unwrap().await {
+            second = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _second = second.expect("a second connection fits under a cap of 2");
+    let third = ep
+        .connect(dst.addr.addr, &tls::server_name(&dst.addr.id))
+        .unwrap()
+        .await;
+    assert!(third.is_err(), "third connection accepted over a cap of 2");
+    // Closing the route frees its slot.
+    conn.close(0u32.into(), b"done");
+    drop(conn);
 }
