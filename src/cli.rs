@@ -709,11 +709,14 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
     let interrupt = interrupt_token();
     let mut results: Vec<(sweep::Cell, Vec<sweep::Outcome>)> = Vec::new();
     let mut done = 0;
-    'cells: for (i, cell) in cells.iter().enumerate() {
+    for (i, cell) in cells.iter().enumerate() {
+        if interrupt.is_cancelled() {
+            break;
+        }
         let mut outcomes = Vec::new();
         for k in 1..=a.runs {
             if interrupt.is_cancelled() {
-                break 'cells;
+                break;
             }
             let msg = format!(
                 "cell {} of {} ({}) run {k}/{}",
@@ -737,11 +740,16 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
                 interrupt.clone(),
             )
             .await;
-            outcomes.push(outcome);
+            // A run cut short by Ctrl-C measured only part of its duration: leave it out.
+            if !interrupt.is_cancelled() {
+                outcomes.push(outcome);
+            }
             done += 1;
             bar.set_position(done);
         }
-        results.push((*cell, outcomes));
+        if !outcomes.is_empty() {
+            results.push((*cell, outcomes));
+        }
     }
     bar.finish_and_clear();
     let stats = sweep::stats(&results);

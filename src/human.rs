@@ -10,15 +10,24 @@ use crate::events::{Event, RouteState, Summary};
 pub fn line(event: &Event, t: Duration) -> Option<String> {
     let ts = format!("[+{:.2}s]", t.as_secs_f64());
     Some(match event {
-        Event::Start(s) => format!(
-            "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}",
-            s.version,
-            short_uri(&s.config.to),
-            s.config.routes,
-            s.config.min_hops,
-            s.config.mode.as_str(),
-            humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
-        ),
+        Event::Start(s) => {
+            format!(
+                "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}",
+                s.version,
+                short_uri(&s.config.to),
+                s.config.routes,
+                s.config.min_hops,
+                s.config.mode.as_str(),
+                humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
+            ) + &match &s.config.links {
+                Some(l) => format!(
+                    " · emulated links: relay {}, direct {}",
+                    link_text(&l.relay),
+                    link_text(&l.direct)
+                ),
+                None => String::new(),
+            }
+        }
         Event::RouteEstablished(e) => {
             let via = via(&e.path);
             format!(
@@ -180,6 +189,15 @@ pub fn summary_table(s: &Summary) -> String {
     out
 }
 
+fn link_text(l: &crate::events::LinkView) -> String {
+    let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
+    let mut t = format!("{rate} +{}", fmt_duration(Duration::from_nanos(l.delay_ns)));
+    if l.loss > 0.0 {
+        t += &format!(" {:.2}% loss", l.loss * 100.0);
+    }
+    t
+}
+
 /// "via a,b" for the intermediates of a path, or "direct".
 fn via(path: &[String]) -> String {
     match path.split_last() {
@@ -228,6 +246,18 @@ pub fn fmt_rate(bps: u64) -> String {
     }
 }
 
+/// A mean and its spread in the mean's unit, e.g. `49.3 ± 0.2 Mbit/s`.
+pub fn fmt_rate_pm(mean: f64, sd: f64) -> String {
+    let (div, unit, prec) = if mean >= 1e9 {
+        (1e9, "Gbit/s", 2)
+    } else if mean >= 1e6 {
+        (1e6, "Mbit/s", 1)
+    } else {
+        (1e3, "kbit/s", 1)
+    };
+    format!("{:.prec$} ± {:.prec$} {unit}", mean / div, sd / div)
+}
+
 /// Bytes with a decimal unit.
 pub fn fmt_bytes(n: u64) -> String {
     let b = n as f64;
@@ -262,6 +292,8 @@ mod tests {
         assert_eq!(fmt_rate(999), "999 bit/s");
         assert_eq!(fmt_bytes(12_400_000), "12.4MB");
         assert_eq!(fmt_bytes(0), "0B");
+        assert_eq!(fmt_rate_pm(2.51e9, 3e7), "2.51 ± 0.03 Gbit/s");
+        assert_eq!(fmt_rate_pm(49.3e6, 2e5), "49.3 ± 0.2 Mbit/s");
     }
 
     #[test]

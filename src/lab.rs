@@ -259,6 +259,14 @@ async fn spawn_process(
     .args(["--conn-window", &tuning.conn_window.to_string()])
     .args(["--send-window", &tuning.send_window.to_string()])
     .args(["--cc", tuning.congestion.as_str()])
+    .args([
+        "--socket-send-buffer",
+        &tuning.socket_send_buffer.to_string(),
+    ])
+    .args([
+        "--socket-recv-buffer",
+        &tuning.socket_recv_buffer.to_string(),
+    ])
     // The token goes through the environment, not argv, so `ps` does not show it.
     .env("MUX_BW_TOKEN", String::from_utf8_lossy(token).as_ref())
     .stdin(std::process::Stdio::null())

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::human::fmt_rate;
+use crate::human::fmt_rate_pm;
 use crate::protocol::Mode;
 
 /// One cell of the matrix.
@@ -123,7 +123,7 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
 
 fn cell_text(c: &CellStats) -> String {
     let mut t = match (c.mean_bps, c.stddev_bps) {
-        (Some(m), Some(sd)) => format!("{} ± {:.1}", fmt_rate(m as u64), sd / 1e6),
+        (Some(m), Some(sd)) => fmt_rate_pm(m, sd),
         _ => "FAILED".to_string(),
     };
     if let Some(r) = c.ratio_to_first {
@@ -249,7 +249,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("min-hops 1, up") && lines[0].contains("min-hops 2, up"));
         assert!(
-            lines[1].starts_with("1 ") && lines[1].contains("51.0 Mbit/s ± 1.4 (1.00x)"),
+            lines[1].starts_with("1 ") && lines[1].contains("51.0 ± 1.4 Mbit/s (1.00x)"),
             "{text}"
         );
         assert!(lines[2].contains("FAILED"), "{text}");

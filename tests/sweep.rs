@@ -86,7 +86,7 @@ fn matrix_matches_the_saved_runs() {
         let ratio = c["ratio_to_first"].as_f64().unwrap();
         assert!((ratio - mean / first_mean).abs() < 1e-9);
         // The printed matrix shows the same mean.
-        let shown = format!("{:.1} Mbit/s", mean / 1e6);
+        let shown = format!("{:.1} ± {:.1} Mbit/s", mean / 1e6, sd / 1e6);
         assert!(res.stdout.contains(&shown), "{shown} not in {}", res.stdout);
     }
     // Disjoint relay routes scale; direct routes share the one direct link.
