@@ -5,7 +5,7 @@
 //! so every figure is CPU-bound: compare ratios within one run, not across machines.
 //!
 //! `cargo bench --bench throughput` runs it (3 s per case after 1 s warm-up, each case in a fresh
-//! process so its peak RSS is its own, 3 interleaved rounds, median kept); under `cargo test`
+//! process so its peak RSS is its own, 5 interleaved rounds, median kept); under `cargo test`
 //! it runs as a quick smoke test (one round, 300 ms per case, up to 16 routes).
 
 use std::collections::BTreeMap;
@@ -329,7 +329,7 @@ fn main() {
     }
     // Each case in its own process, so its peak RSS is its own; rounds interleave the cases so
     // that drift in machine load hits all of them alike, and the median of the rounds is kept.
-    let rounds = if full { 3 } else { 1 };
+    let rounds = if full { 5 } else { 1 };
     let exe = std::env::current_exe().expect("own path");
     let mut samples: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); all.len()];
     for round in 0..rounds {
