@@ -198,6 +198,27 @@ impl Lab {
     }
 }
 
+/// Makes the child started by `cmd` die (SIGKILL) when this process dies, however it dies:
+/// spawned nodes must never outlive their parent.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) has no memory-safety preconditions; a stale pid only yields ESRCH.
@@ -273,21 +294,7 @@ async fn spawn_process(
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::null())
     .kill_on_drop(true);
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (prctl, getppid); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("parent exited"));
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(cmd.as_std_mut());
     let mut child = cmd.spawn().map_err(LabError::Spawn)?;
     let stdout = child
         .stdout

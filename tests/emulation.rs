@@ -11,11 +11,7 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn lab(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["lab", "--json"];
-    all.extend_from_slice(args);
-    let out = run(&all, LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    out.events()
+    common::lab_json(args, LIMIT)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

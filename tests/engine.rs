@@ -13,11 +13,7 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(40);
 
 fn lab_json(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["lab", "--json"];
-    all.extend_from_slice(args);
-    let out = run(&all, LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    out.events()
+    common::lab_json(args, LIMIT)
 }
 
 fn relay_id(events: &[Value], k: usize) -> String {

@@ -46,6 +46,15 @@ pub fn run(args: &[&str], limit: Duration) -> Output {
     }
 }
 
+/// Runs `mux-bw lab --json <args>` and returns its events; the run must exit 0.
+pub fn lab_json(args: &[&str], limit: Duration) -> Vec<Value> {
+    let mut all = vec!["lab", "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all, limit);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    out.events()
+}
+
 /// Events of one type.
 pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == ty).collect()

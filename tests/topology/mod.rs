@@ -16,7 +16,6 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -272,7 +271,7 @@ impl Topology {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
+        mux_bw::lab::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("start node");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
@@ -300,7 +299,7 @@ impl Topology {
     pub fn exec(&self, ns: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]).args(args);
-        die_with_parent(&mut cmd);
+        mux_bw::lab::die_with_parent(&mut cmd);
         cmd
     }
 
@@ -341,23 +340,6 @@ fn shape(ns: &str, dev: &str, s: Shape) {
         "tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", s.rate, "burst",
         "32kbit", "latency", "50ms",
     ]);
-}
-
-/// Kills the child when the test process dies, even by SIGKILL.
-fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: runs in the forked child before exec; only async-signal-safe calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("parent exited"));
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Runs iperf3 TCP from the client namespace to `server_ip` in `server_ns` for `secs`;
