@@ -490,7 +490,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
             if i > 0 {
                 tokio::time::sleep(probe::IDLE_GAP).await;
             }
-            probe::probe_once(&table, r, ProbePhase::Idle, &mut idle, &sink).await;
+            idle.add(&probe::probe_once(&table, r, ProbePhase::Idle, &sink).await);
         }
     }
 
@@ -504,24 +504,43 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         tokio::spawn(async move {
             let mut rec = Recorder::default();
             let mut probed: Vec<u32> = Vec::new();
+            // One probe every `gap` whatever the RTT: probes overlap, so a slow or lost one
+            // does not hold the next back.
+            let mut inflight = JoinSet::new();
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gap, gap);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(gap) => {}
-                    _ = stop.cancelled() => break,
-                }
-                // The first route that came up and is still up, whatever its index.
-                let order = ctx.up_order().clone();
-                let Some(r) = probe::target(&ctx.table, &order) else {
-                    continue;
-                };
-                if !probed.contains(&r.index) {
-                    probed.push(r.index);
-                }
-                tokio::select! {
-                    _ = probe::probe_once(&ctx.table, r, ProbePhase::Loaded, &mut rec, &ctx.sink) => {}
+                    _ = tick.tick() => {
+                        // The first route that came up and is still up, whatever its index.
+                        let order = ctx.up_order().clone();
+                        let Some(r) = probe::target(&ctx.table, &order) else {
+                            continue;
+                        };
+                        if !probed.contains(&r.index) {
+                            probed.push(r.index);
+                        }
+                        let ctx = ctx.clone();
+                        inflight.spawn(async move {
+                            probe::probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink).await
+                        });
+                    }
+                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                        if let Ok(outcome) = done {
+                            rec.add(&outcome);
+                        }
+                    }
                     _ = stop.cancelled() => break,
                 }
             }
+            // Count probes that finished (and emitted their event) before the stop; those still
+            // in flight when the load ends are neither answered nor lost.
+            while let Some(done) = inflight.try_join_next() {
+                if let Ok(outcome) = done {
+                    rec.add(&outcome);
+                }
+            }
+            inflight.abort_all();
             (rec, probed)
         })
     });

@@ -76,26 +76,19 @@ pub fn target(table: &RouteTable<Arc<RouteLive>>, established: &[RouteRef]) -> O
     established.iter().copied().find(|r| table.get(*r).is_ok())
 }
 
-/// Sends one probe on `r` and records and reports its outcome.
+/// Sends one probe on `r`, reports it as a `probe` event, and returns its outcome.
 pub async fn probe_once(
     table: &RouteTable<Arc<RouteLive>>,
     r: RouteRef,
     phase: ProbePhase,
-    rec: &mut Recorder,
     sink: &EventSink,
-) {
+) -> Result<Duration, ProbeError> {
     let result: Result<Duration, ProbeError> = table
         .call(r, |route| async move { route.probe(PROBE_TIMEOUT).await })
         .await;
-    let (rtt_ns, error) = match result {
-        Ok(rtt) => {
-            rec.record(rtt);
-            (Some(rtt.as_nanos() as u64), None)
-        }
-        Err(e) => {
-            rec.lose();
-            (None, Some(e.to_string()))
-        }
+    let (rtt_ns, error) = match &result {
+        Ok(rtt) => (Some(rtt.as_nanos() as u64), None),
+        Err(e) => (None, Some(e.to_string())),
     };
     sink.emit(Event::Probe(Probe {
         phase,
@@ -103,6 +96,17 @@ pub async fn probe_once(
         rtt_ns,
         error,
     }));
+    result
+}
+
+impl Recorder {
+    /// Records a probe's outcome.
+    pub fn add(&mut self, outcome: &Result<Duration, ProbeError>) {
+        match outcome {
+            Ok(rtt) => self.record(*rtt),
+            Err(_) => self.lose(),
+        }
+    }
 }
 
 #[cfg(test)]

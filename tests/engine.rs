@@ -175,8 +175,9 @@ fn probe_rtt_reports_idle_and_loaded_distributions() {
     let idle = &rtt["idle"];
     let loaded = &rtt["loaded"];
     assert_eq!(idle["count"], 10, "{rtt}");
-    // Probes are sequential, so a loaded (slower) route gets fewer of them.
-    assert!(loaded["count"].as_u64().unwrap() >= 5, "{rtt}");
+    // One probe per 50 ms over 2 s, whatever the RTT (probes overlap); allow for the ones
+    // still in flight at the end and a busy machine.
+    assert!(loaded["count"].as_u64().unwrap() >= 20, "{rtt}");
     for s in [idle, loaded] {
         let p = |k: &str| s[k].as_u64().unwrap();
         assert!(
