@@ -12,18 +12,9 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn lab(args: &[&str]) -> Vec<Value> {
-    let mut all = vec![
-        "lab",
-        "--json",
-        "--duration",
-        "1500ms",
-        "--interval",
-        "500ms",
-    ];
+    let mut all = vec!["--duration", "1500ms", "--interval", "500ms"];
     all.extend_from_slice(args);
-    let out = run(&all, LIMIT);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
-    out.events()
+    common::lab_json(&all, LIMIT)
 }
 
 fn intermediates(e: &Value) -> Vec<String> {
