@@ -34,6 +34,39 @@ struct Row {
     name: String,
     bps: f64,
     peak_rss_mib: f64,
+    /// CPU time (all threads, user + system) per payload byte over the measured window: unlike
+    /// throughput, this barely moves with the machine's other load.
+    cpu_ns_per_byte: f64,
+}
+
+/// One case's result: goodput and the CPU seconds the process spent while it was measured.
+struct Measured {
+    bps: f64,
+    cpu_secs: f64,
+    secs: f64,
+}
+
+impl Measured {
+    fn cpu_ns_per_byte(&self) -> f64 {
+        let bytes = self.bps / 8.0 * self.secs;
+        if bytes > 0.0 {
+            self.cpu_secs * 1e9 / bytes
+        } else {
+            0.0
+        }
+    }
+}
+
+/// CPU time this process has used so far, all threads, in seconds.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn server(tuning: &Tuning) -> (Endpoint, mux_bw::addr::NodeAddr) {
@@ -46,7 +79,7 @@ fn server(tuning: &Tuning) -> (Endpoint, mux_bw::addr::NodeAddr) {
 
 /// Sinks one stream on each of the first `conns` connections; returns their total goodput over
 /// `secs` after `warmup`.
-async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> f64 {
+async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> Measured {
     let total = Arc::new(AtomicU64::new(0));
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..conns {
@@ -65,11 +98,16 @@ async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> f
         });
     }
     tokio::time::sleep(warmup).await;
-    let (t0, b0) = (Instant::now(), total.load(Ordering::Relaxed));
+    let (t0, b0, c0) = (Instant::now(), total.load(Ordering::Relaxed), cpu_now());
     tokio::time::sleep(secs).await;
-    let (t1, b1) = (Instant::now(), total.load(Ordering::Relaxed));
+    let (t1, b1, c1) = (Instant::now(), total.load(Ordering::Relaxed), cpu_now());
     readers.abort_all();
-    (b1 - b0) as f64 * 8.0 / t1.duration_since(t0).as_secs_f64()
+    let secs = t1.duration_since(t0).as_secs_f64();
+    Measured {
+        bps: (b1 - b0) as f64 * 8.0 / secs,
+        cpu_secs: c1 - c0,
+        secs,
+    }
 }
 
 async fn blast(ep: &Endpoint, to: &mux_bw::addr::NodeAddr, stop: CancellationToken) {
@@ -90,7 +128,7 @@ async fn blast(ep: &Endpoint, to: &mux_bw::addr::NodeAddr, stop: CancellationTok
 }
 
 /// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
-async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Duration) -> f64 {
+async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
     let (srv, addr) = server(tuning);
     let stop = CancellationToken::new();
     let rx = tokio::spawn(sink(srv, conns, warmup, secs));
@@ -100,14 +138,14 @@ async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Dura
         let stop = stop.clone();
         tx.spawn(async move { blast(&client, &addr, stop).await });
     }
-    let bps = rx.await.unwrap_or(0.0);
+    let m = rx.await.expect("sink task");
     stop.cancel();
     while tx.join_next().await.is_some() {}
-    bps
+    m
 }
 
 /// A bare quinn relay: decrypts and re-encrypts one stream, chunk by chunk.
-async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> f64 {
+async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
     let (srv, dst) = server(tuning);
     let (relay_ep, relay) = server(tuning);
     let client = transport::client_endpoint(relay.addr, tuning).expect("client");
@@ -144,10 +182,10 @@ async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> f64 {
         let stop = stop.clone();
         async move { blast(&client, &relay, stop).await }
     });
-    let bps = rx.await.unwrap_or(0.0);
+    let m = rx.await.expect("sink task");
     stop.cancel();
     let _ = tokio::join!(tx, hop);
-    bps
+    m
 }
 
 /// mux-bw itself: a lab and `measure::run`, exactly as `mux-bw lab` does it.
@@ -158,7 +196,7 @@ async fn mux(
     link: Option<LinkSpec>,
     warmup: Duration,
     secs: Duration,
-) -> f64 {
+) -> Measured {
     let relays = routes * (min_hops - 1);
     let token = b"bench".to_vec();
     let links_stop = CancellationToken::new();
@@ -195,6 +233,18 @@ async fn mux(
         links: link.map(|l| Arc::new(Links::new(l, l, links_stop.clone()))),
         load_started: CancellationToken::new(),
     };
+    // CPU time over the measured window: the load phase starts when every route is up, then
+    // the warm-up is omitted.
+    let cpu = tokio::spawn({
+        let started = cfg.load_started.clone();
+        async move {
+            started.cancelled().await;
+            tokio::time::sleep(warmup).await;
+            let c0 = cpu_now();
+            tokio::time::sleep(secs).await;
+            cpu_now() - c0
+        }
+    });
     let sink = SinkConfig {
         quiet: true,
         ..SinkConfig::default()
@@ -207,7 +257,11 @@ async fn mux(
         summary.routes_established, routes,
         "not every route came up"
     );
-    summary.aggregate_bps as f64
+    Measured {
+        bps: summary.aggregate_bps as f64,
+        cpu_secs: cpu.await.expect("cpu task"),
+        secs: secs.as_secs_f64(),
+    }
 }
 
 fn iperf3(secs: u64) -> Option<f64> {
@@ -291,7 +345,7 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
         .build()
         .expect("runtime");
     let tuning = Tuning::default();
-    let bps = rt.block_on(async {
+    let m = rt.block_on(async {
         match case {
             Case::Bare(n) => bare_direct(n, &tuning, warmup, secs).await,
             Case::BareRelay => bare_relay(&tuning, warmup, secs).await,
@@ -307,8 +361,55 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
             }
         }
     });
-    println!("{bps} {}", peak_rss_mib());
+    println!("{} {} {}", m.bps, peak_rss_mib(), m.cpu_ns_per_byte());
 }
+
+/// One case's figures from one round.
+#[derive(Clone, Copy)]
+struct Sample {
+    bps: f64,
+    rss: f64,
+    cpu_ns_per_byte: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The ratios the issue sets targets for, each as (key, numerator case, denominator case).
+const RATIOS: &[(&str, &str, &str)] = &[
+    (
+        "direct_vs_bare_quinn",
+        "mux-bw direct, 1 route",
+        "bare quinn, direct",
+    ),
+    (
+        "relay_vs_bare_quinn_relay",
+        "mux-bw 1 relay, 1 route",
+        "bare quinn, 1 relay",
+    ),
+    (
+        "relay_vs_mux_direct",
+        "mux-bw 1 relay, 1 route",
+        "mux-bw direct, 1 route",
+    ),
+    (
+        "routes64_vs_routes1",
+        "mux-bw direct, 64 routes",
+        "mux-bw direct, 1 route",
+    ),
+    (
+        "bare64_vs_bare1",
+        "bare quinn, 64 connections",
+        "bare quinn, direct",
+    ),
+    (
+        "routes64_vs_bare64",
+        "mux-bw direct, 64 routes",
+        "bare quinn, 64 connections",
+    ),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -327,11 +428,13 @@ fn main() {
         run_case(all[k].1, warmup, secs);
         return;
     }
-    // Each case in its own process, so its peak RSS is its own; rounds interleave the cases so
-    // that drift in machine load hits all of them alike, and the median of the rounds is kept.
-    let rounds = if full { 5 } else { 1 };
+    // Each case in its own process, so its peak RSS is its own. Rounds interleave the cases, and
+    // every ratio is taken within a round (its two cases ran seconds apart) before the median
+    // over rounds: other load on the machine drifts by tens of percent over minutes, and a ratio
+    // of two medians taken from different moments would carry that drift.
+    let rounds = if full { 7 } else { 1 };
     let exe = std::env::current_exe().expect("own path");
-    let mut samples: Vec<(Vec<f64>, f64)> = vec![(Vec::new(), 0.0); all.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
     for round in 0..rounds {
         for (k, (name, _)) in all.iter().enumerate() {
             let mut cmd = std::process::Command::new(&exe);
@@ -344,69 +447,97 @@ fn main() {
             let mut it = text
                 .split_whitespace()
                 .map(|v| v.parse::<f64>().unwrap_or(0.0));
-            let (bps, rss) = (it.next().unwrap_or(0.0), it.next().unwrap_or(0.0));
+            let mut next = || it.next().unwrap_or(0.0);
+            let s = Sample {
+                bps: next(),
+                rss: next(),
+                cpu_ns_per_byte: next(),
+            };
             assert!(
-                out.status.success() && bps > 0.0,
+                out.status.success() && s.bps > 0.0,
                 "case '{name}' failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             eprintln!(
-                "round {}: {name:<28} {:>9.2} Gbit/s   peak RSS {rss:>6.1} MiB",
+                "round {}: {name:<34} {:>6.2} Gbit/s  {:>5.2} CPU ns/B  peak RSS {:>6.1} MiB",
                 round + 1,
-                bps / 1e9
+                s.bps / 1e9,
+                s.cpu_ns_per_byte,
+                s.rss
             );
-            samples[k].0.push(bps);
-            samples[k].1 = samples[k].1.max(rss);
+            samples[k].push(s);
         }
     }
     let mut rows: Vec<Row> = all
         .iter()
-        .zip(samples)
-        .map(|((name, _), (mut bps, peak_rss_mib))| {
-            bps.sort_by(f64::total_cmp);
-            Row {
-                name: name.clone(),
-                bps: bps[bps.len() / 2],
-                peak_rss_mib,
-            }
+        .zip(&samples)
+        .map(|((name, _), s)| Row {
+            name: name.clone(),
+            bps: median(s.iter().map(|s| s.bps).collect()),
+            peak_rss_mib: s.iter().map(|s| s.rss).fold(0.0, f64::max),
+            cpu_ns_per_byte: median(s.iter().map(|s| s.cpu_ns_per_byte).collect()),
         })
         .collect();
     if full {
         if let Some(bps) = iperf3(secs.as_secs() + 1) {
-            eprintln!("{:<28} {:>9.2} Gbit/s", "iperf3 TCP, loopback", bps / 1e9);
+            eprintln!("{:<34} {:>6.2} Gbit/s", "iperf3 TCP, loopback", bps / 1e9);
             rows.push(Row {
                 name: "iperf3 TCP, loopback".into(),
                 bps,
                 peak_rss_mib: 0.0,
+                cpu_ns_per_byte: 0.0,
             });
         }
     }
-    let get = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.bps);
-    let ratio = |a: &str, b: &str| match (get(a), get(b)) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
-    let ratios = json!({
-        "direct_vs_bare_quinn": ratio("mux-bw direct, 1 route", "bare quinn, direct"),
-        "relay_vs_bare_quinn_relay": ratio("mux-bw 1 relay, 1 route", "bare quinn, 1 relay"),
-        "relay_vs_mux_direct": ratio("mux-bw 1 relay, 1 route", "mux-bw direct, 1 route"),
-        "routes64_vs_routes1": ratio("mux-bw direct, 64 routes", "mux-bw direct, 1 route"),
-        "bare64_vs_bare1": ratio("bare quinn, 64 connections", "bare quinn, direct"),
-        "routes64_vs_bare64": ratio("mux-bw direct, 64 routes", "bare quinn, 64 connections"),
-        "long_path_vs_link_rate": get("mux-bw 1 route, 1gbit x 25ms link").map(|b| b / 1e9),
-    });
-    println!("\n{:<28} {:>12} {:>14}", "case", "Gbit/s", "peak RSS MiB");
+    let case = |name: &str| all.iter().position(|(n, _)| n == name);
+    let mut ratios = serde_json::Map::new();
+    println!(
+        "\n{:<28} {:>8} {:>8} {:>8}   (per-round ratios)",
+        "ratio", "median", "min", "max"
+    );
+    for &(key, a, b) in RATIOS {
+        let (Some(a), Some(b)) = (case(a), case(b)) else {
+            continue;
+        };
+        let per_round: Vec<f64> = samples[a]
+            .iter()
+            .zip(&samples[b])
+            .map(|(a, b)| a.bps / b.bps)
+            .collect();
+        let (lo, hi) = per_round
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        let med = median(per_round.clone());
+        println!("{key:<28} {med:>8.2} {lo:>8.2} {hi:>8.2}");
+        ratios.insert(
+            key.into(),
+            json!({"median": med, "min": lo, "max": hi, "per_round": per_round}),
+        );
+    }
+    if let Some(r) = rows.iter().find(|r| r.name.contains("1gbit x 25ms")) {
+        ratios.insert("long_path_vs_link_rate".into(), json!(r.bps / 1e9));
+        println!("{:<28} {:>8.2}", "long_path_vs_link_rate", r.bps / 1e9);
+    }
+    println!(
+        "\n{:<34} {:>8} {:>12} {:>14}",
+        "case (median over rounds)", "Gbit/s", "CPU ns/B", "peak RSS MiB"
+    );
     for r in &rows {
         println!(
-            "{:<28} {:>12.2} {:>14.1}",
+            "{:<34} {:>8.2} {:>12.2} {:>14.1}",
             r.name,
             r.bps / 1e9,
+            r.cpu_ns_per_byte,
             r.peak_rss_mib
         );
     }
-    println!("\nratios: {ratios}");
     let report = json!({
-        "cases": rows.iter().map(|r| json!({"case": r.name, "bps": r.bps, "peak_rss_mib": r.peak_rss_mib})).collect::<Vec<_>>(),
+        "cases": rows.iter().map(|r| json!({
+            "case": r.name,
+            "bps": r.bps,
+            "cpu_ns_per_byte": r.cpu_ns_per_byte,
+            "peak_rss_mib": r.peak_rss_mib,
+        })).collect::<Vec<_>>(),
         "ratios": ratios,
         "seconds_per_case": secs.as_secs_f64(),
         "rounds": rounds,
