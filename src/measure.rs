@@ -135,7 +135,7 @@ struct RouteCtx {
     /// instead of 76 Mbit/s over four 20 mbit links); routes over the same first link share one,
     /// as they share that link's queue anyway, which saves a socket and its driver task per
     /// route (64 direct routes: see docs/PERFORMANCE.md). Locked only to look up, insert or drain.
-    endpoints: Mutex<HashMap<SocketAddr, quinn::Endpoint>>,
+    endpoints: Mutex<EndpointPool<quinn::Endpoint>>,
     table: Arc<RouteTable<Arc<RouteLive>>>,
     sink: Arc<EventSink>,
     /// Payload starts when this fires.
@@ -147,6 +147,55 @@ struct RouteCtx {
     /// Routes in the order they first came up (probes use the first one still up). Locked only
     /// to push or copy.
     up_order: Mutex<Vec<RouteRef>>,
+}
+
+/// Most routes over one first link that share a client endpoint (UDP socket). Fewer sockets
+/// and endpoint driver tasks save CPU per byte with many routes, but one endpoint's driver
+/// receives for all of its connections and they all wait on one socket's send buffer; in the
+/// loopback bench (docs/PERFORMANCE.md) 32 did best at 64 and 256 routes, where one endpoint
+/// for all 256 routes lost a third of the throughput.
+const ROUTES_PER_ENDPOINT: usize = 32;
+
+/// Client endpoints (UDP sockets) by first-hop address, each with the number of routes dialed
+/// from it. Routes whose first link differs never share a socket, so one link's full queue cannot
+/// block another link's sends (issue 6: 44 instead of 76 Mbit/s over four 20 mbit links); up to
+/// `ROUTES_PER_ENDPOINT` routes over the same first link share one, as they share that link's
+/// queue anyway.
+struct EndpointPool<T> {
+    by_first_hop: HashMap<SocketAddr, Vec<(T, usize)>>,
+}
+
+impl<T: Clone> EndpointPool<T> {
+    fn new() -> Self {
+        EndpointPool {
+            by_first_hop: HashMap::new(),
+        }
+    }
+
+    /// An endpoint for one more route whose first link goes to `first`; `make` makes a new one
+    /// when every endpoint to `first` is full.
+    fn get_or_make<E>(
+        &mut self,
+        first: SocketAddr,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let pool = self.by_first_hop.entry(first).or_default();
+        if let Some((ep, n)) = pool.last_mut().filter(|(_, n)| *n < ROUTES_PER_ENDPOINT) {
+            *n += 1;
+            return Ok(ep.clone());
+        }
+        let ep = make()?;
+        pool.push((ep.clone(), 1));
+        Ok(ep)
+    }
+
+    /// Every endpoint made, leaving the pool empty.
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.by_first_hop
+            .drain()
+            .flat_map(|(_, v)| v)
+            .map(|(ep, _)| ep)
+    }
 }
 
 /// Redial attempts per failure before a route stays down.
@@ -184,19 +233,16 @@ impl RouteCtx {
         transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await
     }
 
-    /// The client endpoint for a first link to `first`, made on first use.
+    /// The client endpoint for a first link to `first`, made when none has room.
     fn endpoint_for(&self, first: SocketAddr) -> Result<quinn::Endpoint, SetupFailure> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ep) = endpoints.get(&first) {
-            return Ok(ep.clone());
-        }
-        let ep = transport::client_endpoint(first, &self.tuning).map_err(|e| SetupFailure {
-            failed_hop: None,
-            node: None,
-            message: format!("cannot create a client endpoint: {e}"),
-        })?;
-        endpoints.insert(first, ep.clone());
-        Ok(ep)
+        let mut pool = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        pool.get_or_make(first, || {
+            transport::client_endpoint(first, &self.tuning).map_err(|e| SetupFailure {
+                failed_hop: None,
+                node: None,
+                message: format!("cannot create a client endpoint: {e}"),
+            })
+        })
     }
 
     fn setup_request(&self, index: u32, path: &[NodeAddr]) -> SetupRequest {
@@ -414,7 +460,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         setup_timeout: cfg.setup_timeout,
         token: cfg.token.clone(),
         dst: cfg.dst.id,
-        endpoints: Mutex::new(HashMap::new()),
+        endpoints: Mutex::new(EndpointPool::new()),
         table: table.clone(),
         sink: sink.clone(),
         go: go.clone(),
@@ -609,9 +655,14 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     sink.emit(Event::Summary(summary.clone()));
     // Let close frames reach the peers before the process exits: every endpoint drains at the
     // same time (a close lost on a congested link is repeated while the endpoint drains), bounded.
-    let endpoints = std::mem::take(&mut *ctx.endpoints.lock().unwrap_or_else(|p| p.into_inner()));
+    let endpoints: Vec<_> = ctx
+        .endpoints
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
     let mut draining = JoinSet::new();
-    for ep in endpoints.into_values() {
+    for ep in endpoints {
         ep.close(transport::CLOSE_DONE, b"run over");
         draining.spawn(async move { ep.wait_idle().await });
     }
@@ -956,6 +1007,41 @@ mod tests {
         assert_eq!(v["bytes_received_before_failure"], 0);
         assert_eq!(v["elapsed_ns"], 50_000);
         assert!(v.get("failed_hop").is_none());
+    }
+
+    #[test]
+    fn routes_share_an_endpoint_only_over_the_same_first_link_and_up_to_the_cap() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:2000".parse().unwrap(),
+        );
+        let mut pool = EndpointPool::new();
+        let mut made = 0;
+        let mut get = |pool: &mut EndpointPool<u32>, at| {
+            pool.get_or_make(at, || -> Result<u32, ()> {
+                made += 1;
+                Ok(made)
+            })
+            .unwrap()
+        };
+        let over_a: Vec<u32> = (0..ROUTES_PER_ENDPOINT + 1)
+            .map(|_| get(&mut pool, a))
+            .collect();
+        assert!(over_a[..ROUTES_PER_ENDPOINT].iter().all(|&e| e == 1));
+        assert_eq!(
+            over_a[ROUTES_PER_ENDPOINT], 2,
+            "a full endpoint is not shared further"
+        );
+        assert_eq!(
+            get(&mut pool, b),
+            3,
+            "another first link gets its own socket"
+        );
+        assert_eq!(get(&mut pool, a), 2);
+        let mut all: Vec<u32> = pool.drain().collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3]);
+        assert_eq!(pool.drain().count(), 0);
     }
 
     #[test]

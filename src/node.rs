@@ -410,8 +410,9 @@ async fn far_end(
 }
 
 async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) {
-    while let Ok(Some(c)) = or_stall(stall, recv.read_chunk(usize::MAX, false)).await {
-        received.fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+    let mut bufs = transport::chunk_batch();
+    while let Ok(Some(n)) = or_stall(stall, recv.read_chunks(&mut bufs)).await {
+        received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
     }
 }
 
@@ -429,9 +430,13 @@ async fn echo(
     received: &AtomicU64,
     stall: &CancellationToken,
 ) {
-    while let Ok(Some(c)) = or_stall(stall, recv.read_chunk(usize::MAX, true)).await {
-        received.fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
-        if or_stall(stall, send.write_chunk(c.bytes)).await.is_err() {
+    let mut bufs = transport::chunk_batch();
+    while let Ok(Some(n)) = or_stall(stall, recv.read_chunks(&mut bufs)).await {
+        received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+        if or_stall(stall, send.write_all_chunks(&mut bufs[..n]))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -549,17 +554,19 @@ fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> String {
     }
 }
 
-/// Moves one direction of a spliced route chunk by chunk, without copying payload bytes.
+/// Moves one direction of a spliced route a batch of chunks at a time, without copying payload
+/// bytes.
 async fn copy(
     mut from: RecvStream,
     mut to: SendStream,
     stall: &CancellationToken,
 ) -> Result<(), String> {
-    while let Some(chunk) = or_stall(stall, from.read_chunk(usize::MAX, true))
+    let mut bufs = transport::chunk_batch();
+    while let Some(n) = or_stall(stall, from.read_chunks(&mut bufs))
         .await
         .map_err(|e| e.to_string())?
     {
-        or_stall(stall, to.write_chunk(chunk.bytes))
+        or_stall(stall, to.write_all_chunks(&mut bufs[..n]))
             .await
             .map_err(|e| e.to_string())?;
     }

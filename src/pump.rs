@@ -18,7 +18,7 @@ use crate::identity::NodeId;
 use crate::node::PAYLOAD_CHUNK;
 use crate::protocol::{Datagram, Mode};
 use crate::table::RouteRef;
-use crate::transport::{Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
+use crate::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
 
 /// Most bytes an echo pump keeps in flight (sent but not yet echoed back).
 pub const ECHO_WINDOW: u64 = 4 << 20;
@@ -266,12 +266,13 @@ pub async fn pump(
         if !mode.client_receives() {
             return std::future::pending::<Result<(), PumpError>>().await;
         }
+        let mut bufs = transport::chunk_batch();
         loop {
-            match tokio::time::timeout(io_timeout, recv.read_chunk(usize::MAX, true)).await {
-                Ok(Ok(Some(c))) => {
+            match tokio::time::timeout(io_timeout, recv.read_chunks(&mut bufs)).await {
+                Ok(Ok(Some(n))) => {
                     counters
                         .received
-                        .fetch_add(c.bytes.len() as u64, Ordering::Relaxed);
+                        .fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
                     echoed.notify_one();
                 }
                 Ok(Ok(None)) => {

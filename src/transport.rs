@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
@@ -404,4 +405,18 @@ pub async fn setup_link(
             Err(fail(failed_hop, node, message))
         }
     }
+}
+
+/// Stream chunks taken per read: one chunk is one STREAM frame (about one packet), so reading
+/// many per call takes the connection lock and wakes the reader once per batch, not per packet.
+const READ_BATCH: usize = 32;
+
+/// Buffers for one `read_chunks` call.
+pub(crate) fn chunk_batch() -> Vec<Bytes> {
+    vec![Bytes::new(); READ_BATCH]
+}
+
+/// Payload bytes in `chunks`.
+pub(crate) fn chunks_len(chunks: &[Bytes]) -> u64 {
+    chunks.iter().map(|c| c.len() as u64).sum()
 }
