@@ -61,6 +61,9 @@ fn event_encoding(c: &mut Criterion) {
                     sent_bps: 650_000_000,
                     received_bps: 0,
                     state: RouteState::Up,
+                    lost_packets: 12,
+                    cwnd_bytes: Some(1_234_567),
+                    link_rtt_ns: Some(1_500_000),
                 })
                 .collect(),
         });

@@ -319,6 +319,15 @@ pub struct RouteSample {
     pub received_bps: u64,
     /// `up`, `stalled` or `failed`.
     pub state: RouteState,
+    /// Packets the client's QUIC connection (the route's first link) declared lost in this
+    /// interval; iperf3's "Retr". Later links recover their own losses out of the client's sight.
+    pub lost_packets: u64,
+    /// Congestion window of the first link at the end of the interval, bytes; absent while the
+    /// route is down.
+    pub cwnd_bytes: Option<u64>,
+    /// QUIC's smoothed RTT of the first link at the end of the interval; absent while the route
+    /// is down.
+    pub link_rtt_ns: Option<u64>,
 }
 
 /// Lifecycle state of an established route.
@@ -369,6 +378,10 @@ pub struct RouteSummary {
     pub mean_bps: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Packets sent on the first link over the measured part, retransmissions included.
+    pub sent_packets: u64,
+    /// Of those, packets the first link declared lost (see `RouteSample::lost_packets`).
+    pub lost_packets: u64,
     /// Pump failures during the run (a redialed route can fail and recover).
     pub failures: u32,
     /// Successful redials.

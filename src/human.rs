@@ -99,13 +99,22 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
     })
 }
 
+/// Share of the first link's packets lost, or "-" when none were sent.
+fn fmt_loss(lost: u64, sent: u64) -> String {
+    if sent == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}%", lost as f64 * 100.0 / sent as f64)
+    }
+}
+
 /// The end-of-run table: one row per route and a total.
 pub fn summary_table(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<5} {:<6} {:<13} {:>12} {:>12} {:>14}  path / error",
-        "route", "hops", "state", "sent", "received", "mean rate"
+        "{:<5} {:<6} {:<13} {:>12} {:>12} {:>14} {:>7}  path / error",
+        "route", "hops", "state", "sent", "received", "mean rate", "loss"
     );
     for r in &s.routes {
         let detail = match &r.error {
@@ -123,13 +132,14 @@ pub fn summary_table(s: &Summary) -> String {
         };
         let _ = writeln!(
             out,
-            "R{:<4} {:<6} {:<13} {:>12} {:>12} {:>14}  {}",
+            "R{:<4} {:<6} {:<13} {:>12} {:>12} {:>14} {:>7}  {}",
             r.route_index,
             r.hops,
             r.state,
             fmt_bytes(r.bytes_sent),
             fmt_bytes(r.bytes_received),
             fmt_rate(r.mean_bps),
+            fmt_loss(r.lost_packets, r.sent_packets),
             detail
         );
     }
@@ -294,6 +304,9 @@ mod tests {
         assert_eq!(fmt_bytes(0), "0B");
         assert_eq!(fmt_rate_pm(2.51e9, 3e7), "2.51 ± 0.03 Gbit/s");
         assert_eq!(fmt_rate_pm(49.3e6, 2e5), "49.3 ± 0.2 Mbit/s");
+        assert_eq!(fmt_loss(0, 0), "-");
+        assert_eq!(fmt_loss(0, 10_000), "0.00%");
+        assert_eq!(fmt_loss(512, 10_240), "5.00%");
     }
 
     #[test]

@@ -92,6 +92,26 @@ struct Slot {
     error: Mutex<Option<PumpError>>,
     failures: AtomicU32,
     redials: AtomicU32,
+    /// The first link's QUIC statistics across incarnations; locked only to read or swap.
+    first_link: Mutex<FirstLink>,
+}
+
+/// The first link of every incarnation of a route, for cumulative loss figures.
+#[derive(Default)]
+struct FirstLink {
+    /// (sent, lost) packets of the incarnations that ended.
+    ended: (u64, u64),
+    /// The current incarnation's connection, while it is up.
+    live: Option<quinn::Connection>,
+}
+
+/// A route's first-link figures at an instant: cumulative packet counts over every incarnation,
+/// and the current link's state while one is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LinkReading {
+    sent_packets: u64,
+    lost_packets: u64,
+    now: Option<transport::LinkStats>,
 }
 
 impl Slot {
@@ -105,6 +125,38 @@ impl Slot {
             error: Mutex::new(None),
             failures: AtomicU32::new(0),
             redials: AtomicU32::new(0),
+            first_link: Mutex::new(FirstLink::default()),
+        }
+    }
+
+    fn first_link(&self) -> std::sync::MutexGuard<'_, FirstLink> {
+        self.first_link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new incarnation's first link is up.
+    fn link_up(&self, conn: quinn::Connection) {
+        self.link_down();
+        self.first_link().live = Some(conn);
+    }
+
+    /// The current incarnation ended: its counts join the totals.
+    fn link_down(&self) {
+        let mut l = self.first_link();
+        if let Some(conn) = l.live.take() {
+            let st = transport::LinkStats::of(&conn);
+            l.ended.0 += st.sent_packets;
+            l.ended.1 += st.lost_packets;
+        }
+    }
+
+    fn link_reading(&self) -> LinkReading {
+        let l = self.first_link();
+        let now = l.live.as_ref().map(transport::LinkStats::of);
+        let (sent, lost) = now.map_or((0, 0), |n| (n.sent_packets, n.lost_packets));
+        LinkReading {
+            sent_packets: l.ended.0 + sent,
+            lost_packets: l.ended.1 + lost,
+            now,
         }
     }
 
@@ -286,6 +338,7 @@ async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, 
             ctx.cancel.clone(),
         )
         .await;
+        slot.link_down();
         ctx.table.remove(rref);
         let err = match r {
             Err(err) if !ctx.cancel.is_cancelled() => err,
@@ -332,6 +385,7 @@ fn register(
         return None;
     }
     *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    slot.link_up(link.conn.clone());
     if !slot.established.swap(true, Ordering::Relaxed) {
         ctx.up_order().push(rref);
     }
@@ -566,35 +620,45 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
             let mut inflight = JoinSet::new();
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gap, gap);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A route counts as probed when one of its probes is counted: at the end of the
+            // load the pumps leave the table while a last tick may still pick another route, and
+            // that probe is never counted, so it must not make `routes_probed` claim a failover.
+            let mut count = |rec: &mut Recorder, (index, outcome)| {
+                rec.add(&outcome);
+                if !probed.contains(&index) {
+                    probed.push(index);
+                }
+            };
             loop {
                 tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                        if let Ok(done) = done {
+                            count(&mut rec, done);
+                        }
+                    }
                     _ = tick.tick() => {
                         // The first route that came up and is still up, whatever its index.
                         let order = ctx.up_order().clone();
                         let Some(r) = probe::target(&ctx.table, &order) else {
                             continue;
                         };
-                        if !probed.contains(&r.index) {
-                            probed.push(r.index);
-                        }
                         let ctx = ctx.clone();
                         inflight.spawn(async move {
-                            probe::probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink).await
+                            let outcome =
+                                probe::probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink)
+                                    .await;
+                            (r.index, outcome)
                         });
                     }
-                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                        if let Ok(outcome) = done {
-                            rec.add(&outcome);
-                        }
-                    }
-                    _ = stop.cancelled() => break,
                 }
             }
             // Count probes that finished (and emitted their event) before the stop; those still
             // in flight when the load ends are neither answered nor lost.
             while let Some(done) = inflight.try_join_next() {
-                if let Ok(outcome) = done {
-                    rec.add(&outcome);
+                if let Ok(done) = done {
+                    count(&mut rec, done);
                 }
             }
             inflight.abort_all();
@@ -720,8 +784,12 @@ fn bps(bytes: u64, over: Duration) -> u64 {
     }
 }
 
-/// One route's counters at an instant: (sent, received).
-type Reading = (u64, u64);
+/// One route at an instant: goodput counters (sent, received) and its first link.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reading {
+    counts: (u64, u64),
+    link: LinkReading,
+}
 
 /// Per-route progress tracking for stall detection.
 struct Progress {
@@ -732,13 +800,13 @@ struct Progress {
 
 /// Samples counters at interval boundaries and watches for stalls.
 struct Sampler {
-    prev: Vec<(u64, u64)>,
+    prev: Vec<Reading>,
     progress: Vec<Progress>,
     load_start: Instant,
     omit_end: Instant,
     deadline: Instant,
-    /// Counters when the omitted warm-up ended: the summary counts from here.
-    baseline: Vec<(u64, u64)>,
+    /// Readings when the omitted warm-up ended: the summary counts from here.
+    baseline: Vec<Reading>,
     /// When `baseline` was taken.
     baseline_at: Option<Instant>,
 }
@@ -747,7 +815,7 @@ impl Sampler {
     fn new(cfg: &RunConfig, slots: &[Arc<Slot>], load_start: Instant) -> Self {
         let omit_end = load_start + cfg.omit;
         Sampler {
-            prev: vec![(0, 0); slots.len()],
+            prev: vec![Reading::default(); slots.len()],
             progress: slots
                 .iter()
                 .map(|_| Progress {
@@ -759,7 +827,7 @@ impl Sampler {
             load_start,
             omit_end,
             deadline: omit_end + cfg.duration,
-            baseline: vec![(0, 0); slots.len()],
+            baseline: vec![Reading::default(); slots.len()],
             baseline_at: cfg.omit.is_zero().then_some(load_start),
         }
     }
@@ -854,8 +922,13 @@ impl Sampler {
         let mut aggregate = 0;
         for ((slot, p), prog) in slots.iter().zip(self.prev.iter_mut()).zip(&self.progress) {
             let now = slot.counters.snapshot();
-            let delta = (now.0.saturating_sub(p.0), now.1.saturating_sub(p.1));
-            *p = now;
+            let link = slot.link_reading();
+            let delta = (
+                now.0.saturating_sub(p.counts.0),
+                now.1.saturating_sub(p.counts.1),
+            );
+            let lost = link.lost_packets.saturating_sub(p.link.lost_packets);
+            *p = Reading { counts: now, link };
             aggregate += directional(mode, delta);
             routes.push(RouteSample {
                 route_index: slot.index,
@@ -870,6 +943,9 @@ impl Sampler {
                 } else {
                     RouteState::Up
                 },
+                lost_packets: lost,
+                cwnd_bytes: link.now.map(|l| l.cwnd),
+                link_rtt_ns: link.now.map(|l| l.rtt.as_nanos() as u64),
             });
         }
         Sample {
@@ -909,6 +985,8 @@ fn summarize(
         bytes_sent: 0,
         bytes_received: 0,
         mean_bps: 0,
+        sent_packets: 0,
+        lost_packets: 0,
         error: Some(f.message.clone()),
         failures: 0,
         redials: 0,
@@ -925,7 +1003,10 @@ fn summarize(
             continue;
         }
         established += 1;
-        let counts = (now.0.saturating_sub(base.0), now.1.saturating_sub(base.1));
+        let counts = (
+            now.counts.0.saturating_sub(base.counts.0),
+            now.counts.1.saturating_sub(base.counts.1),
+        );
         let error = slot.error();
         failed += usize::from(error.is_some());
         aggregate_bytes += directional(cfg.mode, counts);
@@ -937,6 +1018,8 @@ fn summarize(
             bytes_sent: counts.0,
             bytes_received: counts.1,
             mean_bps: bps(directional(cfg.mode, counts), measured),
+            sent_packets: now.link.sent_packets.saturating_sub(base.link.sent_packets),
+            lost_packets: now.link.lost_packets.saturating_sub(base.link.lost_packets),
             failures: slot.failures.load(Ordering::Relaxed),
             redials: slot.redials.load(Ordering::Relaxed),
             failed_hop: error.as_ref().and_then(|e| e.failed_hop),

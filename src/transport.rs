@@ -265,6 +265,34 @@ pub struct Link {
     pub endpoint: Endpoint,
 }
 
+/// Loss and congestion state of one QUIC connection, from quinn's path statistics: what iperf3
+/// shows per stream as retransmits and cwnd. For a route this is its first link only; every
+/// relay terminates QUIC, so later links recover their own losses out of the client's sight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Packets sent, counting retransmissions.
+    pub sent_packets: u64,
+    /// Packets declared lost (each is retransmitted if it carried data).
+    pub lost_packets: u64,
+    /// Current congestion window, bytes.
+    pub cwnd: u64,
+    /// Current smoothed RTT of the link.
+    pub rtt: Duration,
+}
+
+impl LinkStats {
+    /// The connection's figures now.
+    pub fn of(conn: &Connection) -> Self {
+        let path = conn.stats().path;
+        LinkStats {
+            sent_packets: path.sent_packets,
+            lost_packets: path.lost_packets,
+            cwnd: path.cwnd,
+            rtt: path.rtt,
+        }
+    }
+}
+
 /// Extra wait per remaining hop for a setup reply (see `setup_link`).
 const SETUP_MARGIN: Duration = Duration::from_millis(250);
 

@@ -142,3 +142,48 @@ fn bad_link_values_are_refused_by_name() {
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
 }
+
+/// What goes wrong on a route includes loss on its first link: the client's QUIC connection
+/// reports what it lost (iperf3's "Retr") per interval and in the summary, and its cwnd and RTT.
+#[test]
+fn first_link_loss_is_reported_per_route() {
+    let events = lab(&[
+        "--link-rate",
+        "50mbit",
+        "--link-loss",
+        "5%",
+        "--routes",
+        "2",
+        "--min-hops",
+        "2",
+        "--duration",
+        "3s",
+        "--interval",
+        "500ms",
+    ]);
+    let summary = of_type(&events, "summary")[0];
+    for r in summary["routes"].as_array().unwrap() {
+        let sent = r["sent_packets"].as_f64().unwrap();
+        let lost = r["lost_packets"].as_f64().unwrap();
+        assert!(sent > 1000.0, "{r}");
+        // 5% of packets dropped on the link; QUIC declares about that many lost.
+        assert!(
+            (0.02..0.10).contains(&(lost / sent)),
+            "loss {lost}/{sent}: {r}"
+        );
+    }
+    let samples = of_type(&events, "sample");
+    let per_interval: u64 = samples
+        .iter()
+        .flat_map(|s| s["routes"].as_array().unwrap())
+        .map(|r| r["lost_packets"].as_u64().unwrap())
+        .sum();
+    assert!(per_interval > 0);
+    let last = samples.last().unwrap();
+    for r in last["routes"].as_array().unwrap() {
+        assert!(r["cwnd_bytes"].as_u64().unwrap() > 0, "{r}");
+        // Client to relay over a 50 mbit link with a 50 ms queue: well under a second.
+        let rtt = r["link_rtt_ns"].as_u64().unwrap();
+        assert!((1..1_000_000_000).contains(&rtt), "{r}");
+    }
+}

@@ -149,11 +149,20 @@ fn probes_use_the_first_established_route_whatever_its_index() {
     assert_eq!(est[0]["route_index"], 2);
     assert_eq!(of_type(&events, "route_setup_failed").len(), 3);
     let probes = of_type(&events, "probe");
-    assert!(probes.len() >= 5, "{} probes", probes.len());
     for p in &probes {
         assert_eq!(p["route_index"], 2, "{p}");
-        assert!(p["rtt_ns"].as_u64().unwrap() > 0, "{p}");
     }
+    // A probe is one datagram, never resent: a loaded loopback receiver whose socket buffer is
+    // full drops one now and then, and that probe is rightly lost. Most must be answered.
+    let answered = probes
+        .iter()
+        .filter(|p| p["rtt_ns"].as_u64() > Some(0))
+        .count();
+    assert!(
+        answered >= 5,
+        "{answered} of {} probes answered",
+        probes.len()
+    );
     let rtt = &of_type(&events, "summary")[0]["rtt"];
     assert_eq!(rtt["route_index"], 2);
 }
@@ -200,6 +209,15 @@ fn probe_rtt_reports_idle_and_loaded_distributions() {
         .collect();
     assert!(phases.starts_with(&["idle"; 10]), "{phases:?}");
     assert!(phases[10..].iter().all(|p| *p == "loaded"));
+    // No route failed, so every probe stayed on the first route and the increase is reported.
+    // (Field bug here: the last tick of the load, as the pumps left the table, picked the next
+    // route for a probe that was never sent, and `routes_probed` claimed a failover.)
+    assert_eq!(
+        rtt["routes_probed"],
+        serde_json::json!([rtt["route_index"]]),
+        "{rtt}"
+    );
+    assert!(rtt["latency_increase_ns"].is_i64(), "{rtt}");
 }
 
 /// Field bug: an adapter dropped the route index, so aux routes all looked up route 0.
