@@ -29,6 +29,9 @@ pub struct RunStats {
     pub failures: u64,
     /// Median RTT under load, ns, when probed.
     pub loaded_rtt_p50_ns: Option<f64>,
+    /// Share of the routes' first-link packets QUIC declared lost (all routes together);
+    /// `None` for runs saved before mux-bw counted them, or when nothing was sent.
+    pub first_link_loss: Option<f64>,
 }
 
 /// A run against the first run.
@@ -97,6 +100,17 @@ pub fn stats(run: &Run) -> RunStats {
         .filter(|r| r["state"] == "setup_failed")
         .count() as u64;
     let pump_failures: u64 = routes.iter().filter_map(|r| r["failures"].as_u64()).sum();
+    let packets = |key: &str| -> Option<u64> {
+        routes
+            .iter()
+            .filter(|r| r["state"] != "setup_failed")
+            .map(|r| r[key].as_u64())
+            .sum()
+    };
+    let first_link_loss = match (packets("lost_packets"), packets("sent_packets")) {
+        (Some(lost), Some(sent)) => ratio(lost as f64, sent as f64),
+        _ => None,
+    };
     RunStats {
         label: run.label.clone(),
         routes: s["routes_planned"].as_u64().unwrap_or(routes.len() as u64),
@@ -108,6 +122,7 @@ pub fn stats(run: &Run) -> RunStats {
         route_max_bps: route_rates.iter().copied().reduce(f64::max).unwrap_or(0.0),
         failures: setup_failed + pump_failures,
         loaded_rtt_p50_ns: s["rtt"]["loaded"]["p50_ns"].as_f64(),
+        first_link_loss,
     }
 }
 
@@ -141,7 +156,7 @@ pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>11}",
+        "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
         "run",
         "routes",
         "hops",
@@ -150,15 +165,19 @@ pub fn render(c: &Comparison) -> String {
         "p10",
         "per-route min..max",
         "failures",
+        "loss",
         "loaded p50"
     );
     for r in &c.runs {
         let rtt = r
             .loaded_rtt_p50_ns
             .map_or("-".to_string(), |ns| format!("{:.2} ms", ns / 1e6));
+        let loss = r
+            .first_link_loss
+            .map_or("-".to_string(), |l| format!("{:.2}%", l * 100.0));
         let _ = writeln!(
             out,
-            "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>11}",
+            "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
             short_label(&r.label),
             r.routes,
             r.hops,
@@ -171,6 +190,7 @@ pub fn render(c: &Comparison) -> String {
                 fmt_rate(r.route_max_bps as u64)
             ),
             r.failures,
+            loss,
             rtt
         );
     }
@@ -275,5 +295,19 @@ mod tests {
         let c = compare(&[a, b]);
         assert_eq!(c.ratios[0].throughput, None);
         assert!(render(&c).contains("moved no data"));
+    }
+
+    #[test]
+    fn loss_is_pooled_over_routes_and_absent_for_older_runs() {
+        let with_packets = r#"{"type":"start","tool":"mux-bw","schema":1,"t_ns":0,"config":{"mode":"up"}}
+{"type":"summary","schema":1,"t_ns":9,"routes_planned":3,"aggregate_bps":5,"rtt":null,"routes":[{"state":"up","hops":2,"mean_bps":1,"failures":0,"sent_packets":1000,"lost_packets":10},{"state":"failed","hops":2,"mean_bps":1,"failures":1,"sent_packets":3000,"lost_packets":90},{"state":"setup_failed","hops":2,"mean_bps":0,"failures":0,"sent_packets":0,"lost_packets":0}]}"#;
+        let c = compare(&[
+            parse("new", with_packets).unwrap(),
+            run("old", "up", 5, &[5], None),
+        ]);
+        assert_eq!(c.runs[0].first_link_loss, Some(0.025));
+        assert_eq!(c.runs[1].first_link_loss, None);
+        let text = render(&c);
+        assert!(text.contains(" 2.50% "), "{text}");
     }
 }
