@@ -203,9 +203,9 @@ struct RouteCtx {
 
 /// Most routes over one first link that share a client endpoint (UDP socket). Fewer sockets
 /// and endpoint driver tasks save CPU per byte with many routes, but one endpoint's driver
-/// receives for all of its connections and they all wait on one socket's send buffer; in the
-/// loopback bench (docs/PERFORMANCE.md) 32 did best at 64 and 256 routes, where one endpoint
-/// for all 256 routes lost a third of the throughput.
+/// receives for all of its connections and they all wait on one socket's send buffer: in the
+/// loopback bench (docs/PERFORMANCE.md) one endpoint for all 256 routes lost a third of the
+/// throughput; 32 did best at 256 routes, and caps of 8 to 32 were alike at 64.
 const ROUTES_PER_ENDPOINT: usize = 32;
 
 /// Client endpoints (UDP sockets) by first-hop address, each with the number of routes dialed
@@ -250,6 +250,27 @@ impl<T: Clone> EndpointPool<T> {
     }
 }
 
+/// `msg` with every address `from` of `pairs` (a whole address: not followed by a digit)
+/// written as its `to`, in one pass, so a replacement is never replaced again.
+fn unwire(msg: &str, pairs: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (from, to) in pairs {
+            if let Some(after) = rest.strip_prefix(from.as_str()) {
+                if !after.starts_with(|c: char| c.is_ascii_digit()) {
+                    out.push_str(to);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Redial attempts per failure before a route stays down.
 pub const MAX_REDIALS: u32 = 5;
 /// Pause before the first redial attempt; doubled per attempt, capped at 2 s.
@@ -268,18 +289,28 @@ impl RouteCtx {
 
     /// Sets up route `index` over `path` from the client endpoint of its first link.
     async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
-        let wired;
-        let path = match &self.links {
-            Some(links) => {
-                wired = links.wire_path(path).map_err(|e| SetupFailure {
-                    failed_hop: None,
-                    node: None,
-                    message: format!("cannot set up emulated links: {e}"),
-                })?;
-                &wired[..]
-            }
-            None => path,
+        let Some(links) = &self.links else {
+            return self.setup_over(index, path).await;
         };
+        let wired = links.wire_path(path).map_err(|e| SetupFailure {
+            failed_hop: None,
+            node: None,
+            message: format!("cannot set up emulated links: {e}"),
+        })?;
+        // Errors name the addresses dialed, which are the links' proxies: name the nodes'.
+        self.setup_over(index, &wired).await.map_err(|mut f| {
+            let pairs: Vec<(String, String)> = wired
+                .iter()
+                .zip(path)
+                .filter(|(w, p)| w.addr != p.addr)
+                .map(|(w, p)| (w.addr.to_string(), p.addr.to_string()))
+                .collect();
+            f.message = unwire(&f.message, &pairs);
+            f
+        })
+    }
+
+    async fn setup_over(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
         let endpoint = self.endpoint_for(path[0].addr)?;
         let req = self.setup_request(index, path);
         transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await
@@ -1125,6 +1156,22 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, [1, 2, 3]);
         assert_eq!(pool.drain().count(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_nodes_not_the_emulated_links_proxies() {
+        let pairs = [
+            ("127.0.0.1:4012".to_string(), "127.0.0.1:9".to_string()),
+            ("127.0.0.1:40123".to_string(), "127.0.0.1:4012".to_string()),
+        ];
+        assert_eq!(
+            unwire(
+                "connect to 127.0.0.1:40123 timed out; hop 1 at 127.0.0.1:4012",
+                &pairs
+            ),
+            "connect to 127.0.0.1:4012 timed out; hop 1 at 127.0.0.1:9"
+        );
+        assert_eq!(unwire("no address here ✗", &pairs), "no address here ✗");
     }
 
     #[test]

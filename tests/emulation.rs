@@ -187,3 +187,26 @@ fn first_link_loss_is_reported_per_route() {
         assert!((1..1_000_000_000).contains(&rtt), "{r}");
     }
 }
+
+/// Behind an emulated link the client dials the link's proxy; its errors must still name the node.
+#[test]
+fn setup_errors_name_the_node_not_the_link_proxy() {
+    let events = lab(&[
+        "--link-rate",
+        "50mbit",
+        "--routes",
+        "2",
+        "--min-hops",
+        "2",
+        "--via",
+        "0=mbw://00000000000000000000000000000001@127.0.0.1:9",
+        "--setup-timeout",
+        "300ms",
+        "--duration",
+        "1s",
+    ]);
+    let failed = of_type(&events, "route_setup_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("127.0.0.1:9 "), "{error}");
+}
