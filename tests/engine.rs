@@ -103,9 +103,12 @@ fn stalled_relay_ends_in_a_timeout_failure_not_a_hang() {
         f["error"].as_str().unwrap().contains("timed out after 2s"),
         "{f}"
     );
+    // The deadline is per write: the write in progress when the relay stalled may have been
+    // waiting for window space since a little before the stall, so it can fail a little before
+    // stall + 2 s (2.84 s seen on a loaded machine), but never before 2 s nor long after 3 s.
     let elapsed = f["elapsed_ns"].as_u64().unwrap() as f64 / 1e9;
     assert!(
-        (2.9..6.0).contains(&elapsed),
+        (2.0..6.0).contains(&elapsed),
         "failed {elapsed}s after start (stall at 1s)"
     );
 }
