@@ -859,6 +859,7 @@ fn read_outcome(file: &Path) -> sweep::Outcome {
     sweep::Outcome::Measured {
         bps: stats.mean_bps,
         failures: stats.failures,
+        loss: stats.first_link_loss,
     }
 }
 

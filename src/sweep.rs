@@ -30,9 +30,14 @@ impl Cell {
 /// What one run of a cell gave.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// Aggregate goodput (bits/s) and failures (route failures + routes never set up), as read
-    /// back from the run's saved NDJSON.
-    Measured { bps: f64, failures: u64 },
+    /// Aggregate goodput (bits/s), failures (route failures + routes never set up) and the
+    /// share of first-link packets lost (`None` for runs that did not count them), as read back
+    /// from the run's saved NDJSON.
+    Measured {
+        bps: f64,
+        failures: u64,
+        loss: Option<f64>,
+    },
     /// The run could not measure anything; why.
     Failed(String),
 }
@@ -53,6 +58,8 @@ pub struct CellStats {
     pub stddev_bps: Option<f64>,
     /// Route failures and unestablished routes, summed over runs.
     pub failures: u64,
+    /// Mean over the measured runs of the share of first-link packets lost (see `compare`).
+    pub first_link_loss: Option<f64>,
     /// Mean over the first cell's mean.
     pub ratio_to_first: Option<f64>,
     /// Why runs failed, if any did.
@@ -87,6 +94,13 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
                 })
                 .collect();
             let ms = mean_stddev(&rates);
+            let losses: Vec<f64> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Measured { loss, .. } => *loss,
+                    Outcome::Failed(_) => None,
+                })
+                .collect();
             CellStats {
                 cell: *cell,
                 runs: outcomes.len(),
@@ -100,6 +114,7 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
                         Outcome::Failed(_) => 0,
                     })
                     .sum(),
+                first_link_loss: mean_stddev(&losses).map(|m| m.0),
                 ratio_to_first: None,
                 errors: outcomes
                     .iter()
@@ -131,6 +146,10 @@ fn cell_text(c: &CellStats) -> String {
     }
     if c.failures > 0 {
         let _ = write!(t, " f={}", c.failures);
+    }
+    // Shown once it rounds to something: most cells on clean links lose nothing worth a column.
+    if let Some(l) = c.first_link_loss.filter(|l| *l >= 0.00005) {
+        let _ = write!(t, " loss {:.2}%", l * 100.0);
     }
     if c.measured < c.runs && c.measured > 0 {
         let _ = write!(t, " {}/{} runs", c.measured, c.runs);
@@ -164,7 +183,7 @@ fn find(stats: &[CellStats], routes: usize, (h, m): (usize, Mode)) -> Option<&Ce
 /// reasons. Rates are aggregate means ± stddev (Mbit/s) with the ratio to the first cell.
 pub fn render(stats: &[CellStats]) -> String {
     let (rows, cols) = layout(stats);
-    let width = 36;
+    let width = 44;
     let mut out = format!("{:<8}", "routes");
     for (h, m) in &cols {
         let _ = write!(out, " {:<width$}", format!("min-hops {h}, {}", m.as_str()));
@@ -230,11 +249,20 @@ mod tests {
 
     #[test]
     fn matrix_with_ratios_and_a_failed_cell() {
-        let measured = |bps: f64, failures: u64| Outcome::Measured { bps, failures };
+        let measured = |bps: f64, failures: u64| Outcome::Measured {
+            bps,
+            failures,
+            loss: Some(0.0),
+        };
+        let lossy = |bps: f64, loss: f64| Outcome::Measured {
+            bps,
+            failures: 0,
+            loss: Some(loss),
+        };
         let cells = vec![
             (cell(1, 1), vec![measured(50e6, 0), measured(52e6, 0)]),
             (cell(1, 2), vec![measured(48e6, 0), measured(49e6, 1)]),
-            (cell(2, 1), vec![measured(100e6, 0), measured(102e6, 0)]),
+            (cell(2, 1), vec![lossy(100e6, 0.01), lossy(102e6, 0.03)]),
             (
                 cell(2, 2),
                 vec![Outcome::Failed("needs 2 disjoint relays, 1 given".into()); 2],
@@ -253,6 +281,11 @@ mod tests {
             "{text}"
         );
         assert!(lines[2].contains("FAILED"), "{text}");
+        assert_eq!(s[2].first_link_loss, Some(0.02));
+        assert!(
+            lines[2].contains("(1.98x) loss 2.00%") && !lines[1].contains("loss"),
+            "{text}"
+        );
         assert!(text.contains("r2-h2-up: needs 2 disjoint relays"), "{text}");
         let md = markdown(&s);
         assert!(
