@@ -319,8 +319,9 @@ pub struct RouteSample {
     pub received_bps: u64,
     /// `up`, `stalled` or `failed`.
     pub state: RouteState,
-    /// Packets the client's QUIC connection (the route's first link) declared lost in this
-    /// interval; iperf3's "Retr". Later links recover their own losses out of the client's sight.
+    /// Packets the client sent on its QUIC connection (the route's first link) and declared lost
+    /// in this interval; iperf3's "Retr". Later links, and the first hop's sending direction
+    /// (`down` payload), recover their own losses out of the client's sight.
     pub lost_packets: u64,
     /// Congestion window of the first link at the end of the interval, bytes; absent while the
     /// route is down.

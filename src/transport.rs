@@ -272,7 +272,7 @@ pub struct Link {
 pub struct LinkStats {
     /// Packets sent, counting retransmissions.
     pub sent_packets: u64,
-    /// Packets declared lost (each is retransmitted if it carried data).
+    /// Of those, packets declared lost (each is retransmitted if it carried data).
     pub lost_packets: u64,
     /// Current congestion window, bytes.
     pub cwnd: u64,
