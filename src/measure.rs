@@ -182,11 +182,8 @@ struct RouteCtx {
     setup_timeout: Duration,
     token: Vec<u8>,
     dst: NodeId,
-    /// Client endpoints by first-hop address. Routes whose first link differs never share a
-    /// UDP socket, so one link's full queue cannot block another link's sends (issue 6: 44
-    /// instead of 76 Mbit/s over four 20 mbit links); routes over the same first link share one,
-    /// as they share that link's queue anyway, which saves a socket and its driver task per
-    /// route (64 direct routes: see docs/PERFORMANCE.md). Locked only to look up, insert or drain.
+    /// Client endpoints by first link (see `EndpointPool`). Locked only to look up, insert or
+    /// drain.
     endpoints: Mutex<EndpointPool<quinn::Endpoint>>,
     table: Arc<RouteTable<Arc<RouteLive>>>,
     sink: Arc<EventSink>,
