@@ -372,9 +372,9 @@ struct Sample {
     cpu_ns_per_byte: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// The median of an odd number of rounds (the smoke run has one).
+fn median(v: &[f64]) -> f64 {
+    mux_bw::compare::quantile(v, 0.5)
 }
 
 /// The ratios the issue sets targets for, each as (key, numerator case, denominator case).
@@ -476,9 +476,9 @@ fn main() {
         .zip(&samples)
         .map(|((name, _), s)| Row {
             name: name.clone(),
-            bps: median(s.iter().map(|s| s.bps).collect()),
+            bps: median(&s.iter().map(|s| s.bps).collect::<Vec<_>>()),
             peak_rss_mib: s.iter().map(|s| s.rss).fold(0.0, f64::max),
-            cpu_ns_per_byte: median(s.iter().map(|s| s.cpu_ns_per_byte).collect()),
+            cpu_ns_per_byte: median(&s.iter().map(|s| s.cpu_ns_per_byte).collect::<Vec<_>>()),
         })
         .collect();
     if full {
@@ -510,7 +510,7 @@ fn main() {
         let (lo, hi) = per_round
             .iter()
             .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-        let med = median(per_round.clone());
+        let med = median(&per_round);
         println!("{key:<28} {med:>8.2} {lo:>8.2} {hi:>8.2}");
         ratios.insert(
             key.into(),
