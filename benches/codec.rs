@@ -15,6 +15,7 @@ fn request(hops: usize) -> SetupRequest {
         mode: Mode::Up,
         setup_timeout_ms: 5000,
         token: b"a-shared-token".to_vec(),
+        client_key: [7; mux_bw::proof::KEY_LEN],
         next: (0..hops)
             .map(|i| NodeAddr {
                 id: NodeId([i as u8; 16]),
@@ -53,6 +54,7 @@ fn event_encoding(c: &mut Criterion) {
             omitted: false,
             active_routes: routes as usize,
             aggregate_bps: 2_600_000_000,
+            late: false,
             routes: (0..routes)
                 .map(|i| RouteSample {
                     route_index: i,

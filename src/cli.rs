@@ -36,6 +36,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_NO_ROUTE: i32 = 3;
 /// Exit code: routes were established, but every one failed during the run.
 pub const EXIT_ALL_FAILED: i32 = 4;
+/// Exit code: fewer routes were established than planned (and no `--allow-partial`).
+pub const EXIT_PARTIAL: i32 = 5;
 /// Exit code: interrupted by Ctrl-C (the summary was still printed).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -44,7 +46,7 @@ pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (git ",
     env!("MUX_BW_GIT_SHA"),
-    ", protocol v1)"
+    ", protocol v2)"
 );
 
 /// Multi-route bandwidth measurement over QUIC.
@@ -184,6 +186,9 @@ struct NodeArgs {
     /// Refuse handshakes beyond this many open connections.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Longest onward setup this relay performs, whatever budget a client's header asks for.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    max_setup_timeout: Duration,
     /// On SIGINT/SIGTERM, let established routes run this long before closing them.
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = any_duration)]
     drain_timeout: Duration,
@@ -355,6 +360,10 @@ struct MeasureOpts {
     /// Let routes share relays when the pool is too small for disjoint routes.
     #[arg(long)]
     allow_overlap: bool,
+    /// Accept a run in which fewer routes came up than planned (exit 0 instead of 5; the
+    /// summary still says PARTIAL).
+    #[arg(long)]
+    allow_partial: bool,
     /// Set a failed route up again through spare relays (kept disjoint), with backoff; emits
     /// route_redial. Up to 5 attempts per failure.
     #[arg(long)]
@@ -595,6 +604,8 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
             max_hops: a.max_hops,
             max_routes_per_client: a.max_routes_per_client,
             max_connections: a.max_connections,
+            max_setup_timeout: a.max_setup_timeout,
+            ..Limits::default()
         },
         drain_timeout: a.drain_timeout,
         tuning: a.tuning.tuning(),
@@ -860,6 +871,7 @@ fn read_outcome(file: &Path) -> sweep::Outcome {
         bps: stats.mean_bps,
         failures: stats.failures,
         loss: stats.first_link_loss,
+        routes: run.summary["routes_established"].as_u64().unwrap_or(0) as usize,
     }
 }
 
@@ -1000,12 +1012,21 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     if all_failed && !summary.interrupted && !json {
         eprintln!("mux-bw: error: every route failed during the run");
     }
+    let partial = summary.partial && !o.measure.allow_partial;
+    if partial && !all_failed && !summary.interrupted && !json {
+        eprintln!(
+            "mux-bw: error: only {} of {} planned routes were established (--allow-partial accepts that)",
+            summary.routes_established, summary.routes_planned
+        );
+    }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.routes_established == 0 {
         EXIT_NO_ROUTE
     } else if all_failed {
         EXIT_ALL_FAILED
+    } else if partial {
+        EXIT_PARTIAL
     } else {
         EXIT_OK
     })

@@ -356,6 +356,10 @@ pub struct Sample {
     pub active_routes: usize,
     /// Goodput of the interval in the run's direction, all routes, bits/s.
     pub aggregate_bps: u64,
+    /// True when the sample was taken later than planned (a busy machine or a slow reader of
+    /// the output): the interval is longer than `--interval`, and its rates are over its real
+    /// length.
+    pub late: bool,
     /// One entry per established route.
     pub routes: Vec<RouteSample>,
 }
@@ -369,7 +373,8 @@ pub struct RouteSummary {
     pub path: Vec<String>,
     /// Links.
     pub hops: usize,
-    /// `up` (ran to the end), `failed`, or `setup_failed`.
+    /// `up` (ran to the end), `stalled` (up, but moved no bytes for `--stall-timeout` at the
+    /// end), `failed`, or `setup_failed`.
     pub state: &'static str,
     /// Goodput bytes delivered to the far end.
     pub bytes_sent: u64,
@@ -406,6 +411,9 @@ pub struct Summary {
     pub routes_planned: usize,
     /// Routes whose setup succeeded.
     pub routes_established: usize,
+    /// Fewer routes were established than planned: the figures are not those of the plan
+    /// (`run` exits 5 unless `--allow-partial`).
+    pub partial: bool,
     /// Established routes whose pump failed.
     pub routes_failed: usize,
     /// Length of the load phase actually measured (after the omitted warm-up).
@@ -416,6 +424,8 @@ pub struct Summary {
     pub aggregate_bps: u64,
     /// True when the run was cut short by Ctrl-C.
     pub interrupted: bool,
+    /// Samples taken late (see `Sample::late`); rates stay true, intervals are just longer.
+    pub late_samples: u32,
     /// RTT statistics, with `--probe-rtt`.
     pub rtt: Option<RttSummary>,
     /// One entry per planned route.

@@ -196,6 +196,16 @@ pub fn summary_table(s: &Summary) -> String {
         fmt_rate(s.aggregate_bps),
         if s.interrupted { " (interrupted)" } else { "" }
     );
+    if s.partial {
+        let _ = write!(
+            out,
+            " PARTIAL: {} of {} planned routes established",
+            s.routes_established, s.routes_planned
+        );
+    }
+    if s.late_samples > 0 {
+        let _ = write!(out, " ({} late samples)", s.late_samples);
+    }
     out
 }
 

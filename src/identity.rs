@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::proof::{KeyKind, Signer};
+
 /// Length of a node id in bytes (32 hex digits when written).
 pub const NODE_ID_LEN: usize = 16;
 
@@ -87,6 +89,11 @@ pub enum IdentityError {
     /// The file does not hold a PEM private key we can use.
     #[error("identity file '{path}' does not hold a PKCS#8 PEM private key: {reason}")]
     BadKey { path: String, reason: String },
+    /// The key is of a kind that cannot sign route proofs.
+    #[error(
+        "identity key is {0}; expected an ECDSA P-256 (what mux-bw creates), P-384 or Ed25519 key"
+    )]
+    Unsupported(String),
     /// Key generation or self-signing failed (should not happen with ring).
     #[error("cannot create certificate: {0}")]
     Cert(#[from] rcgen::Error),
@@ -99,6 +106,7 @@ pub struct Identity {
     /// Self-signed, regenerated at every start from the persistent key.
     pub cert: CertificateDer<'static>,
     key_der: Vec<u8>,
+    kind: KeyKind,
 }
 
 impl Identity {
@@ -136,6 +144,16 @@ impl Identity {
     }
 
     fn from_key(key: rcgen::KeyPair) -> Result<Self, IdentityError> {
+        let alg = key.algorithm();
+        let kind = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            KeyKind::EcdsaP256
+        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            KeyKind::EcdsaP384
+        } else if alg == &rcgen::PKCS_ED25519 {
+            KeyKind::Ed25519
+        } else {
+            return Err(IdentityError::Unsupported(format!("{alg:?}")));
+        };
         let params = rcgen::CertificateParams::new(vec!["mux-bw".to_string()])?;
         let cert = params.self_signed(&key)?;
         let id = NodeId::from_spki(&key.public_key_der());
@@ -143,7 +161,13 @@ impl Identity {
             id,
             cert: cert.der().clone(),
             key_der: key.serialize_der(),
+            kind,
         })
+    }
+
+    /// The key as a signer of route proofs (a destination proves its reports with it).
+    pub fn signer(&self) -> Result<Signer, IdentityError> {
+        Signer::new(self.kind, &self.key_der).map_err(|e| IdentityError::Unsupported(e.to_string()))
     }
 
     /// The private key in the form rustls wants.

@@ -20,6 +20,7 @@ pub mod measure;
 pub mod node;
 pub mod plot;
 pub mod probe;
+pub mod proof;
 pub mod protocol;
 pub mod pump;
 pub mod redial;

@@ -21,6 +21,7 @@ use crate::events::{
 };
 use crate::identity::NodeId;
 use crate::probe::{self, Recorder};
+use crate::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
 use crate::protocol::{Mode, SetupRequest, PROTOCOL_VERSION};
 use crate::pump::{self, Counters, PumpError, RouteLive};
 use crate::redial::{NoSpare, Spares};
@@ -88,6 +89,10 @@ struct Slot {
     established: AtomicBool,
     /// Set while the route is down after a failure; read by the sampler.
     failed: AtomicBool,
+    /// Set by the sampler while the route moves no bytes (`--stall-timeout`).
+    stalled: AtomicBool,
+    /// Tells the route's pump that it stalled, so it looks for a silent hop.
+    stall: tokio::sync::Notify,
     /// The failure that took it down, for the summary (cleared by a redial).
     error: Mutex<Option<PumpError>>,
     failures: AtomicU32,
@@ -122,6 +127,8 @@ impl Slot {
             path: Mutex::new(path),
             established: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            stall: tokio::sync::Notify::new(),
             error: Mutex::new(None),
             failures: AtomicU32::new(0),
             redials: AtomicU32::new(0),
@@ -179,6 +186,7 @@ struct RouteCtx {
     tuning: transport::Tuning,
     links: Option<Arc<Links>>,
     io_timeout: Duration,
+    stall_timeout: Duration,
     setup_timeout: Duration,
     token: Vec<u8>,
     dst: NodeId,
@@ -268,6 +276,23 @@ fn unwire(msg: &str, pairs: &[(String, String)]) -> String {
     out
 }
 
+/// An established link whose destination proved itself, with the route's report key.
+type Proven = (Link, ReportKey);
+
+/// A route proof that does not verify means something between the client and the destination
+/// changed the exchange: name the relays, the only ones who could.
+fn proof_failure(e: &ProofError, path: &[NodeAddr]) -> String {
+    let relays = &path[..path.len().saturating_sub(1)];
+    if relays.is_empty() {
+        return format!("the destination's route proof failed: {e}");
+    }
+    let names: Vec<String> = relays.iter().map(|n| n.id.to_string()).collect();
+    format!(
+        "the destination's route proof failed ({e}): relay path {} altered the setup",
+        names.join(" -> ")
+    )
+}
+
 /// Redial attempts per failure before a route stays down.
 pub const MAX_REDIALS: u32 = 5;
 /// Pause before the first redial attempt; doubled per attempt, capped at 2 s.
@@ -284,8 +309,9 @@ impl RouteCtx {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Sets up route `index` over `path` from the client endpoint of its first link.
-    async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
+    /// Sets up route `index` over `path` from the client endpoint of its first link, and checks
+    /// the destination's route proof.
+    async fn setup(&self, index: u32, path: &[NodeAddr]) -> Result<Proven, SetupFailure> {
         let Some(links) = &self.links else {
             return self.setup_over(index, path).await;
         };
@@ -307,10 +333,24 @@ impl RouteCtx {
         })
     }
 
-    async fn setup_over(&self, index: u32, path: &[NodeAddr]) -> Result<Link, SetupFailure> {
+    async fn setup_over(&self, index: u32, path: &[NodeAddr]) -> Result<Proven, SetupFailure> {
         let endpoint = self.endpoint_for(path[0].addr)?;
-        let req = self.setup_request(index, path);
-        transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await
+        let unattributed = |message: String| SetupFailure {
+            failed_hop: None,
+            node: None,
+            message,
+        };
+        let half = ClientHalf::new().map_err(|e| unattributed(e.to_string()))?;
+        let req = self.setup_request(index, path, half.public());
+        let link = transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await?;
+        match half.finish(self.dst, index, self.mode, &link.proof) {
+            Ok(key) => Ok((link, key)),
+            Err(e) => {
+                link.conn
+                    .close(transport::CLOSE_REFUSED, b"route proof failed");
+                Err(unattributed(proof_failure(&e, path)))
+            }
+        }
     }
 
     /// The client endpoint for a first link to `first`, made when none has room.
@@ -325,13 +365,14 @@ impl RouteCtx {
         })
     }
 
-    fn setup_request(&self, index: u32, path: &[NodeAddr]) -> SetupRequest {
+    fn setup_request(&self, index: u32, path: &[NodeAddr], key: [u8; KEY_LEN]) -> SetupRequest {
         SetupRequest {
             route_index: index,
             hop_index: 0,
             mode: self.mode,
             setup_timeout_ms: self.setup_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             token: self.token.clone(),
+            client_key: key,
             next: path[1..].to_vec(),
         }
     }
@@ -345,10 +386,10 @@ async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, 
         let (link, live) = match next.take() {
             Some(x) => x,
             None => {
-                let Some((link, path)) = redial(&ctx, &slot).await else {
+                let Some(((link, key), path)) = redial(&ctx, &slot).await else {
                     return;
                 };
-                match register(&ctx, &slot, &link, path) {
+                match register(&ctx, &slot, &link, key, path) {
                     Some(live) => (link, live),
                     None => return,
                 }
@@ -357,11 +398,16 @@ async fn supervise(ctx: Arc<RouteCtx>, slot: Arc<Slot>, mut next: Option<(Link, 
         let rref = live.rref;
         let started = Instant::now();
         let go = ctx.go.clone();
+        let stalls = pump::StallWatch {
+            notify: &slot.stall,
+            after: ctx.stall_timeout,
+        };
         let r = pump::pump(
             link,
             &live,
             ctx.mode,
             ctx.io_timeout,
+            stalls,
             go,
             ctx.cancel.clone(),
         )
@@ -393,6 +439,7 @@ fn register(
     ctx: &RouteCtx,
     slot: &Slot,
     link: &Link,
+    key: ReportKey,
     path: Vec<NodeAddr>,
 ) -> Option<Arc<RouteLive>> {
     let rref = RouteRef {
@@ -404,6 +451,7 @@ fn register(
         path.clone(),
         link.conn.clone(),
         slot.counters.clone(),
+        key,
     ));
     if let Err(e) = ctx.table.insert(rref, live.clone()) {
         ctx.sink.emit(Event::Error(ErrorEvent {
@@ -424,7 +472,7 @@ fn register(
 
 /// Sets the route up again through spare relays, with backoff; `None` when the run ends or
 /// every attempt failed.
-async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Link, Vec<NodeAddr>)> {
+async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Proven, Vec<NodeAddr>)> {
     let old = slot.path();
     let mut backoff = REDIAL_BACKOFF;
     for attempt in 1..=MAX_REDIALS {
@@ -539,6 +587,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         tuning: cfg.tuning,
         links: cfg.links.clone(),
         io_timeout: cfg.io_timeout,
+        stall_timeout: cfg.stall_timeout,
         setup_timeout: cfg.setup_timeout,
         token: cfg.token.clone(),
         dst: cfg.dst.id,
@@ -580,14 +629,14 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         };
         let slot = Arc::new(Slot::new(route.index, route.path.clone()));
         let first = match result {
-            Ok(link) => {
+            Ok((link, key)) => {
                 sink.emit(Event::RouteEstablished(RouteEstablished {
                     route_index: route.index,
                     path: route.path_ids(),
                     hops: route.hops(),
                     setup_ns: took.as_nanos() as u64,
                 }));
-                match register(&ctx, &slot, &link, route.path.clone()) {
+                match register(&ctx, &slot, &link, key, route.path.clone()) {
                     Some(live) => Some((link, live)),
                     None => continue,
                 }
@@ -695,11 +744,20 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     });
 
     let mut sampler = Sampler::new(cfg, &slots, load_start);
+    // The load ends at the deadline even if the sampler is behind (a slow output, a busy CPU).
+    let deadline = {
+        let (at, pumps) = (sampler.deadline, cancel_pumps.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            pumps.cancel();
+        })
+    };
     let mut end = load_start;
     if !slots.is_empty() && !stop.is_cancelled() {
-        end = sampler.run(cfg, &slots, &sink, &stop).await;
+        end = sampler.run(cfg, &slots, &sink, &stop, &cancel_pumps).await;
     }
     cancel_pumps.cancel();
+    deadline.abort();
     let loaded = match prober {
         Some(p) => p.await.ok(),
         None => None,
@@ -735,7 +793,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         sampler.baseline = sampler.prev.clone();
     }
     let measured_from = sampler.baseline_at.unwrap_or(end);
-    let summary = summarize(
+    let mut summary = summarize(
         cfg,
         &slots,
         (&sampler.baseline, &sampler.prev),
@@ -744,6 +802,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         interrupt.is_cancelled(),
         rtt,
     );
+    summary.late_samples = sampler.late_samples;
     sink.emit(Event::Summary(summary.clone()));
     // Let close frames reach the peers before the process exits: every endpoint drains at the
     // same time (a close lost on a congested link is repeated while the endpoint drains), bounded.
@@ -837,6 +896,15 @@ struct Sampler {
     baseline: Vec<Reading>,
     /// When `baseline` was taken.
     baseline_at: Option<Instant>,
+    /// Samples taken later than `late_after` past their due time.
+    late_samples: u32,
+    late_after: Duration,
+}
+
+/// How late a sample may be taken before it counts as late: a tenth of the interval, and never
+/// less than a few timer ticks.
+fn late_after(interval: Duration) -> Duration {
+    (interval / 10).max(Duration::from_millis(5))
 }
 
 impl Sampler {
@@ -857,16 +925,22 @@ impl Sampler {
             deadline: omit_end + cfg.duration,
             baseline: vec![Reading::default(); slots.len()],
             baseline_at: cfg.omit.is_zero().then_some(load_start),
+            late_samples: 0,
+            late_after: late_after(cfg.interval),
         }
     }
 
-    /// Samples until the deadline or `stop`; returns when the load ended.
+    /// Samples until the deadline or `stop`; returns when the load ended. Every interval ends
+    /// when its sample is actually taken, so a late sampler stretches the interval instead of
+    /// inflating its rate; `load_over` (fired at the deadline by a timer of its own, whatever
+    /// the sampler is doing) ends the last interval no later than the deadline.
     async fn run(
         &mut self,
         cfg: &RunConfig,
         slots: &[Arc<Slot>],
         sink: &EventSink,
         stop: &CancellationToken,
+        load_over: &CancellationToken,
     ) -> Instant {
         let mut interval_start = self.load_start;
         let mut check = tokio::time::interval(STALL_CHECK);
@@ -888,16 +962,26 @@ impl Sampler {
                     true
                 }
                 _ = stop.cancelled() => true,
+                _ = load_over.cancelled() => true,
             };
-            let now = if stopped { Instant::now() } else { due };
-            let omitted = now <= self.omit_end && !cfg.omit.is_zero();
-            sink.emit(Event::Sample(self.sample(
+            let mut now = Instant::now();
+            let late = !stopped && now.saturating_duration_since(due) > self.late_after;
+            if load_over.is_cancelled() {
+                // The pumps stopped at the deadline: nothing moved after it.
+                now = now.min(self.deadline);
+            }
+            self.late_samples += u32::from(late);
+            // Intervals are cut at the end of the warm-up, so one that began in it is all warm-up.
+            let omitted = interval_start < self.omit_end && !cfg.omit.is_zero();
+            let mut sample = self.sample(
                 cfg.mode,
                 slots,
                 interval_start - sink.start(),
                 now - sink.start(),
                 omitted,
-            )));
+            );
+            sample.late = late;
+            sink.emit(Event::Sample(sample));
             if self.baseline_at.is_none() && now >= self.omit_end {
                 self.baseline = self.prev.clone();
                 self.baseline_at = Some(now);
@@ -925,8 +1009,11 @@ impl Sampler {
                 p.last_total = sent + received;
                 p.since = now;
                 p.stalled = false;
+                slot.stalled.store(false, Ordering::Relaxed);
             } else if !p.stalled && now.duration_since(p.since) >= cfg.stall_timeout {
                 p.stalled = true;
+                slot.stalled.store(true, Ordering::Relaxed);
+                slot.stall.notify_one();
                 sink.emit(Event::RouteStalled(RouteStalled {
                     route_index: slot.index,
                     stalled_ns: now.duration_since(p.since).as_nanos() as u64,
@@ -985,6 +1072,7 @@ impl Sampler {
                 .filter(|r| r.state != RouteState::Failed)
                 .count(),
             aggregate_bps: bps(aggregate, span),
+            late: false,
             routes,
         }
     }
@@ -1042,7 +1130,13 @@ fn summarize(
             route_index: slot.index,
             hops: path_ids.len(),
             path: path_ids,
-            state: if error.is_some() { "failed" } else { "up" },
+            state: if error.is_some() {
+                "failed"
+            } else if slot.stalled.load(Ordering::Relaxed) {
+                "stalled"
+            } else {
+                "up"
+            },
             bytes_sent: counts.0,
             bytes_received: counts.1,
             mean_bps: bps(directional(cfg.mode, counts), measured),
@@ -1066,11 +1160,13 @@ fn summarize(
         protocol_version: PROTOCOL_VERSION,
         routes_planned: cfg.routes.len(),
         routes_established: established,
+        partial: established < cfg.routes.len(),
         routes_failed: failed,
         duration_ns: measured.as_nanos() as u64,
         aggregate_bytes,
         aggregate_bps: bps(aggregate_bytes, measured),
         interrupted,
+        late_samples: 0,
         rtt,
         routes,
     }

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::identity::NodeId;
+use crate::proof::{ReportKey, Signer, TAG_LEN};
 use crate::protocol::{self, Datagram, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
 use crate::transport::{
     self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
@@ -60,7 +61,8 @@ pub struct NodeConfig {
     pub faults: Faults,
 }
 
-/// Resource caps of a node.
+/// Resource caps of a node. Strangers (peers that have not yet sent a setup header with the
+/// token) get the smallest budgets: see docs/PROTOCOL.md, "What a stranger can cost a node".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Longest route (links, client to destination) this node takes part in.
@@ -69,6 +71,13 @@ pub struct Limits {
     pub max_routes_per_client: usize,
     /// QUIC connections at once; further handshakes are refused.
     pub max_connections: usize,
+    /// Handshakes in flight from addresses QUIC has not validated; beyond it a new one gets a
+    /// stateless Retry, so spoofed or abandoned Initials cannot hold the slots clients need.
+    pub max_unvalidated_handshakes: usize,
+    /// Connections from one IP that completed the handshake but have not sent a valid header.
+    pub max_strangers_per_ip: usize,
+    /// Longest onward setup a relay performs, whatever budget the client's header asks for.
+    pub max_setup_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -77,41 +86,48 @@ impl Default for Limits {
             max_hops: protocol::MAX_HOPS,
             max_routes_per_client: 256,
             max_connections: 1024,
+            max_unvalidated_handshakes: 64,
+            max_strangers_per_ip: 256,
+            max_setup_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Routes per client IP; an entry lives while its `ClientSlot` does.
+/// A QUIC handshake must finish within this; quinn's own limit is the 30 s idle timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A count per peer IP address (routes per client, strangers per source); an entry lives while
+/// its `IpSlot`s do.
 #[derive(Default)]
-struct ClientRoutes {
+struct PerIp {
     /// Locked only to bump or drop a count.
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One route counted against a client; uncounted on drop.
-struct ClientSlot<'a> {
-    routes: &'a ClientRoutes,
+/// One unit counted against an IP; uncounted on drop.
+struct IpSlot<'a> {
+    routes: &'a PerIp,
     ip: IpAddr,
 }
 
-impl ClientRoutes {
+impl PerIp {
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // Each critical section is one map operation; a poisoned map is still consistent.
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(&self, ip: IpAddr, max: usize) -> Option<ClientSlot<'_>> {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot<'_>> {
         let mut counts = self.counts();
         let n = counts.entry(ip).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(ClientSlot { routes: self, ip })
+        Some(IpSlot { routes: self, ip })
     }
 }
 
-impl Drop for ClientSlot<'_> {
+impl Drop for IpSlot<'_> {
     fn drop(&mut self) {
         let mut counts = self.routes.counts();
         if let Some(n) = counts.get_mut(&self.ip) {
@@ -134,12 +150,14 @@ pub struct Faults {
 
 /// Accepts connections until `shutdown` fires; then stops accepting, lets established routes
 /// drain for up to `drain_timeout`, and closes what is left.
-pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationToken) {
+async fn serve(endpoint: Endpoint, cfg: NodeConfig, signer: Signer, shutdown: CancellationToken) {
     let cfg = Arc::new(cfg);
+    let signer = Arc::new(signer);
     let tasks = TaskTracker::new();
     let hard_stop = CancellationToken::new();
-    let clients = Arc::new(ClientRoutes::default());
+    let peers = Arc::new(Peers::default());
     let connections = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    let unvalidated = Arc::new(Semaphore::new(cfg.limits.max_unvalidated_handshakes));
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -153,6 +171,24 @@ pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationTo
                 None => break,
             },
         };
+        // An address that has not proved it receives our packets costs one stateless Retry
+        // once the unvalidated budget is spent; a real client answers it and comes back
+        // validated.
+        let handshake = if incoming.remote_address_validated() {
+            None
+        } else {
+            match unvalidated.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    if incoming.may_retry() {
+                        let _ = incoming.retry();
+                    } else {
+                        incoming.ignore();
+                    }
+                    continue;
+                }
+            }
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             debug!(
                 "refusing {}: {} connections open",
@@ -162,18 +198,29 @@ pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationTo
             incoming.refuse();
             continue;
         };
-        let (cfg, endpoint, hard_stop, clients) = (
+        let (cfg, endpoint, hard_stop, peers, signer) = (
             cfg.clone(),
             endpoint.clone(),
             hard_stop.clone(),
-            clients.clone(),
+            peers.clone(),
+            signer.clone(),
         );
         tasks.spawn(async move {
             let _permit = permit;
-            match incoming.await {
-                Ok(conn) => handle_connection(conn, &endpoint, &cfg, &clients, hard_stop).await,
-                Err(e) => debug!("handshake failed: {e}"),
-            }
+            // Dropping an unfinished handshake abandons its connection.
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return debug!("handshake failed: {e}"),
+                Err(_) => return debug!("handshake timed out"),
+            };
+            drop(handshake);
+            let node = Node {
+                endpoint: &endpoint,
+                cfg: &cfg,
+                peers: &peers,
+                signer: &signer,
+            };
+            node.handle(conn, hard_stop).await;
         });
     }
     // Drain: no new connections, established routes may finish.
@@ -192,70 +239,129 @@ pub async fn serve(endpoint: Endpoint, cfg: NodeConfig, shutdown: CancellationTo
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn handle_connection(
-    conn: Connection,
-    endpoint: &Endpoint,
-    cfg: &NodeConfig,
-    clients: &ClientRoutes,
-    shutdown: CancellationToken,
-) {
-    let setup = tokio::time::timeout(cfg.header_timeout, read_setup(&conn));
-    let (mut send, recv, req) = match setup.await {
-        Ok(Ok(x)) => x,
-        Ok(Err(Refusal::Reply(mut send, hop, message))) => {
-            debug!("refusing setup from {}: {message}", conn.remote_address());
-            refuse(&conn, &mut send, hop, &message).await;
-            return;
-        }
-        Ok(Err(Refusal::Gone(e))) => {
-            debug!(
-                "connection from {} gone before setup: {e}",
-                conn.remote_address()
+/// Per-IP counts of a node: routes (`--max-routes-per-client`) and strangers (connections with
+/// no valid header yet).
+#[derive(Default)]
+struct Peers {
+    routes: PerIp,
+    strangers: PerIp,
+}
+
+/// What a connection's task shares with the whole node.
+struct Node<'a> {
+    endpoint: &'a Endpoint,
+    cfg: &'a NodeConfig,
+    peers: &'a Peers,
+    /// Signs the route proofs of a destination.
+    signer: &'a Signer,
+}
+
+impl Node<'_> {
+    async fn handle(&self, conn: Connection, shutdown: CancellationToken) {
+        let Node {
+            endpoint,
+            cfg,
+            peers,
+            signer,
+        } = *self;
+        let ip = conn.remote_address().ip();
+        let Some(stranger) = peers.strangers.take(ip, cfg.limits.max_strangers_per_ip) else {
+            debug!("refusing {ip}: too many connections without a setup header");
+            conn.close(
+                CLOSE_REFUSED,
+                b"too many connections without a setup header",
             );
             return;
-        }
-        Err(_) => {
-            conn.close(CLOSE_REFUSED, b"no setup header in time");
-            return;
-        }
-    };
-    if let Err(message) = check(cfg, &req) {
-        warn!(peer = %conn.remote_address(), route = req.route_index, "setup refused: {message}");
-        refuse(&conn, &mut send, req.hop_index, &message).await;
-        return;
-    }
-    let ip = conn.remote_address().ip();
-    let Some(_slot) = clients.take(ip, cfg.limits.max_routes_per_client) else {
-        let message = format!(
-            "too many routes from {ip} (limit {})",
-            cfg.limits.max_routes_per_client
-        );
-        warn!("setup refused: {message}");
-        refuse(&conn, &mut send, req.hop_index, &message).await;
-        return;
-    };
-    match cfg.role {
-        Role::Destination => {
-            if send.write_all(&SetupReply::Ack.encode()).await.is_err() {
+        };
+        let setup = tokio::time::timeout(cfg.header_timeout, read_setup(&conn));
+        let (mut send, recv, req) = match setup.await {
+            Ok(Ok(x)) => x,
+            Ok(Err(Refusal::Reply(mut send, hop, message))) => {
+                debug!("refusing setup from {}: {message}", conn.remote_address());
+                refuse(&conn, &mut send, hop, &message).await;
                 return;
             }
-            info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
-            let stall = &cfg.faults.stall;
-            tokio::select! {
-                _ = far_end(&conn, req.mode, send, recv, stall) => {
-                    // The client ended its stream. Dropping the connection now could discard
-                    // replies still in flight, so let the client close it (bounded).
-                    tokio::select! {
-                        _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()) => {}
-                        _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+            Ok(Err(Refusal::Gone(e))) => {
+                debug!(
+                    "connection from {} gone before setup: {e}",
+                    conn.remote_address()
+                );
+                return;
+            }
+            Err(_) => {
+                conn.close(CLOSE_REFUSED, b"no setup header in time");
+                return;
+            }
+        };
+        if let Err(message) = check(cfg, &req) {
+            warn!(peer = %conn.remote_address(), route = req.route_index, "setup refused: {message}");
+            refuse(&conn, &mut send, req.hop_index, &message).await;
+            return;
+        }
+        drop(stranger);
+        let Some(_slot) = peers.routes.take(ip, cfg.limits.max_routes_per_client) else {
+            let message = format!(
+                "too many routes from {ip} (limit {})",
+                cfg.limits.max_routes_per_client
+            );
+            warn!("setup refused: {message}");
+            refuse(&conn, &mut send, req.hop_index, &message).await;
+            return;
+        };
+        // The peer showed the token: give its connection the windows payload needs.
+        conn.set_receive_window(transport::varint(cfg.tuning.conn_window));
+        match cfg.role {
+            Role::Destination => {
+                let (proof, key) = match signer.answer(req.route_index, req.mode, &req.client_key) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let message = format!("cannot prove this route: {e}");
+                        refuse(&conn, &mut send, req.hop_index, &message).await;
+                        return;
                     }
-                },
-                _ = conn.closed() => {},
-                _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+                };
+                if send
+                    .write_all(&SetupReply::Ack { proof }.encode())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
+                let stall = &cfg.faults.stall;
+                tokio::select! {
+                    end = far_end(&conn, &req, send, recv, &key, stall) => match end {
+                        // The client reset its stream: the route is over. Close at once, so the slot
+                        // is free for the next run whether or not the client's own close arrives.
+                        End::Reset => conn.close(CLOSE_DONE, b"route over"),
+                        // The client finished its stream. Dropping the connection now could discard
+                        // replies still in flight, so let the client close it (bounded).
+                        End::Finished => tokio::select! {
+                            _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()) => {}
+                            _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+                        },
+                        End::Lost => {}
+                    },
+                    _ = conn.closed() => {},
+                    _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+                }
+            }
+            Role::Relay => {
+                let max = cfg.limits.max_setup_timeout;
+                relay(conn, endpoint, send, recv, req, max, &cfg.faults, shutdown).await
             }
         }
-        Role::Relay => relay(conn, endpoint, send, recv, req, &cfg.faults, shutdown).await,
     }
+}
+
+/// How the client's half of a route's stream ended, as the destination saw it.
+enum End {
+    /// Reset by the client: the run is over (`pump` resets its stream when it stops).
+    Reset,
+    /// Finished cleanly by the client.
+    Finished,
+    /// The connection was lost, or this node stopped.
+    Lost,
 }
 
 enum Refusal {
@@ -357,22 +463,44 @@ async fn or_stall<F: Future>(stall: &CancellationToken, f: F) -> F::Output {
 /// The destination's side of an established route, for every mode. Payload bytes that arrive
 /// are reported back in `Report` datagrams every `REPORT_INTERVAL`, so the client measures
 /// goodput at the destination, not bytes buffered at its own sender; `Ping`s are answered.
+/// The client's half of the stream decides when the route is over, in every mode.
 async fn far_end(
     conn: &Connection,
-    mode: Mode,
+    req: &SetupRequest,
     mut send: SendStream,
     mut recv: RecvStream,
+    key: &ReportKey,
     stall: &CancellationToken,
-) {
+) -> End {
+    let mode = req.mode;
     let received = AtomicU64::new(0);
+    // Every report gets the next sequence number, so the client can refuse replays.
+    let seq = std::sync::atomic::AtomicU32::new(0);
+    let report = |received: u64| {
+        let d = key.seal(Datagram::Report {
+            seq: seq.fetch_add(1, Ordering::Relaxed),
+            received,
+            tag: [0; TAG_LEN],
+        });
+        // A lost report is harmless: the next one carries the newer total.
+        let _ = conn.send_datagram(d.encode().into());
+    };
     let data = async {
         match mode {
             Mode::Up => sink(&mut recv, &received, stall).await,
-            Mode::Down => source(&mut send, stall).await,
-            Mode::Bidir => {
-                tokio::join!(sink(&mut recv, &received, stall), source(&mut send, stall));
-            }
             Mode::Echo => echo(&mut recv, &mut send, &received, stall).await,
+            Mode::Down | Mode::Bidir => {
+                // Sourcing ends only with the connection, or when the client stops reading; the
+                // end of the route is still the end of the client's half.
+                let source = async {
+                    source(&mut send, stall).await;
+                    std::future::pending().await
+                };
+                tokio::select! {
+                    end = sink(&mut recv, &received, stall) => end,
+                    end = source => end,
+                }
+            }
         }
     };
     let reports = async {
@@ -386,33 +514,58 @@ async fn far_end(
             or_stall(stall, tick.tick()).await;
             let now = received.load(Ordering::Relaxed);
             if now != reported {
-                // A lost report is harmless: the next one carries the newer total.
-                let _ = conn.send_datagram(Datagram::Report { received: now }.encode().into());
+                report(now);
                 reported = now;
             }
         }
     };
     let pongs = async {
         while let Ok(d) = or_stall(stall, conn.read_datagram()).await {
-            if let Ok(Datagram::Ping { seq }) = Datagram::decode(&d) {
-                let _ = conn.send_datagram(Datagram::Pong { seq }.encode().into());
+            match Datagram::decode(&d) {
+                Ok(Datagram::Ping { seq }) => {
+                    let pong = key.seal(Datagram::Pong {
+                        seq,
+                        tag: [0; TAG_LEN],
+                    });
+                    let _ = conn.send_datagram(pong.encode().into());
+                }
+                Ok(Datagram::HopPing { hop, seq }) if hop == req.hop_index => {
+                    let _ = conn.send_datagram(Datagram::HopPong { hop, seq }.encode().into());
+                }
+                _ => {}
             }
         }
+        End::Lost
     };
     tokio::select! {
-        _ = data => {
-            let total = received.load(Ordering::Relaxed);
-            let _ = conn.send_datagram(Datagram::Report { received: total }.encode().into());
+        end = data => {
+            report(received.load(Ordering::Relaxed));
+            end
         }
-        _ = reports => {}
-        _ = pongs => {}
+        end = reports => end,
+        end = pongs => end,
     }
 }
 
-async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) {
+/// How the client's half ended: finished (`None`), reset, or lost with the connection.
+fn end_of(e: Option<quinn::ReadError>) -> End {
+    match e {
+        None => End::Finished,
+        Some(quinn::ReadError::Reset(_)) => End::Reset,
+        Some(_) => End::Lost,
+    }
+}
+
+async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) -> End {
     let mut bufs = transport::chunk_batch();
-    while let Ok(Some(n)) = or_stall(stall, recv.read_chunks(&mut bufs)).await {
-        received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+    loop {
+        match or_stall(stall, recv.read_chunks(&mut bufs)).await {
+            Ok(Some(n)) => {
+                received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+            }
+            Ok(None) => return end_of(None),
+            Err(e) => return end_of(Some(e)),
+        }
     }
 }
 
@@ -429,25 +582,32 @@ async fn echo(
     send: &mut SendStream,
     received: &AtomicU64,
     stall: &CancellationToken,
-) {
+) -> End {
     let mut bufs = transport::chunk_batch();
-    while let Ok(Some(n)) = or_stall(stall, recv.read_chunks(&mut bufs)).await {
+    loop {
+        let n = match or_stall(stall, recv.read_chunks(&mut bufs)).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return end_of(None),
+            Err(e) => return end_of(Some(e)),
+        };
         received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
         if or_stall(stall, send.write_all_chunks(&mut bufs[..n]))
             .await
             .is_err()
         {
-            return;
+            return End::Lost;
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     up: Connection,
     endpoint: &Endpoint,
     mut up_send: SendStream,
     up_recv: RecvStream,
     req: SetupRequest,
+    max_setup: Duration,
     faults: &Faults,
     shutdown: CancellationToken,
 ) {
@@ -460,8 +620,15 @@ async fn relay(
         next: req.next[1..].to_vec(),
         ..req.clone()
     };
-    let timeout = Duration::from_millis(u64::from(req.setup_timeout_ms));
-    let down = match transport::setup_link(endpoint, &next, &onward, timeout).await {
+    // The client's budget, but never more than this node allows; and no dialing on for a client
+    // that has gone.
+    let timeout = Duration::from_millis(u64::from(req.setup_timeout_ms)).min(max_setup);
+    let dialed = tokio::select! {
+        r = transport::setup_link(endpoint, &next, &onward, timeout) => r,
+        _ = up.closed() => return,
+        _ = shutdown.cancelled() => return,
+    };
+    let mut down = match dialed {
         Ok(link) => link,
         Err(f) => {
             let hop = f.failed_hop.unwrap_or(onward.hop_index);
@@ -469,7 +636,10 @@ async fn relay(
             return;
         }
     };
-    if up_send.write_all(&SetupReply::Ack.encode()).await.is_err() {
+    let ack = SetupReply::Ack {
+        proof: std::mem::take(&mut down.proof),
+    };
+    if up_send.write_all(&ack.encode()).await.is_err() {
         down.conn.close(CLOSE_DONE, b"upstream gone");
         return;
     }
@@ -485,8 +655,8 @@ async fn relay(
         tokio::try_join!(
             copy(up_recv, down_send, stall),
             copy(down_recv, up_send, stall),
-            forward_datagrams(&up, &down, stall),
-            forward_datagrams(&down, &up, stall),
+            forward_datagrams(&up, &down, Some(req.hop_index), stall),
+            forward_datagrams(&down, &up, None, stall),
         )
     };
     let (hop, id) = (onward.hop_index, next.id);
@@ -506,7 +676,7 @@ async fn relay(
                 if local(&down.close_reason()) || local(&up.close_reason()) {
                     // This node closed it (shutdown, kill): nothing to attribute or forward.
                 } else if let Some(e) = down.close_reason() {
-                    up.close(CLOSE_DOWNSTREAM, attribute(&e, hop, id).as_bytes());
+                    close_upstream(&up, &e, hop, id);
                 } else if let Some(e) = up.close_reason() {
                     let (code, reason) = close_of(&e);
                     down.close(code, &reason);
@@ -522,13 +692,24 @@ async fn relay(
         }
         e = down.closed() => {
             if !matches!(e, quinn::ConnectionError::LocallyClosed) {
-                up.close(CLOSE_DOWNSTREAM, attribute(&e, hop, id).as_bytes());
+                close_upstream(&up, &e, hop, id);
             }
         }
         _ = shutdown.cancelled() => {
             up.close(CLOSE_SHUTDOWN, b"relay shutting down");
             down.close(CLOSE_SHUTDOWN, b"relay shutting down");
         }
+    }
+}
+
+/// Closes upstream after the link to hop `hop` closed with `e`: the destination's end of a route
+/// (`CLOSE_DONE`) passes through as such, anything else is a downstream failure.
+fn close_upstream(up: &Connection, e: &quinn::ConnectionError, hop: u8, id: NodeId) {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DONE => {
+            up.close(CLOSE_DONE, &c.reason)
+        }
+        other => up.close(CLOSE_DOWNSTREAM, attribute(other, hop, id).as_bytes()),
     }
 }
 
@@ -555,34 +736,47 @@ fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> String {
 }
 
 /// Moves one direction of a spliced route a batch of chunks at a time, without copying payload
-/// bytes.
+/// bytes. A reset is passed on as a reset (the client's end of the route), a finish as a finish.
 async fn copy(
     mut from: RecvStream,
     mut to: SendStream,
     stall: &CancellationToken,
 ) -> Result<(), String> {
     let mut bufs = transport::chunk_batch();
-    while let Some(n) = or_stall(stall, from.read_chunks(&mut bufs))
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    loop {
+        let n = match or_stall(stall, from.read_chunks(&mut bufs)).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return to.finish().map_err(|e| e.to_string()),
+            Err(quinn::ReadError::Reset(code)) => {
+                let _ = to.reset(code);
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         or_stall(stall, to.write_all_chunks(&mut bufs[..n]))
             .await
             .map_err(|e| e.to_string())?;
     }
-    to.finish().map_err(|e| e.to_string())
 }
 
 /// Forwards reports and probes. A datagram that does not fit is dropped, as the network would.
+/// A `HopPing` for `me` (this relay's hop index, on the client's side) is answered instead.
 async fn forward_datagrams(
     from: &Connection,
     to: &Connection,
+    me: Option<u8>,
     stall: &CancellationToken,
 ) -> Result<(), String> {
     loop {
         let d = or_stall(stall, from.read_datagram())
             .await
             .map_err(|e| e.to_string())?;
+        if me.is_some() && Datagram::hop_ping_target(&d) == me {
+            if let Ok(Datagram::HopPing { hop, seq }) = Datagram::decode(&d) {
+                let _ = from.send_datagram(Datagram::HopPong { hop, seq }.encode().into());
+            }
+            continue;
+        }
         let _ = to.send_datagram(d);
     }
 }
@@ -622,7 +816,10 @@ pub fn start(
         id: identity.id,
         addr: advertised,
     };
-    let task = tokio::spawn(serve(endpoint, cfg, shutdown));
+    let signer = identity
+        .signer()
+        .map_err(|e| transport::EndpointError::Crypto(e.to_string()))?;
+    let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown));
     Ok(RunningNode { addr, local, task })
 }
 
@@ -638,6 +835,7 @@ mod tests {
             mode: Mode::Up,
             setup_timeout_ms: 1000,
             token: token.to_vec(),
+            client_key: [0; crate::proof::KEY_LEN],
             next,
         }
     }
@@ -688,7 +886,7 @@ mod tests {
 
     #[test]
     fn routes_per_client_are_capped_and_released() {
-        let routes = ClientRoutes::default();
+        let routes = PerIp::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = routes.take(ip, 2).unwrap();
         let _b = routes.take(ip, 2).unwrap();

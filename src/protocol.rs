@@ -7,9 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::addr::NodeAddr;
 use crate::identity::{NodeId, NODE_ID_LEN};
+use crate::proof::{KEY_LEN, TAG_LEN};
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of a setup request.
 pub const REQUEST_MAGIC: [u8; 4] = *b"MBWQ";
 /// First bytes of a setup reply.
@@ -64,7 +65,8 @@ impl Mode {
         matches!(self, Mode::Down | Mode::Bidir | Mode::Echo)
     }
 
-    fn code(self) -> u8 {
+    /// The code on the wire.
+    pub fn code(self) -> u8 {
         match self {
             Mode::Up => 0,
             Mode::Down => 1,
@@ -97,6 +99,8 @@ pub struct SetupRequest {
     pub setup_timeout_ms: u32,
     /// Shared secret, compared by nodes started with `--token`.
     pub token: Vec<u8>,
+    /// The client's X25519 key for this route's proof (`proof`); relays pass it on unchanged.
+    pub client_key: [u8; KEY_LEN],
     /// Nodes after the receiver, ending with the destination; empty when the receiver is the destination.
     pub next: Vec<NodeAddr>,
 }
@@ -104,8 +108,9 @@ pub struct SetupRequest {
 /// The answer to a setup request, from the whole remaining chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetupReply {
-    /// Every hop up to the destination accepted.
-    Ack,
+    /// Every hop up to the destination accepted; `proof` is the destination's route proof
+    /// (`proof::Signer::answer`), which relays pass back unchanged.
+    Ack { proof: Vec<u8> },
     /// Hop `failed_hop` (index into the client's path) refused or could not be reached.
     Nack { failed_hop: u8, message: String },
 }
@@ -194,6 +199,8 @@ pub fn decode_request_body(body: &[u8]) -> Result<SetupRequest, DecodeError> {
     let setup_timeout_ms = r.u32("setup timeout")?;
     let token_len = r.u8("token length")? as usize;
     let token = r.take(token_len, "token")?.to_vec();
+    let mut client_key = [0u8; KEY_LEN];
+    client_key.copy_from_slice(r.take(KEY_LEN, "client key")?);
     let n = r.u8("path length")? as usize;
     if hop_index as usize + 1 + n > MAX_HOPS {
         return Err(DecodeError::TooLong {
@@ -233,6 +240,7 @@ pub fn decode_request_body(body: &[u8]) -> Result<SetupRequest, DecodeError> {
         mode,
         setup_timeout_ms,
         token,
+        client_key,
         next,
     })
 }
@@ -249,6 +257,7 @@ impl SetupRequest {
         let token = &self.token[..self.token.len().min(MAX_TOKEN_LEN)];
         body.push(token.len() as u8);
         body.extend_from_slice(token);
+        body.extend_from_slice(&self.client_key);
         let fits = MAX_HOPS.saturating_sub(self.hop_index as usize + 1);
         let next = &self.next[..self.next.len().min(fits)];
         body.push(next.len() as u8);
@@ -280,7 +289,7 @@ impl SetupReply {
     /// a peer of another version why it refused.
     pub fn encode(&self) -> Vec<u8> {
         let (status, hop, msg) = match self {
-            SetupReply::Ack => (0u8, 0u8, &b""[..]),
+            SetupReply::Ack { proof } => (0u8, 0u8, &proof[..]),
             SetupReply::Nack {
                 failed_hop,
                 message,
@@ -305,7 +314,7 @@ pub struct ReplyPrefix {
     pub version: u16,
     /// `None` for ack, `Some(hop)` for nack.
     pub failed_hop: Option<u8>,
-    /// Length of the nack message that follows.
+    /// Length of what follows: the nack message, or the ack's route proof.
     pub message_len: usize,
 }
 
@@ -335,37 +344,70 @@ pub fn decode_reply_prefix(p: &[u8; REPLY_PREFIX_LEN]) -> Result<ReplyPrefix, De
     })
 }
 
-/// A QUIC datagram on an established route. Relays forward datagrams verbatim both ways, so these
-/// travel end to end without queueing behind bulk stream data.
+/// A QUIC datagram on an established route. Relays forward datagrams verbatim both ways (but
+/// answer a `HopPing` meant for them), so these travel end to end without queueing behind bulk
+/// stream data. Reports and pongs carry the destination's MAC under the route's report key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Datagram {
-    /// Destination → client: total payload bytes received so far on the route.
-    Report { received: u64 },
+    /// Destination → client: total payload bytes received so far on the route; `seq` counts
+    /// the route's reports from 0.
+    Report {
+        seq: u32,
+        received: u64,
+        tag: [u8; TAG_LEN],
+    },
     /// Client → destination: an RTT probe; the client matches answers by `seq`.
     Ping { seq: u32 },
     /// Destination → client: the probe's `seq`, returned.
-    Pong { seq: u32 },
+    Pong { seq: u32, tag: [u8; TAG_LEN] },
+    /// Client → the node at `hop` of its path: are you there? (Finds the hop that went silent.)
+    HopPing { hop: u8, seq: u32 },
+    /// That node → client: here, answering `seq`.
+    HopPong { hop: u8, seq: u32 },
 }
 
 const DG_REPORT: u8 = 1;
 const DG_PING: u8 = 2;
 const DG_PONG: u8 = 3;
+const DG_HOP_PING: u8 = 4;
+const DG_HOP_PONG: u8 = 5;
 
 impl Datagram {
-    /// Encodes to at most 9 bytes.
+    /// Encodes to at most 45 bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13);
+        let mut out = self.mac_input();
+        match self {
+            Datagram::Report { tag, .. } | Datagram::Pong { tag, .. } => out.extend_from_slice(tag),
+            _ => {}
+        }
+        out
+    }
+
+    /// The bytes a report's or pong's MAC covers: everything before the tag.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + TAG_LEN);
         match *self {
-            Datagram::Report { received } => {
+            Datagram::Report { seq, received, .. } => {
                 out.push(DG_REPORT);
+                out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(&received.to_be_bytes());
             }
             Datagram::Ping { seq } => {
                 out.push(DG_PING);
                 out.extend_from_slice(&seq.to_be_bytes());
             }
-            Datagram::Pong { seq } => {
+            Datagram::Pong { seq, .. } => {
                 out.push(DG_PONG);
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
+            Datagram::HopPing { hop, seq } => {
+                out.push(DG_HOP_PING);
+                out.push(hop);
+                out.extend_from_slice(&seq.to_be_bytes());
+            }
+            Datagram::HopPong { hop, seq } => {
+                out.push(DG_HOP_PONG);
+                out.push(hop);
                 out.extend_from_slice(&seq.to_be_bytes());
             }
         }
@@ -375,19 +417,36 @@ impl Datagram {
     /// Decodes a datagram; unknown types and wrong lengths are errors.
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { buf: b };
+        let tag = |r: &mut Reader<'_>| -> Result<[u8; TAG_LEN], DecodeError> {
+            let mut t = [0u8; TAG_LEN];
+            t.copy_from_slice(r.take(TAG_LEN, "tag")?);
+            Ok(t)
+        };
         let d = match r.u8("datagram type")? {
             DG_REPORT => {
+                let seq = r.u32("report sequence")?;
                 let v = r.take(8, "report")?;
+                let mut received = [0u8; 8];
+                received.copy_from_slice(v);
                 Datagram::Report {
-                    received: u64::from_be_bytes(
-                        v.try_into().map_err(|_| DecodeError::Malformed("report"))?,
-                    ),
+                    seq,
+                    received: u64::from_be_bytes(received),
+                    tag: tag(&mut r)?,
                 }
             }
             DG_PING => Datagram::Ping {
                 seq: r.u32("probe sequence")?,
             },
             DG_PONG => Datagram::Pong {
+                seq: r.u32("probe sequence")?,
+                tag: tag(&mut r)?,
+            },
+            DG_HOP_PING => Datagram::HopPing {
+                hop: r.u8("hop")?,
+                seq: r.u32("probe sequence")?,
+            },
+            DG_HOP_PONG => Datagram::HopPong {
+                hop: r.u8("hop")?,
                 seq: r.u32("probe sequence")?,
             },
             t => return Err(DecodeError::IllegalValue(format!("datagram type {t}"))),
@@ -396,6 +455,15 @@ impl Datagram {
             return Err(DecodeError::Malformed("trailing bytes"));
         }
         Ok(d)
+    }
+
+    /// The hop a `HopPing` is for, read from its first bytes without a full decode (relays look
+    /// at every datagram they forward).
+    pub fn hop_ping_target(b: &[u8]) -> Option<u8> {
+        match b {
+            [DG_HOP_PING, hop, _, _, _, _] => Some(*hop),
+            _ => None,
+        }
     }
 }
 
@@ -421,6 +489,7 @@ mod tests {
             mode: Mode::Up,
             setup_timeout_ms: 5000,
             token: b"secret".to_vec(),
+            client_key: [9; KEY_LEN],
             next: vec![
                 NodeAddr {
                     id: NodeId([1; 16]),
@@ -473,10 +542,10 @@ mod tests {
         let mut bytes = sample().encode();
         bytes[4..6].copy_from_slice(&9u16.to_be_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert_eq!(err, DecodeError::Version { peer: 9, ours: 1 });
+        assert_eq!(err, DecodeError::Version { peer: 9, ours: 2 });
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: peer speaks v9, this node speaks v1"
+            "protocol version mismatch: peer speaks v9, this node speaks v2"
         );
     }
 
@@ -505,9 +574,18 @@ mod tests {
     #[test]
     fn datagrams_round_trip_and_reject_garbage() {
         for d in [
-            Datagram::Report { received: 1 << 40 },
+            Datagram::Report {
+                seq: 3,
+                received: 1 << 40,
+                tag: [7; TAG_LEN],
+            },
             Datagram::Ping { seq: 7 },
-            Datagram::Pong { seq: u32::MAX },
+            Datagram::Pong {
+                seq: u32::MAX,
+                tag: [1; TAG_LEN],
+            },
+            Datagram::HopPing { hop: 2, seq: 9 },
+            Datagram::HopPong { hop: 2, seq: 9 },
         ] {
             let b = d.encode();
             assert_eq!(Datagram::decode(&b), Ok(d));
@@ -521,6 +599,65 @@ mod tests {
         assert!(Datagram::decode(&[9, 0, 0]).is_err());
     }
 
+    /// The bytes of docs/PROTOCOL.md's worked example.
+    #[test]
+    fn worked_example_matches_the_docs() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let dst = NodeAddr {
+            id: "00112233445566778899aabbccddeeff".parse().unwrap(),
+            addr: "127.0.0.1:7600".parse().unwrap(),
+        };
+        let req = SetupRequest {
+            route_index: 2,
+            hop_index: 0,
+            mode: Mode::Up,
+            setup_timeout_ms: 5000,
+            token: b"s3cret".to_vec(),
+            client_key: [0x11; KEY_LEN],
+            next: vec![dst],
+        };
+        let key = "11".repeat(32);
+        let bytes = req.encode();
+        assert_eq!(bytes.len(), 81);
+        assert_eq!(
+            hex(&bytes),
+            format!(
+                "4d4257510002004900000002000000001388067333637265 74{key}01\
+                 00112233445566778899aabbccddeeff047f0000011db0"
+            )
+            .replace(' ', "")
+        );
+        let onward = SetupRequest {
+            hop_index: 1,
+            next: vec![],
+            ..req
+        };
+        let bytes = onward.encode();
+        assert_eq!(bytes.len(), 58);
+        assert_eq!(
+            hex(&bytes),
+            format!("4d4257510002003200000002010000001388067333637265 74{key}00").replace(' ', "")
+        );
+        let nack = SetupReply::Nack {
+            failed_hop: 1,
+            message: "bad token".into(),
+        };
+        assert_eq!(
+            hex(&nack.encode()),
+            "4d42575200020101000962616420746f6b656e"
+        );
+        let report = Datagram::Report {
+            seq: 0,
+            received: 123_456_789,
+            tag: [0; TAG_LEN],
+        };
+        assert_eq!(
+            hex(&report.mac_input()),
+            "01000000000000000007 5bcd15".replace(' ', "")
+        );
+        assert_eq!(hex(&Datagram::Ping { seq: 7 }.encode()), "0200000007");
+    }
+
     #[test]
     fn all_modes_round_trip() {
         for m in [Mode::Up, Mode::Down, Mode::Bidir, Mode::Echo] {
@@ -530,10 +667,21 @@ mod tests {
 
     #[test]
     fn reply_round_trips_and_truncates_long_messages() {
-        let ack = SetupReply::Ack.encode();
+        let ack = SetupReply::Ack {
+            proof: vec![1, 2, 3],
+        }
+        .encode();
         let p = decode_reply_prefix(ack[..REPLY_PREFIX_LEN].try_into().unwrap()).unwrap();
         assert_eq!(p.failed_hop, None);
-        assert_eq!(p.message_len, 0);
+        assert_eq!(p.message_len, 3);
+        assert_eq!(
+            Datagram::hop_ping_target(&Datagram::HopPing { hop: 4, seq: 1 }.encode()),
+            Some(4)
+        );
+        assert_eq!(
+            Datagram::hop_ping_target(&Datagram::Ping { seq: 1 }.encode()),
+            None
+        );
 
         let nack = SetupReply::Nack {
             failed_hop: 2,
@@ -580,16 +728,20 @@ mod proptests {
             0u8..4,
             any::<u32>(),
             proptest::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN),
+            any::<[u8; KEY_LEN]>(),
             proptest::collection::vec(node(), 0..4),
         )
             .prop_map(
-                |(route_index, hop_index, mode, setup_timeout_ms, token, next)| SetupRequest {
-                    route_index,
-                    hop_index,
-                    mode: Mode::from_code(mode).unwrap_or(Mode::Up),
-                    setup_timeout_ms,
-                    token,
-                    next,
+                |(route_index, hop_index, mode, setup_timeout_ms, token, client_key, next)| {
+                    SetupRequest {
+                        route_index,
+                        hop_index,
+                        mode: Mode::from_code(mode).unwrap_or(Mode::Up),
+                        setup_timeout_ms,
+                        token,
+                        client_key,
+                        next,
+                    }
                 },
             )
     }

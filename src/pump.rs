@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::identity::NodeId;
 use crate::node::PAYLOAD_CHUNK;
+use crate::proof::{ReplayWindow, ReportKey};
 use crate::protocol::{Datagram, Mode};
 use crate::table::RouteRef;
 use crate::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
@@ -54,9 +55,12 @@ pub struct RouteLive {
     pub counters: Arc<Counters>,
     /// `counters.sent` when this incarnation began; the destination's reports count from zero.
     sent_base: u64,
+    /// Authenticates the destination's reports and pongs (`proof`).
+    key: ReportKey,
     next_seq: AtomicU32,
-    /// Probes waiting for their pong, by sequence number; locked only to insert/remove.
-    waiting: Mutex<HashMap<u32, oneshot::Sender<Instant>>>,
+    /// Probes waiting for their answer, by sequence number, with the hop a `HopPing` was for
+    /// (`None`: an RTT ping, answered by the destination's pong); locked only to insert/remove.
+    waiting: Mutex<Waiting>,
 }
 
 /// Why a probe got no answer.
@@ -80,6 +84,7 @@ impl RouteLive {
         path: Vec<NodeAddr>,
         conn: Connection,
         counters: Arc<Counters>,
+        key: ReportKey,
     ) -> Self {
         RouteLive {
             rref,
@@ -87,23 +92,48 @@ impl RouteLive {
             conn,
             sent_base: counters.sent.load(Ordering::Relaxed),
             counters,
+            key,
             next_seq: AtomicU32::new(0),
             waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Instant>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // Each critical section is one map operation; a poisoned map is still consistent.
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends one RTT probe end to end and waits for its answer (read by this route's pump).
     pub async fn probe(&self, timeout: Duration) -> Result<Duration, ProbeError> {
+        self.ask(None, timeout).await
+    }
+
+    /// Whether the node at `hop` of the path answers a `HopPing` within `timeout`.
+    async fn hop_answers(&self, hop: u8, timeout: Duration) -> Result<(), ProbeError> {
+        self.ask(Some(hop), timeout).await.map(|_| ())
+    }
+
+    /// The first hop of the path that does not answer (each is asked `HOP_TRIES` times at
+    /// once), if any: past a silent node nothing answers, so that node is the culprit.
+    pub async fn silent_hop(&self, timeout: Duration) -> Option<u8> {
+        let asks = (0..self.path.len() as u8).map(|hop| async move {
+            let tries = (0..HOP_TRIES).map(|_| Box::pin(self.hop_answers(hop, timeout)));
+            futures_util::future::select_ok(tries).await.is_ok()
+        });
+        let answered = futures_util::future::join_all(asks).await;
+        answered.iter().position(|a| !a).map(|h| h as u8)
+    }
+
+    async fn ask(&self, hop: Option<u8>, timeout: Duration) -> Result<Duration, ProbeError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting().insert(seq, tx);
+        self.waiting().insert(seq, (hop, tx));
         let sent = Instant::now();
-        let ping = Datagram::Ping { seq }.encode();
+        let ping = match hop {
+            None => Datagram::Ping { seq },
+            Some(hop) => Datagram::HopPing { hop, seq },
+        }
+        .encode();
         if let Err(e) = self.conn.send_datagram(ping.into()) {
             self.waiting().remove(&seq);
             return Err(ProbeError::Send(self.rref, e.to_string()));
@@ -117,24 +147,63 @@ impl RouteLive {
         }
     }
 
-    fn on_datagram(&self, d: &[u8]) {
+    /// Takes one datagram. Only what the destination MACed counts: a report or pong that fails
+    /// authentication, or a report seen before, ends the route, since a node on the path is
+    /// making numbers up.
+    fn on_datagram(&self, d: &[u8], replays: &mut ReplayWindow) -> Result<(), PumpError> {
+        let answered = |seq: u32, hop: Option<u8>| {
+            let now = Instant::now();
+            let mut waiting = self.waiting();
+            if waiting.get(&seq).is_some_and(|(h, _)| *h == hop) {
+                if let Some((_, tx)) = waiting.remove(&seq) {
+                    let _ = tx.send(now);
+                }
+            }
+        };
         match Datagram::decode(d) {
-            Ok(Datagram::Report { received }) => {
+            Ok(r @ Datagram::Report { seq, received, .. }) => {
+                if !self.key.opens(&r) {
+                    return Err(self.forged("a delivery report failed authentication"));
+                }
+                if !replays.accept(seq) {
+                    return Err(self.forged(&format!("delivery report {seq} was replayed")));
+                }
                 self.counters
                     .sent
                     .fetch_max(self.sent_base + received, Ordering::Relaxed);
             }
-            Ok(Datagram::Pong { seq }) => {
-                let now = Instant::now();
-                if let Some(tx) = self.waiting().remove(&seq) {
-                    let _ = tx.send(now);
+            Ok(p @ Datagram::Pong { seq, .. }) => {
+                if !self.key.opens(&p) {
+                    return Err(self.forged("a probe answer failed authentication"));
                 }
+                answered(seq, None);
             }
+            Ok(Datagram::HopPong { hop, seq }) => answered(seq, Some(hop)),
             // Pings are not for the client; garbage from a peer is ignored, not fatal.
-            Ok(Datagram::Ping { .. }) | Err(_) => {}
+            Ok(Datagram::Ping { .. } | Datagram::HopPing { .. }) | Err(_) => {}
         }
+        Ok(())
+    }
+
+    /// The failure for a datagram the destination did not send: someone on the relay path did.
+    fn forged(&self, what: &str) -> PumpError {
+        let relays = &self.path[..self.path.len().saturating_sub(1)];
+        let by = if relays.is_empty() {
+            "not sent by the destination".to_string()
+        } else {
+            let names: Vec<String> = relays.iter().map(|n| n.id.to_string()).collect();
+            format!("forged on relay path {}", names.join(" -> "))
+        };
+        PumpError::plain(format!("{what}: {by}"))
     }
 }
+
+/// Probes waiting for an answer: sequence number → (the hop asked, or `None` for the
+/// destination's pong; where to send the arrival time).
+type Waiting = HashMap<u32, (Option<u8>, oneshot::Sender<Instant>)>;
+
+/// `HopPing`s sent to each hop when looking for a silent one (datagrams can be lost).
+const HOP_TRIES: usize = 3;
 
 /// Why a pump stopped, attributed to a hop of the path when the close reason allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,13 +267,41 @@ fn parse_hop(reason: &str) -> (Option<u8>, Option<NodeId>) {
     (hop, node)
 }
 
+/// After the pump resets its stream at the end of the run, how long it waits for the far end to
+/// close the route before closing it itself.
+const END_WAIT: Duration = Duration::from_secs(1);
+
+/// Ends a route so that every hop learns it at once. A connection close is sent once and can be
+/// lost (a node then holds the route's slot until QUIC's 30 s idle timeout), but a stream reset
+/// is repeated until acknowledged: each relay passes it on, the destination closes the route on
+/// it, and that close travels back hop by hop. The local close comes last, bounded by `END_WAIT`.
+async fn end_route(conn: Connection, mut send: quinn::SendStream) {
+    let _ = send.reset(CLOSE_DONE);
+    let _ = tokio::time::timeout(END_WAIT, conn.closed()).await;
+    conn.close(CLOSE_DONE, b"run over");
+}
+
+/// How long a hop has to answer a `HopPing` when the route is stalled.
+pub const HOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The sampler's word that a route moved no bytes for `after`: the pump then looks for the hop
+/// that went silent, and ends the route naming it.
+pub struct StallWatch<'a> {
+    /// Notified on each stall.
+    pub notify: &'a Notify,
+    /// The stall timeout, for the message.
+    pub after: Duration,
+}
+
 /// Runs the route: datagrams at once, payload after `go`, until `cancel` (clean: `Ok`) or an
-/// error. Closes the link either way.
+/// error. Ends the route either way: waiting for that at the end of the run, in the background
+/// after a failure (whose event should not wait).
 pub async fn pump(
     link: Link,
     route: &RouteLive,
     mode: Mode,
     io_timeout: Duration,
+    stalls: StallWatch<'_>,
     go: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<(), PumpError> {
@@ -212,7 +309,8 @@ pub async fn pump(
         conn,
         mut send,
         mut recv,
-        endpoint: _endpoint, // kept alive until the pump ends
+        endpoint,
+        ..
     } = link;
     let path = &route.path;
     let counters = &route.counters;
@@ -284,9 +382,10 @@ pub async fn pump(
         }
     };
     let datagrams = async {
+        let mut replays = ReplayWindow::default();
         loop {
             match conn.read_datagram().await {
-                Ok(d) => route.on_datagram(&d),
+                Ok(d) => route.on_datagram(&d, &mut replays)?,
                 Err(e) => return Err(PumpError::from_close("connection lost", &e, path)),
             }
         }
@@ -295,12 +394,38 @@ pub async fn pump(
         go.cancelled().await;
         tokio::try_join!(writer, reader).map(|((), ())| ())
     };
+    // A stall with every hop answering stays a warning; a silent hop ends the route, named.
+    let silence = async {
+        loop {
+            stalls.notify.notified().await;
+            if let Some(hop) = route.silent_hop(HOP_TIMEOUT).await {
+                let node = path.get(hop as usize).map(|n| n.id);
+                let who = node.map(|n| format!(" ({n})")).unwrap_or_default();
+                return Err::<(), _>(PumpError {
+                    message: format!(
+                        "stalled: no bytes confirmed for {}; hop {hop}{who} does not answer",
+                        humantime::format_duration(stalls.after)
+                    ),
+                    failed_hop: Some(hop),
+                    node,
+                });
+            }
+        }
+    };
     let result = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
         r = load => r,
         r = datagrams => r,
+        r = silence => r,
     };
-    conn.close(CLOSE_DONE, b"run over");
+    if result.is_ok() {
+        end_route(conn, send).await;
+    } else {
+        tokio::spawn(async move {
+            end_route(conn, send).await;
+            drop(endpoint); // the endpoint must outlive the close
+        });
+    }
     result
 }
 

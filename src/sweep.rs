@@ -30,13 +30,14 @@ impl Cell {
 /// What one run of a cell gave.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// Aggregate goodput (bits/s), failures (route failures + routes never set up) and the
-    /// share of first-link packets lost (`None` for runs that did not count them), as read back
-    /// from the run's saved NDJSON.
+    /// Aggregate goodput (bits/s), failures (route failures + routes never set up), the
+    /// share of first-link packets lost (`None` for runs that did not count them) and the
+    /// routes established, as read back from the run's saved NDJSON.
     Measured {
         bps: f64,
         failures: u64,
         loss: Option<f64>,
+        routes: usize,
     },
     /// The run could not measure anything; why.
     Failed(String),
@@ -50,8 +51,11 @@ pub struct CellStats {
     pub cell: Cell,
     /// Runs attempted.
     pub runs: usize,
-    /// Runs that measured something.
+    /// Runs that measured every planned route: the only ones averaged.
     pub measured: usize,
+    /// Routes established in each run that got fewer than planned (PARTIAL runs, never
+    /// averaged with whole ones).
+    pub partial_runs: Vec<usize>,
     /// Mean aggregate goodput over the measured runs, bits/s.
     pub mean_bps: Option<f64>,
     /// Sample standard deviation over the measured runs, bits/s (0 for one run).
@@ -86,8 +90,10 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
     let mut out: Vec<CellStats> = cells
         .iter()
         .map(|(cell, outcomes)| {
+            let whole = |o: &&Outcome| matches!(o, Outcome::Measured { routes, .. } if *routes >= cell.routes);
             let rates: Vec<f64> = outcomes
                 .iter()
+                .filter(whole)
                 .filter_map(|o| match o {
                     Outcome::Measured { bps, .. } => Some(*bps),
                     Outcome::Failed(_) => None,
@@ -96,15 +102,24 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
             let ms = mean_stddev(&rates);
             let losses: Vec<f64> = outcomes
                 .iter()
+                .filter(whole)
                 .filter_map(|o| match o {
                     Outcome::Measured { loss, .. } => *loss,
                     Outcome::Failed(_) => None,
+                })
+                .collect();
+            let partial_runs = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Measured { routes, .. } if *routes < cell.routes => Some(*routes),
+                    _ => None,
                 })
                 .collect();
             CellStats {
                 cell: *cell,
                 runs: outcomes.len(),
                 measured: rates.len(),
+                partial_runs,
                 mean_bps: ms.map(|m| m.0),
                 stddev_bps: ms.map(|m| m.1),
                 failures: outcomes
@@ -139,8 +154,19 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
 fn cell_text(c: &CellStats) -> String {
     let mut t = match (c.mean_bps, c.stddev_bps) {
         (Some(m), Some(sd)) => fmt_rate_pm(m, sd),
+        _ if !c.partial_runs.is_empty() => String::new(),
         _ => "FAILED".to_string(),
     };
+    if !c.partial_runs.is_empty() {
+        let got: Vec<String> = c.partial_runs.iter().map(usize::to_string).collect();
+        let sep = if t.is_empty() { "" } else { " " };
+        let _ = write!(
+            t,
+            "{sep}PARTIAL ({} of {} routes)",
+            got.join(","),
+            c.cell.routes
+        );
+    }
     if let Some(r) = c.ratio_to_first {
         let _ = write!(t, " ({r:.2}x)");
     }
@@ -253,11 +279,13 @@ mod tests {
             bps,
             failures,
             loss: Some(0.0),
+            routes: 1,
         };
         let lossy = |bps: f64, loss: f64| Outcome::Measured {
             bps,
             failures: 0,
             loss: Some(loss),
+            routes: 2,
         };
         let cells = vec![
             (cell(1, 1), vec![measured(50e6, 0), measured(52e6, 0)]),
@@ -291,6 +319,35 @@ mod tests {
         assert!(
             md.starts_with("| routes | min-hops 1, up | min-hops 2, up |\n|---:|---|---|\n"),
             "{md}"
+        );
+    }
+
+    /// A sweep once averaged runs of 200, 124 and 33 routes into one "200 routes" cell.
+    #[test]
+    fn runs_with_fewer_routes_than_planned_are_partial_and_never_averaged() {
+        let run = |bps: f64, routes: usize| Outcome::Measured {
+            bps,
+            failures: 0,
+            loss: None,
+            routes,
+        };
+        let cells = vec![
+            (
+                cell(200, 1),
+                vec![run(4.2e9, 200), run(2.9e9, 124), run(1.1e9, 33)],
+            ),
+            (cell(4, 1), vec![run(1e9, 3)]),
+        ];
+        let s = stats(&cells);
+        assert_eq!(s[0].measured, 1);
+        assert_eq!(s[0].mean_bps, Some(4.2e9));
+        assert_eq!(s[0].partial_runs, vec![124, 33]);
+        assert_eq!(s[1].mean_bps, None);
+        let text = render(&s);
+        assert!(text.contains("PARTIAL (124,33 of 200 routes)"), "{text}");
+        assert!(
+            text.contains("PARTIAL (3 of 4 routes)") && !text.contains("FAILED"),
+            "{text}"
         );
     }
 }

@@ -17,8 +17,8 @@ use crate::identity::{Identity, NodeId};
 /// recognizes it to report a wrong URI as bad input.
 pub const ID_MISMATCH: &str = "node id mismatch";
 
-/// ALPN of protocol version 1. A peer speaking another ALPN fails the handshake.
-pub const ALPN: &[u8] = b"mux-bw/1";
+/// ALPN of protocol version 2. A peer speaking another ALPN fails the handshake.
+pub const ALPN: &[u8] = b"mux-bw/2";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -109,17 +109,34 @@ impl Congestion {
     }
 }
 
-fn varint(v: u64) -> VarInt {
+/// `v` as a QUIC varint, saturating.
+pub(crate) fn varint(v: u64) -> VarInt {
     VarInt::from_u64(v).unwrap_or(VarInt::MAX)
 }
 
-fn transport_config(t: &Tuning) -> Arc<quinn::TransportConfig> {
+/// Connection-level receive window a node gives a peer until its setup header passed the checks
+/// (`node` raises it to `Tuning::conn_window` then): enough for the largest header, so a stranger
+/// cannot make the node buffer megabytes.
+pub const STRANGER_WINDOW: u64 = 16 << 10;
+
+/// Unread datagrams buffered per connection: reports and probes are tens of bytes, read at once.
+const DATAGRAM_BUFFER: usize = 64 << 10;
+
+fn transport_config(t: &Tuning, accepting: bool) -> Arc<quinn::TransportConfig> {
     use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
     let mut c = quinn::TransportConfig::default();
     c.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     c.keep_alive_interval(Some(Duration::from_secs(5)));
     c.stream_receive_window(varint(t.stream_window));
-    c.receive_window(varint(t.conn_window));
+    c.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    if accepting {
+        // A route is one bidirectional stream opened by the dialer; nothing else is accepted.
+        c.max_concurrent_bidi_streams(VarInt::from_u32(1));
+        c.max_concurrent_uni_streams(VarInt::from_u32(0));
+        c.receive_window(varint(STRANGER_WINDOW));
+    } else {
+        c.receive_window(varint(t.conn_window));
+    }
     c.send_window(t.send_window);
     match t.congestion {
         Congestion::Cubic => c.congestion_controller_factory(Arc::new(CubicConfig::default())),
@@ -133,7 +150,7 @@ fn client_config(t: &Tuning) -> Result<quinn::ClientConfig, EndpointError> {
     let crypto = QuicClientConfig::try_from(tls::client_config()?)
         .map_err(|e| EndpointError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport_config(t));
+    cfg.transport_config(transport_config(t, false));
     Ok(cfg)
 }
 
@@ -148,7 +165,11 @@ pub fn endpoint(
             let crypto = QuicServerConfig::try_from(tls::server_config(id)?)
                 .map_err(|e| EndpointError::Crypto(e.to_string()))?;
             let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            cfg.transport_config(transport_config(tuning));
+            cfg.transport_config(transport_config(tuning, true));
+            // Packets buffered for connections not yet accepted: small, since the node decides
+            // at once.
+            cfg.incoming_buffer_size(64 << 10);
+            cfg.incoming_buffer_size_total(4 << 20);
             Some(cfg)
         }
         None => None,
@@ -263,6 +284,8 @@ pub struct Link {
     pub recv: RecvStream,
     /// The endpoint the link was dialed from, kept alive as long as the link.
     pub endpoint: Endpoint,
+    /// The destination's route proof, from the ack (checked by the client, passed on by relays).
+    pub proof: Vec<u8>,
 }
 
 /// Loss and congestion state of one QUIC connection, from quinn's path statistics: what iperf3
@@ -368,7 +391,7 @@ pub async fn setup_link(
             .await
             .map_err(|e| format!("truncated setup reply: {e}"))?;
         let reply = match p.failed_hop {
-            None => SetupReply::Ack,
+            None => SetupReply::Ack { proof: msg },
             Some(failed_hop) => SetupReply::Nack {
                 failed_hop,
                 message: String::from_utf8_lossy(&msg).into_owned(),
@@ -402,11 +425,12 @@ pub async fn setup_link(
         }
     };
     match outcome {
-        (send, recv, SetupReply::Ack) => Ok(Link {
+        (send, recv, SetupReply::Ack { proof }) => Ok(Link {
             conn,
             send,
             recv,
             endpoint: endpoint.clone(),
+            proof,
         }),
         (
             _,

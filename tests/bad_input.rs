@@ -120,7 +120,7 @@ fn version_names_commit_and_protocol() {
     let line = out.stdout.trim();
     assert!(line.starts_with("mux-bw 0."), "{line}");
     assert!(
-        line.contains("(git ") && line.ends_with(", protocol v1)"),
+        line.contains("(git ") && line.ends_with(", protocol v2)"),
         "{line}"
     );
 }

@@ -204,6 +204,7 @@ fn setup_errors_name_the_node_not_the_link_proxy() {
         "300ms",
         "--duration",
         "1s",
+        "--allow-partial",
     ]);
     let failed = of_type(&events, "route_setup_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");

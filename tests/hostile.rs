@@ -61,6 +61,7 @@ fn request(next: Vec<NodeAddr>) -> SetupRequest {
         mode: Mode::Up,
         setup_timeout_ms: 500,
         token: TOKEN.to_vec(),
+        client_key: mux_bw::proof::ClientHalf::new().unwrap().public(),
         next,
     }
 }
@@ -145,7 +146,7 @@ async fn wrong_token_and_unknown_version_are_refused_by_name() {
     let (_, msg) = nack(&ep, &dst.addr, &v9).await;
     assert_eq!(
         msg,
-        "protocol version mismatch: peer speaks v9, this node speaks v1"
+        "protocol version mismatch: peer speaks v9, this node speaks v2"
     );
 }
 
@@ -260,10 +261,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn client_at(ip: &str) -> Endpoint {
+    let tuning = transport::Tuning::default();
+    transport::endpoint(format!("{ip}:0").parse().unwrap(), None, &tuning).unwrap()
+}
+
+/// 1000 connections that complete the handshake and then say nothing: one source may hold at
+/// most 256 of them (the rest are closed at once), every one is dropped by the header timeout,
+/// memory stays bounded, and a client from another address is served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_flood_of_silent_peers_is_dropped_and_the_relay_stays_responsive() {
+async fn connect_flood_of_silent_peers_is_capped_per_source_and_dropped() {
     const FLOOD: usize = 1000;
-    let relay = common::NodeProc::start("relay", &["--token", "s3cret", "--header-timeout", "2s"]);
+    // Long enough that the whole flood is connected before the first silent ones time out.
+    let relay = common::NodeProc::start("relay", &["--token", "s3cret", "--header-timeout", "6s"]);
     let relay_addr: NodeAddr = relay.uri.parse().unwrap();
     let dst = start(Role::Destination, Duration::from_secs(5));
     let rss_before = rss_kib(relay.pid());
@@ -289,35 +299,40 @@ async fn connect_flood_of_silent_peers_is_dropped_and_the_relay_stays_responsive
             conns.push(c);
         }
     }
-    assert_eq!(conns.len(), FLOOD, "handshakes failed during the flood");
 
-    // While the flood sits there silently, a real route through the relay still works.
-    let ok = send_raw(&ep, &relay_addr, &request(vec![dst.addr]).encode()).await;
+    // While the flood sits there silently, a real route from another source works.
+    let other = client_at("127.0.0.2");
+    let ok = send_raw(&other, &relay_addr, &request(vec![dst.addr]).encode()).await;
     assert_eq!(ok, Ok(None));
     let rss_during = rss_kib(relay.pid());
 
-    // Every silent connection is dropped by the header timeout. Under a flood some close frames
-    // are lost on loopback; the relay then answers the next packet with a stateless reset, which
-    // also proves it dropped the connection.
-    let mut explicit = 0;
+    // Every silent connection is dropped: beyond the per-source cap at once, the others by the
+    // header timeout. Under a flood some close frames are lost on loopback; the relay then
+    // answers the next packet with a stateless reset, which also proves it dropped the
+    // connection.
+    let (mut timed_out, mut capped) = (0, 0);
     for c in &conns {
-        let reason = tokio::time::timeout(Duration::from_secs(10), c.closed())
+        let reason = tokio::time::timeout(Duration::from_secs(15), c.closed())
             .await
             .expect("silent connection not dropped");
         let reason = reason.to_string();
-        if reason.contains("no setup header") {
-            explicit += 1;
+        if reason.contains("no setup header in time") {
+            timed_out += 1;
+        } else if reason.contains("without a setup header") || reason.contains("handshake") {
+            capped += 1;
         } else {
             assert_eq!(reason, "reset by peer");
         }
     }
+    // One source holds at most 256 at once; on a busy machine the first ones may time out
+    // before the flood is over and make room for a few more.
     assert!(
-        explicit > FLOOD / 2,
-        "only {explicit} connections got the close reason"
+        timed_out >= 128,
+        "only {timed_out} held until the header timeout"
     );
     assert!(
-        t.elapsed() >= Duration::from_secs(2),
-        "dropped before the header timeout"
+        capped > FLOOD / 2,
+        "only {capped} refused over the cap of 256"
     );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     let grown_mib = rss_during.saturating_sub(rss_before) / 1024;
@@ -326,11 +341,187 @@ async fn connect_flood_of_silent_peers_is_dropped_and_the_relay_stays_responsive
         "relay grew {grown_mib} MiB for {FLOOD} silent connections"
     );
     eprintln!(
-        "flood: {FLOOD} connections dropped by {:?} ({explicit} with reason); relay RSS {} -> {} KiB",
+        "flood: {FLOOD} connections, {timed_out} held until the header timeout, {capped} refused \
+         over the per-source cap, all gone by {:?}; relay RSS {} -> {} KiB",
         t.elapsed(),
         rss_before,
         rss_during
     );
+}
+
+/// Forwards datagrams from the returned address to `to`, and drops everything coming back: a
+/// client behind it can send Initials but never complete a handshake.
+async fn one_way_proxy(to: SocketAddr) -> SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if from != to {
+                let _ = sock.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+/// About a thousand QUIC Initials that never complete once shut a node for 30 s: each held a
+/// connection slot until QUIC's idle timeout. Now unvalidated handshakes have a budget of their
+/// own (beyond it a stateless Retry, which a spoofer or a half-open client never answers) and
+/// a 5 s deadline, so a real client is served in the middle of the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_handshakes_do_not_lock_clients_out() {
+    let dst = common::NodeProc::start("serve", &["--token", "s3cret"]);
+    let dst_addr: NodeAddr = dst.uri.parse().unwrap();
+    let proxy = one_way_proxy(dst_addr.addr).await;
+    let attacker = client();
+    let mut half_open = Vec::new();
+    for _ in 0..1030 {
+        // Each connect sends one Initial through the proxy; no answer ever comes back.
+        half_open.push(
+            attacker
+                .connect(proxy, &tls::server_name(&dst_addr.id))
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    let real = client();
+    let link =
+        transport::setup_link(&real, &dst_addr, &request(vec![]), Duration::from_secs(5)).await;
+    assert!(link.is_ok(), "refused during the flood: {:?}", link.err());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(half_open);
+}
+
+/// 60 connections that send a header prefix and then megabytes of junk, on their stream and on
+/// extra ones, once took a node from 56 MB to 1 GB. Before a valid header a connection may open
+/// one stream and send 16 KiB: the node stays small, and shrinks back when they leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_make_a_node_buffer_megabytes() {
+    let dst = common::NodeProc::start("serve", &["--token", "s3cret", "--header-timeout", "10s"]);
+    let dst_addr: NodeAddr = dst.uri.parse().unwrap();
+    let before = rss_kib(dst.pid());
+    let ep = client();
+    let junk = vec![0x5au8; 16 << 20];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let conn = ep
+            .connect(dst_addr.addr, &tls::server_name(&dst_addr.id))
+            .unwrap()
+            .await
+            .unwrap();
+        let junk = junk.clone();
+        tasks.spawn(async move {
+            let push = |conn: quinn::Connection, junk: Vec<u8>, prefix: bool| async move {
+                if let Ok((mut send, _recv)) = conn.open_bi().await {
+                    if prefix {
+                        let mut p = protocol::REQUEST_MAGIC.to_vec();
+                        p.extend_from_slice(&protocol::PROTOCOL_VERSION.to_be_bytes());
+                        p.extend_from_slice(&4096u16.to_be_bytes());
+                        let _ = send.write_all(&p).await;
+                    }
+                    let _ = send.write_all(&junk).await;
+                }
+            };
+            let extra = |conn: quinn::Connection, junk: Vec<u8>| async move {
+                if let Ok(mut send) = conn.open_uni().await {
+                    let _ = send.write_all(&junk).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                tokio::join!(
+                    push(conn.clone(), junk.clone(), true),
+                    push(conn.clone(), junk.clone(), false),
+                    extra(conn.clone(), junk),
+                )
+            })
+            .await;
+            conn
+        });
+    }
+    let mut conns = Vec::new();
+    while let Some(c) = tasks.join_next().await {
+        conns.push(c.unwrap());
+    }
+    let during = rss_kib(dst.pid());
+    for c in &conns {
+        c.close(0u32.into(), b"bye");
+    }
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(dst.pid());
+    eprintln!("strangers: node RSS {before} -> {during} -> {after} KiB");
+    let grown = during.saturating_sub(before) / 1024;
+    assert!(grown < 64, "60 strangers grew the node by {grown} MiB");
+    assert!(
+        after.saturating_sub(before) / 1024 < 32,
+        "node kept {} MiB after they left",
+        after.saturating_sub(before) / 1024
+    );
+}
+
+/// A relay once dialed on for whatever budget the client's header asked (up to 49.7 days), and
+/// kept dialing after the client had gone, holding the client's route slots meanwhile. Now the
+/// onward dial is capped by `--max-setup-timeout` and stops when the client closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_cap_onward_dials_and_stop_when_the_client_leaves() {
+    let relay = common::NodeProc::start(
+        "relay",
+        &[
+            "--token",
+            "s3cret",
+            "--max-routes-per-client",
+            "2",
+            "--max-setup-timeout",
+            "1s",
+        ],
+    );
+    let relay_addr: NodeAddr = relay.uri.parse().unwrap();
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = NodeAddr {
+        id: NodeId([0x33; 16]),
+        addr: silent.local_addr().unwrap(),
+    };
+    let mut forever = request(vec![nowhere]);
+    forever.setup_timeout_ms = u32::MAX;
+
+    // The cap: a client that waits gets a nack after about 1 s, not 49.7 days.
+    let ep = client();
+    let t = Instant::now();
+    let (hop, msg) = nack(&ep, &relay_addr, &forever.encode()).await;
+    assert_eq!(hop, 1, "{msg}");
+    assert!(msg.contains("timed out after 1s"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+    // Two clients that give up after 200 ms: the relay stops dialing, and their slots (the cap
+    // is 2) are free for the next route.
+    for _ in 0..2 {
+        let conn = ep
+            .connect(relay_addr.addr, &tls::server_name(&relay_addr.id))
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&forever.encode()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(0u32.into(), b"gave up");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buf = [0u8; 2048];
+    while silent.try_recv(&mut buf).is_ok() {} // what came before the clients left
+    let dst = start(Role::Destination, Duration::from_secs(2));
+    assert_eq!(
+        send_raw(&ep, &relay_addr, &request(vec![dst.addr]).encode()).await,
+        Ok(None),
+        "the abandoned requests still hold the client's slots"
+    );
+    let mut late = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), silent.recv(&mut buf)).await {
+        late += 1;
+    }
+    assert_eq!(late, 0, "the relay kept dialing after the clients left");
 }
 
 #[tokio::test]

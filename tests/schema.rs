@@ -55,6 +55,7 @@ fn real_lab_output_validates_against_the_schema() {
             "300ms",
             "--omit",
             "500ms",
+            "--allow-partial",
         ],
         Duration::from_secs(30),
     );
