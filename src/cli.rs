@@ -171,8 +171,8 @@ struct NodeArgs {
     /// Accept routes from anyone, without a token.
     #[arg(long, conflicts_with = "token")]
     open: bool,
-    /// Drop connections that send no setup header within this time (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Drop connections that send no setup header within this time (e.g. 5s, 500ms; at most 1m).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, MINUTE))]
     header_timeout: Duration,
     /// Refuse routes longer than this many links.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_hops,
@@ -184,8 +184,8 @@ struct NodeArgs {
     /// Refuse handshakes beyond this many open connections.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
-    /// On SIGINT/SIGTERM, let established routes run this long before closing them.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = any_duration)]
+    /// On SIGINT/SIGTERM, let established routes run this long before closing them (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(Duration::ZERO, HOUR))]
     drain_timeout: Duration,
     #[command(flatten)]
     tuning: TuningArgs,
@@ -359,29 +359,30 @@ struct MeasureOpts {
     /// route_redial. Up to 5 attempts per failure.
     #[arg(long)]
     redial: bool,
-    /// Length of the measured load phase (e.g. 10s, 1m, 500ms).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    /// Length of the measured load phase (e.g. 10s, 1m, 500ms; at most 7d).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(NONZERO, WEEK))]
     duration: Duration,
-    /// Warm-up before --duration: sampled (marked omitted) but left out of the summary.
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = any_duration)]
+    /// Warm-up before --duration: sampled (marked omitted) but left out of the summary (at
+    /// most 7d).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = duration_in(Duration::ZERO, WEEK))]
     omit: Duration,
-    /// Sample period.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = positive_duration)]
+    /// Sample period (10ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration_in(MIN_INTERVAL, HOUR))]
     interval: Duration,
-    /// Budget for each hop's connect and setup.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Budget for each hop's connect and setup (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, HOUR))]
     setup_timeout: Duration,
-    /// Deadline of every read and write on a route.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
+    /// Deadline of every read and write on a route (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(NONZERO, HOUR))]
     io_timeout: Duration,
-    /// Warn (route_stalled) when an established route moves no bytes this long.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Warn (route_stalled) when an established route moves no bytes this long (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, HOUR))]
     stall_timeout: Duration,
     /// Measure RTT on the first established route: idle baseline, then under load.
     #[arg(long)]
     probe_rtt: bool,
-    /// Gap between RTT probes under load.
-    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = positive_duration, requires = "probe_rtt")]
+    /// Gap between RTT probes under load (1ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = duration_in(MIN_PROBE_INTERVAL, HOUR), requires = "probe_rtt")]
     probe_interval: Duration,
     /// Token to present to nodes started with --token.
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
@@ -397,8 +398,8 @@ struct LinkArgs {
     /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
     #[arg(long, value_name = "RATE")]
     link_rate: Option<Rate>,
-    /// One-way delay added on every link that touches a relay, each direction.
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    /// One-way delay added on every link that touches a relay, each direction (at most 10s).
+    #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
     link_delay: Option<Duration>,
     /// Random loss on every emulated link, in percent (e.g. 0.5).
     #[arg(long, value_name = "PCT")]
@@ -406,8 +407,8 @@ struct LinkArgs {
     /// Bottleneck of the direct client-destination link [default: --link-rate].
     #[arg(long, value_name = "RATE")]
     direct_rate: Option<Rate>,
-    /// One-way delay of the direct link [default: --link-delay].
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    /// One-way delay of the direct link, at most 10s [default: --link-delay].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
     direct_delay: Option<Duration>,
 }
 
@@ -422,18 +423,37 @@ enum Live {
     Never,
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("expected a duration like 10s, 500ms or 1m ({e})"))?;
-    if d.is_zero() {
-        return Err("expected a duration greater than zero".to_string());
-    }
-    Ok(d)
-}
+/// Lower bound of a duration flag that must be greater than zero.
+const NONZERO: Duration = Duration::from_nanos(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest `--interval`: below this the sampler's own lateness distorts every rate.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Shortest `--probe-interval`.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(1);
+/// Longest emulated one-way delay (`--link-delay`, `--direct-delay`).
+const MAX_LINK_DELAY: Duration = Duration::from_secs(10);
 
-fn any_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("expected a duration like 0s, 2s or 500ms ({e})"))
+/// The parser of a duration flag accepting `min..=max` (`NONZERO` as `min`: anything above 0s).
+/// Every duration flag has a bound, so no deadline computed from one can overflow an `Instant`.
+fn duration_in(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let d = humantime::parse_duration(s)
+            .map_err(|e| format!("expected a duration like 10s, 500ms or 1m ({e})"))?;
+        if (min..=max).contains(&d) {
+            return Ok(d);
+        }
+        let fmt = |d| humantime::format_duration(d).to_string();
+        Err(if min == NONZERO {
+            format!("expected a duration above 0s and at most {}", fmt(max))
+        } else {
+            format!("expected a duration from {} to {}", fmt(min), fmt(max))
+        })
+    }
 }
 
 /// A bad-input error: printed as one line, exit code 2.

@@ -137,3 +137,41 @@ fn completions_come_from_the_same_definition() {
     }
     assert_usage_error(&["completions", "tcsh"], "tcsh");
 }
+
+#[test]
+fn every_duration_flag_is_bounded() {
+    const HUGE: &str = "18446744073709551615s";
+    let lab_flags = [
+        ("--duration", "7days"),
+        ("--omit", "7days"),
+        ("--interval", "1h"),
+        ("--setup-timeout", "1h"),
+        ("--io-timeout", "1h"),
+        ("--stall-timeout", "1h"),
+        ("--probe-interval", "1h"),
+        ("--link-delay", "10s"),
+        ("--direct-delay", "10s"),
+    ];
+    for (flag, max) in lab_flags {
+        let args = ["lab", "--probe-rtt", flag, HUGE];
+        assert_usage_error(&args, &format!("'{HUGE}' for '{flag} <DUR>'"));
+        assert_usage_error(&args, &format!(" {max}"));
+    }
+    for (flag, max) in [("--header-timeout", "1m"), ("--drain-timeout", "1h")] {
+        let args = ["serve", "--open", flag, "61min"];
+        assert_usage_error(&args, &format!("'61min' for '{flag} <DUR>'"));
+        assert_usage_error(&args, max);
+    }
+    // Floors: a sampler or prober this fast measures itself, not the routes.
+    assert_usage_error(
+        &["lab", "--interval", "1ns"],
+        "'1ns' for '--interval <DUR>': expected a duration from 10ms to 1h",
+    );
+    assert_usage_error(
+        &["lab", "--probe-rtt", "--probe-interval", "999us"],
+        "expected a duration from 1ms to 1h",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(&["sweep", "--lab", "--out", out, "--duration", HUGE], HUGE);
+}
