@@ -715,6 +715,7 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
             .max()
             .unwrap_or(0)
     });
+    token_bytes(a.measure.token.as_deref())?;
     let total = (cells.len() * a.runs) as u64;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total)
@@ -896,10 +897,15 @@ fn random_token() -> anyhow::Result<Vec<u8>> {
         .into_bytes())
 }
 
+/// `--token` (or `MUX_BW_TOKEN`) as bytes. An empty token is refused, never taken as none:
+/// only `--open` opens a node.
 fn token_bytes(token: Option<&str>) -> Result<Option<Vec<u8>>, UsageError> {
     match token {
+        Some("") => Err(UsageError(format!(
+            "invalid --token: empty; expected 1 to {MAX_TOKEN_LEN} bytes"
+        ))),
         Some(t) if t.len() > MAX_TOKEN_LEN => Err(UsageError(format!(
-            "invalid --token: {} bytes, expected at most {MAX_TOKEN_LEN}",
+            "invalid --token: {} bytes; expected 1 to {MAX_TOKEN_LEN} bytes",
             t.len()
         ))),
         Some(t) => Ok(Some(t.as_bytes().to_vec())),

@@ -138,6 +138,43 @@ fn completions_come_from_the_same_definition() {
     assert_usage_error(&["completions", "tcsh"], "tcsh");
 }
 
+/// Runs the binary with `env` set (the shared `run` removes `MUX_BW_TOKEN`).
+fn run_with_env(args: &[&str], env: (&str, &str)) -> common::Output {
+    let out = assert_cmd::Command::new(common::bin())
+        .args(args)
+        .env(env.0, env.1)
+        .timeout(LIMIT)
+        .output()
+        .expect("binary runs");
+    common::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+#[test]
+fn an_empty_token_is_refused_not_taken_for_open() {
+    const EMPTY: &str = "invalid --token: empty; expected 1 to 255 bytes";
+    let listen = ["--listen", "127.0.0.1:0"];
+    for role in ["serve", "relay"] {
+        let args = [&[role][..], &listen].concat();
+        let out = run_with_env(&args, ("MUX_BW_TOKEN", ""));
+        assert_eq!(out.code, 2, "MUX_BW_TOKEN= {role}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{role} started: {}", out.stdout);
+        assert_eq!(out.stderr.trim(), format!("mux-bw: error: {EMPTY}"));
+        let args = [&[role, "--token", ""][..], &listen].concat();
+        assert_usage_error(&args, EMPTY);
+    }
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(&["run", "--to", &to, "--token", ""], EMPTY);
+    assert_usage_error(&["lab", "--token", ""], EMPTY);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(&["sweep", "--lab", "--out", out, "--token", ""], EMPTY);
+    assert_usage_error(&["sweep", "--to", &to, "--out", out, "--token", ""], EMPTY);
+    let long = "t".repeat(256);
+    assert_usage_error(&["lab", "--token", &long], "256 bytes; expected 1 to 255");
+}
 #[test]
 fn every_duration_flag_is_bounded() {
     const HUGE: &str = "18446744073709551615s";
