@@ -21,7 +21,7 @@ use crate::lab::{Fault, Lab};
 use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
 use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
-use crate::route::{self, PlanRequest};
+use crate::route::{self, PlanRequest, MAX_ROUTES};
 use crate::shaper::{LinkSpec, Loss, Rate};
 use crate::transport::{Congestion, Tuning};
 use crate::{compare, plot, runfile, sweep};
@@ -88,8 +88,8 @@ struct SweepArgs {
     /// Run every measurement in a fresh lab (destination and relays in this process).
     #[arg(long, conflicts_with_all = ["to", "relays", "relays_file"])]
     lab: bool,
-    /// Relays in each lab [default: enough for the largest cell].
-    #[arg(long, value_name = "K", requires = "lab")]
+    /// Relays in each lab, at most 1024 [default: enough for the largest cell].
+    #[arg(long, value_name = "K", requires = "lab", value_parser = count_at_most(MAX_LAB_RELAYS, "relays"))]
     lab_relays: Option<usize>,
     #[command(flatten)]
     links: LinkArgs,
@@ -102,8 +102,9 @@ struct SweepArgs {
     /// File with one relay URI per line (without --lab).
     #[arg(long, value_name = "FILE")]
     relays_file: Option<PathBuf>,
-    /// Route counts to try, comma-separated (e.g. 1,2,4,8).
-    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1")]
+    /// Route counts to try, comma-separated (e.g. 1,2,4,8), each at most 1024.
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1",
+          value_parser = count_at_most(MAX_ROUTES, "routes"))]
     routes: Vec<usize>,
     /// Minimum hops to try, comma-separated (e.g. 1,2).
     #[arg(long, value_name = "H,..", value_delimiter = ',', default_value = "1")]
@@ -303,8 +304,9 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct LabArgs {
-    /// Number of relays to start (named r0, r1, ... in --via and --fault).
-    #[arg(long = "relays", value_name = "K", default_value_t = 8)]
+    /// Number of relays to start (named r0, r1, ... in --via and --fault), at most 1024.
+    #[arg(long = "relays", value_name = "K", default_value_t = 8,
+          value_parser = count_at_most(MAX_LAB_RELAYS, "relays"))]
     relay_count: usize,
     /// Inject a fault: kill:R@T (relay R drops all connections T after the load starts) or
     /// stall:R@T (relay R stops reading and forwarding, connections stay open). Repeatable.
@@ -323,8 +325,13 @@ struct LabArgs {
 /// Flags shared by `run` and `lab`.
 #[derive(Debug, Args)]
 struct RunOpts {
-    /// Number of routes, each its own chain of QUIC connections.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Number of routes, each its own chain of QUIC connections (at most 1024).
+    ///
+    /// The limit is measured (docs/PERFORMANCE.md): on a 2-core host 1024 routes were all up
+    /// after 3.0 to 8.3 s (direct) and 3.8 to 5.9 s (two hops); at 2048 up to 131 setups failed
+    /// per run.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = count_at_most(MAX_ROUTES, "routes"))]
     routes: usize,
     /// Links per route: 1 = direct, H >= 2 = H-1 relays (never direct).
     #[arg(long, value_name = "H", default_value_t = 1)]
@@ -453,6 +460,30 @@ fn duration_in(
         } else {
             format!("expected a duration from {} to {}", fmt(min), fmt(max))
         })
+    }
+}
+
+/// Most relays `lab --relays` and `sweep --lab-relays` start: each is a node with its own
+/// socket; 1024 of them carry `--routes 1024 --min-hops 2` (docs/PERFORMANCE.md).
+const MAX_LAB_RELAYS: usize = 1024;
+
+/// The parser of a count flag accepting `0..=max` (a zero that makes no sense is refused with
+/// its own message later, e.g. by `route::plan`).
+fn count_at_most(
+    max: usize,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a number of {what} up to {max}"))?;
+        if n > max {
+            return Err(format!(
+                "{n} {what} is above the limit of {max} (measured, see docs/PERFORMANCE.md)"
+            ));
+        }
+        Ok(n)
     }
 }
 
@@ -708,14 +739,26 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let lab_relays = a.lab_relays.unwrap_or_else(|| {
-        cells
-            .iter()
-            .map(|c| c.routes * c.min_hops.saturating_sub(1))
-            .max()
-            .unwrap_or(0)
-    });
     token_bytes(a.measure.token.as_deref())?;
+    let lab_relays = match a.lab_relays {
+        Some(k) => k,
+        None => {
+            let biggest = cells
+                .iter()
+                .max_by_key(|c| c.routes * c.min_hops.saturating_sub(1));
+            let needed = biggest.map_or(0, |c| c.routes * c.min_hops.saturating_sub(1));
+            if a.lab && needed > MAX_LAB_RELAYS {
+                let c = biggest.map_or((0, 0), |c| (c.routes, c.min_hops));
+                return Err(UsageError(format!(
+                    "sweep --lab: the cell --routes {} --min-hops {} needs {needed} relays, \
+                     above the limit of {MAX_LAB_RELAYS}; pass --lab-relays K with --allow-overlap",
+                    c.0, c.1
+                ))
+                .into());
+            }
+            needed
+        }
+    };
     let total = (cells.len() * a.runs) as u64;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total)

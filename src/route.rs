@@ -10,6 +10,10 @@ use crate::addr::NodeAddr;
 use crate::identity::NodeId;
 use crate::protocol::MAX_HOPS;
 
+/// Most routes one run may plan (`--routes`): the measured limit of setting routes up on one
+/// host (docs/PERFORMANCE.md, "Route count").
+pub const MAX_ROUTES: usize = 1024;
+
 /// A planned route: its index and the nodes after the client, ending with the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedRoute {
@@ -54,6 +58,9 @@ pub enum PlanError {
     /// `--routes 0`.
     #[error("invalid --routes 0: expected at least 1")]
     NoRoutes,
+    /// More routes than `MAX_ROUTES`.
+    #[error("invalid --routes {0}: expected 1 to {MAX_ROUTES} (the measured limit, docs/PERFORMANCE.md)")]
+    TooManyRoutes(usize),
     /// `--min-hops` out of range.
     #[error("invalid --min-hops {0}: expected 1 to {MAX_HOPS}")]
     MinHops(usize),
@@ -99,6 +106,9 @@ pub enum PlanError {
 pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
     if req.routes == 0 {
         return Err(PlanError::NoRoutes);
+    }
+    if req.routes > MAX_ROUTES {
+        return Err(PlanError::TooManyRoutes(req.routes));
     }
     if req.min_hops == 0 || req.min_hops > MAX_HOPS {
         return Err(PlanError::MinHops(req.min_hops));
@@ -301,5 +311,14 @@ mod tests {
         let mut r = req(1, 2, 2);
         r.pool.push(node(1));
         assert_eq!(plan(&r), Err(PlanError::Pool(node(1).id)));
+
+        assert_eq!(
+            plan(&req(MAX_ROUTES, 1, 0)).map(|r| r.len()),
+            Ok(MAX_ROUTES)
+        );
+        assert_eq!(
+            plan(&req(MAX_ROUTES + 1, 1, 0)),
+            Err(PlanError::TooManyRoutes(MAX_ROUTES + 1))
+        );
     }
 }

@@ -212,3 +212,37 @@ fn every_duration_flag_is_bounded() {
     let out = dir.path().to_str().unwrap();
     assert_usage_error(&["sweep", "--lab", "--out", out, "--duration", HUGE], HUGE);
 }
+#[test]
+fn route_and_relay_counts_are_capped() {
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    let over = "100000 routes is above the limit of 1024";
+    assert_usage_error(&["lab", "--routes", "100000"], over);
+    assert_usage_error(&["run", "--to", &to, "--routes", "100000"], over);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(
+        &["sweep", "--lab", "--out", out, "--routes", "1,100000"],
+        over,
+    );
+    assert_usage_error(
+        &["lab", "--relays", "1025"],
+        "1025 relays is above the limit of 1024",
+    );
+    assert_usage_error(
+        &["sweep", "--lab", "--out", out, "--lab-relays", "5000"],
+        "5000 relays",
+    );
+    assert_usage_error(
+        &[
+            "sweep",
+            "--lab",
+            "--out",
+            out,
+            "--routes",
+            "1024",
+            "--min-hops",
+            "3",
+        ],
+        "--routes 1024 --min-hops 3 needs 2048 relays, above the limit of 1024",
+    );
+}
