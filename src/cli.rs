@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::emulation::Links;
 use crate::events::{EventSink, SinkConfig};
-use crate::identity::{Identity, NodeId};
+use crate::identity::{Identity, IdentityError, NodeId};
 use crate::lab::{Fault, Lab};
 use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
@@ -633,7 +633,11 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         .into());
     }
     let identity = match &a.identity {
-        Some(path) => Identity::load_or_create(path)?,
+        // A key file that cannot be read, written or used is bad input, like any flag.
+        Some(path) => Identity::load_or_create(path).map_err(|e| match e {
+            IdentityError::Cert(_) => anyhow::Error::from(e),
+            _ => UsageError::of(e).into(),
+        })?,
         None => Identity::ephemeral()?,
     };
     let shutdown = interrupt_token();
@@ -1080,9 +1084,19 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     })
 }
 
+/// Largest relays file read: about 50 000 URIs.
+const MAX_RELAYS_FILE: u64 = 4 << 20;
+
 fn read_relays_file(path: &Path) -> Result<Vec<NodeAddr>, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read relays file '{}': {e}", path.display())))?;
+    let cannot = |why: String| {
+        UsageError(format!(
+            "cannot read relays file '{}': {why}",
+            path.display()
+        ))
+    };
+    let bytes =
+        crate::files::read_bounded(path, MAX_RELAYS_FILE).map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".to_string()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

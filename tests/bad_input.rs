@@ -152,6 +152,7 @@ fn run_with_env(args: &[&str], env: (&str, &str)) -> common::Output {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
 #[test]
 fn an_empty_token_is_refused_not_taken_for_open() {
     const EMPTY: &str = "invalid --token: empty; expected 1 to 255 bytes";
@@ -175,6 +176,7 @@ fn an_empty_token_is_refused_not_taken_for_open() {
     let long = "t".repeat(256);
     assert_usage_error(&["lab", "--token", &long], "256 bytes; expected 1 to 255");
 }
+
 #[test]
 fn every_duration_flag_is_bounded() {
     const HUGE: &str = "18446744073709551615s";
@@ -212,6 +214,7 @@ fn every_duration_flag_is_bounded() {
     let out = dir.path().to_str().unwrap();
     assert_usage_error(&["sweep", "--lab", "--out", out, "--duration", HUGE], HUGE);
 }
+
 #[test]
 fn route_and_relay_counts_are_capped() {
     let to = format!("mbw://{ID}@127.0.0.1:1");
@@ -244,5 +247,44 @@ fn route_and_relay_counts_are_capped() {
             "3",
         ],
         "--routes 1024 --min-hops 3 needs 2048 relays, above the limit of 1024",
+    );
+}
+
+#[test]
+fn endless_input_files_are_refused_at_a_limit() {
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(
+        &["run", "--to", &to, "--relays-file", "/dev/zero"],
+        "relays file '/dev/zero': larger than 4 MiB",
+    );
+    assert_usage_error(
+        &["serve", "--open", "--identity", "/dev/zero"],
+        "identity file '/dev/zero' is larger than 64 KiB",
+    );
+    assert_usage_error(&["compare", "/dev/zero"], "'/dev/zero' has a line that");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("x.svg");
+    assert_usage_error(
+        &["plot", "/dev/zero", "-o", svg.to_str().unwrap()],
+        "larger than 16 MiB",
+    );
+}
+
+#[test]
+fn identity_and_node_file_errors_are_bad_input() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    let rsa = format!("{keys}/rsa2048-pkcs8.pem");
+    assert_usage_error(
+        &["serve", "--open", "--identity", &rsa],
+        "holds an RSA private key (PKCS#8); expected an unencrypted PKCS#8 PEM private key",
+    );
+    let sec1 = format!("{keys}/p256-sec1.pem");
+    assert_usage_error(
+        &["relay", "--open", "--identity", &sec1],
+        "holds an EC private key in SEC1 form",
+    );
+    assert_usage_error(
+        &["serve", "--open", "--identity", "/nonexistent/dir/node.key"],
+        "identity file '/nonexistent/dir/node.key'",
     );
 }
