@@ -5,6 +5,7 @@
 //! node or uses the destination as an intermediate; `min_hops >= 2` never plans a direct route.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 
 use crate::addr::NodeAddr;
 use crate::identity::NodeId;
@@ -79,6 +80,16 @@ pub enum PlanError {
     /// A node appears twice in one route, or is the destination.
     #[error("invalid route {index}: node {node} appears twice or is the destination")]
     Loop { index: usize, node: NodeId },
+    /// A relay would have to forward to a node of the other IP version: a relay dials onward
+    /// from the socket it listens on, so an IPv4 relay cannot reach an IPv6 address.
+    #[error("invalid route {index}: relay {from} at {from_addr} ({}) cannot forward to {to} at {to_addr} ({}): consecutive hops must use the same IP version", family(.from_addr), family(.to_addr))]
+    MixedFamilies {
+        index: usize,
+        from: NodeId,
+        from_addr: SocketAddr,
+        to: NodeId,
+        to_addr: SocketAddr,
+    },
     /// The relay list names the destination or a relay twice.
     #[error("invalid relay list: node {0} is listed twice or is the destination")]
     Pool(NodeId),
@@ -100,6 +111,14 @@ pub enum PlanError {
         needed: usize,
         given: usize,
     },
+}
+
+fn family(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
 }
 
 /// Plans every route, or says why it cannot. Deterministic: relays are used in pool order.
@@ -195,7 +214,7 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
             }
         }
     }
-    Ok((0..req.routes)
+    let routes: Vec<PlannedRoute> = (0..req.routes)
         .map(|i| {
             let mut path = assigned.remove(&i).unwrap_or_default();
             path.push(req.dst);
@@ -204,7 +223,23 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
                 path,
             }
         })
-        .collect())
+        .collect();
+    for r in &routes {
+        if let Some(w) = r
+            .path
+            .windows(2)
+            .find(|w| w[0].addr.is_ipv4() != w[1].addr.is_ipv4())
+        {
+            return Err(PlanError::MixedFamilies {
+                index: r.index as usize,
+                from: w[0].id,
+                from_addr: w[0].addr,
+                to: w[1].id,
+                to_addr: w[1].addr,
+            });
+        }
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]
@@ -320,5 +355,40 @@ mod tests {
             plan(&req(MAX_ROUTES + 1, 1, 0)),
             Err(PlanError::TooManyRoutes(MAX_ROUTES + 1))
         );
+    }
+
+    #[test]
+    fn a_relay_never_forwards_across_ip_versions() {
+        let v6 = |n: u8| NodeAddr {
+            id: NodeId([n; 16]),
+            addr: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7000 + u16::from(n))),
+        };
+        // IPv4 relay to an IPv6 destination, and the reverse.
+        for (dst, relay) in [(v6(0), node(1)), (node(0), v6(1))] {
+            let mut r = req(1, 2, 0);
+            r.dst = dst;
+            r.pool = vec![relay];
+            let err = plan(&r).unwrap_err();
+            assert!(
+                matches!(err, PlanError::MixedFamilies { index: 0, .. }),
+                "{err}"
+            );
+            let text = err.to_string();
+            for part in [
+                relay.id.to_string(),
+                dst.id.to_string(),
+                relay.addr.to_string(),
+            ] {
+                assert!(text.contains(&part), "{text} lacks {part}");
+            }
+        }
+        // The client's own link may change version: it binds to the first hop's family.
+        let mut r = req(1, 2, 0);
+        r.dst = v6(0);
+        r.pool = vec![v6(1)];
+        assert!(plan(&r).is_ok());
+        let mut r = req(1, 1, 0);
+        r.dst = v6(0);
+        assert!(plan(&r).is_ok());
     }
 }

@@ -288,3 +288,14 @@ fn identity_and_node_file_errors_are_bad_input() {
         "identity file '/nonexistent/dir/node.key'",
     );
 }
+
+#[test]
+fn a_relay_is_never_asked_to_cross_ip_versions() {
+    let relay = "ffeeddccbbaa99887766554433221100";
+    let to = format!("mbw://{ID}@[::1]:1");
+    let via = format!("mbw://{relay}@127.0.0.1:2");
+    assert_usage_error(
+        &["run", "--to", &to, "--relay", &via, "--min-hops", "2"],
+        &format!("relay {relay} at 127.0.0.1:2 (IPv4) cannot forward to {ID} at [::1]:1 (IPv6)"),
+    );
+}
