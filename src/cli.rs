@@ -511,7 +511,10 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mux-bw: error: cannot start async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "mux-bw: error: cannot start async runtime: {e}"
+            );
             return EXIT_FAILURE;
         }
     };
@@ -534,7 +537,7 @@ fn clap_exit(e: clap::Error) -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("mux-bw: error: {first}");
+            let _ = writeln!(std::io::stderr(), "mux-bw: error: {first}");
             EXIT_USAGE
         }
     }
@@ -548,9 +551,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // No internal error logging: it reports a failed write on stderr, panicking if that fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -565,9 +570,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Sweep(a) => run_sweep(a).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut out);
-            Ok(EXIT_OK)
+            // Into memory first: clap_complete panics on a failing writer.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script)).map(|()| EXIT_OK)
         }
     };
     match result {
@@ -578,7 +584,7 @@ async fn dispatch(cli: Cli) -> i32 {
             } else {
                 EXIT_FAILURE
             };
-            eprintln!("mux-bw: error: {e}");
+            let _ = writeln!(std::io::stderr(), "mux-bw: error: {e}");
             code
         }
     }
@@ -655,27 +661,44 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         tuning: a.tuning.tuning(),
         faults: node::Faults::default(),
     };
-    let running = node::start(listen, &identity, cfg, shutdown)?;
+    let running = node::start(listen, &identity, cfg, shutdown.clone())?;
     let uri = running.addr.uri();
-    if let Some(path) = &a.node_file {
-        std::fs::write(path, format!("{uri}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write node file '{}': {e}", path.display()))?;
+    let announced = match &a.node_file {
+        Some(path) => std::fs::write(path, format!("{uri}\n")).map_err(|e| {
+            UsageError(format!("cannot write node file '{}': {e}", path.display())).into()
+        }),
+        None => Ok(()),
     }
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{uri}");
-        let _ = out.flush();
+    // A closed stdout only means nobody reads the URI; the node serves on.
+    .and_then(|()| write_stdout(&format!("{uri}\n")));
+    if let Err(e) = announced {
+        shutdown.cancel();
+        let _ = running.task.await;
+        return Err(e);
     }
     let what = match role {
         Role::Destination => "destination",
         Role::Relay => "relay",
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "mux-bw {what} listening on {} (Ctrl-C to stop)",
         running.local
     );
     let _ = running.task.await;
     Ok(EXIT_OK)
+}
+
+/// Writes `text` to stdout. A closed pipe (`| head`) is not an error: the reader has what it
+/// wanted. Any other failure is, exit code 1.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
@@ -695,15 +718,14 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     } else {
         compare::render(&c)
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    write_stdout(&text)?;
     Ok(EXIT_OK)
 }
 
 fn run_plot(a: PlotArgs) -> anyhow::Result<i32> {
     let run = runfile::load(&a.run).map_err(UsageError::of)?;
     plot::plot(&run, &a.output)?;
-    eprintln!("wrote {}", a.output.display());
+    let _ = writeln!(std::io::stderr(), "wrote {}", a.output.display());
     Ok(EXIT_OK)
 }
 
@@ -795,7 +817,7 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
             );
             bar.set_message(msg.clone());
             if bar.is_hidden() {
-                eprintln!("sweep: {msg}");
+                let _ = writeln!(std::io::stderr(), "sweep: {msg}");
             }
             let file = a.out.join(format!("{}-run{k}.ndjson", cell.slug()));
             let outcome = sweep_run(
@@ -822,11 +844,9 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
     bar.finish_and_clear();
     let stats = sweep::stats(&results);
     let text = sweep::render(&stats);
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    }
-    eprintln!("runs saved under {}", a.out.display());
+    // The exports are written even when stdout fails; its error is reported last.
+    let printed = write_stdout(&text);
+    let _ = writeln!(std::io::stderr(), "runs saved under {}", a.out.display());
     if let Some(path) = &a.export_markdown {
         std::fs::write(path, sweep::markdown(&stats))
             .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
@@ -837,6 +857,7 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
         std::fs::write(path, json)
             .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
     }
+    printed?;
     Ok(if interrupt.is_cancelled() {
         EXIT_INTERRUPTED
     } else {
@@ -1017,7 +1038,8 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         }
     }
     if !a.opts.json {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "lab: destination {} and {} relay(s) on 127.0.0.1",
             crate::human::short(&lab.dst.id.to_string()),
             lab.relays.len()
@@ -1049,7 +1071,7 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     let sink = Arc::new(sink);
     let gone = sink.stdout_gone();
     let interrupt = interrupt_token();
-    let summary = measure::run(&cfg, sink, interrupt).await;
+    let summary = measure::run(&cfg, sink.clone(), interrupt).await;
     if summary.routes_established == 0 {
         // Every route failed. A pinned id that does not match is a wrong URI: bad input.
         let mismatch = summary
@@ -1061,17 +1083,27 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
             return Err(UsageError(format!("wrong node id in URI: {e}")).into());
         }
         if !json {
-            eprintln!("mux-bw: error: no route could be established");
+            let _ = writeln!(
+                std::io::stderr(),
+                "mux-bw: error: no route could be established"
+            );
         }
     }
     if gone.is_cancelled() {
         // stdout closed (`| head`): the reader has what it wanted; end quietly.
         return Ok(EXIT_OK);
     }
+    if let Some(e) = sink.stdout_error() {
+        // The run went on (a --json-file has it all); stdout lost output from here.
+        return Err(anyhow::anyhow!("cannot write to stdout: {e}"));
+    }
     let all_failed =
         summary.routes_established > 0 && summary.routes_failed == summary.routes_established;
     if all_failed && !summary.interrupted && !json {
-        eprintln!("mux-bw: error: every route failed during the run");
+        let _ = writeln!(
+            std::io::stderr(),
+            "mux-bw: error: every route failed during the run"
+        );
     }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED

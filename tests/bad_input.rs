@@ -287,6 +287,13 @@ fn identity_and_node_file_errors_are_bad_input() {
         &["serve", "--open", "--identity", "/nonexistent/dir/node.key"],
         "identity file '/nonexistent/dir/node.key'",
     );
+    let listen = ["--listen", "127.0.0.1:0"];
+    let args = [
+        &["serve", "--open", "--node-file", "/nonexistent/dir/uri"][..],
+        &listen,
+    ]
+    .concat();
+    assert_exit_2(&args, "cannot write node file '/nonexistent/dir/uri'");
 }
 
 #[test]
