@@ -524,10 +524,16 @@ pub fn main() -> i32 {
 fn clap_exit(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            EXIT_OK
-        }
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => match e.print() {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "mux-bw: error: cannot write to stdout: {err}"
+                );
+                EXIT_FAILURE
+            }
+            _ => EXIT_OK,
+        },
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
             EXIT_USAGE

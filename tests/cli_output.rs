@@ -157,6 +157,8 @@ fn other_commands_report_a_full_stdout() {
     for args in [
         &["compare", f][..],
         &["completions", "bash"],
+        &["--help"],
+        &["--version"],
         &["serve", "--open", "--listen", "127.0.0.1:0"],
     ] {
         let (code, err) = run_to(args, dev_full(), Stdio::piped());
