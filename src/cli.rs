@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::emulation::Links;
 use crate::events::{EventSink, SinkConfig};
-use crate::identity::{Identity, NodeId};
+use crate::identity::{Identity, IdentityError, NodeId};
 use crate::lab::{Fault, Lab};
 use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
 use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
-use crate::route::{self, PlanRequest};
+use crate::route::{self, PlanRequest, MAX_ROUTES};
 use crate::shaper::{LinkSpec, Loss, Rate};
 use crate::transport::{Congestion, Tuning};
 use crate::{compare, plot, runfile, sweep};
@@ -90,8 +90,8 @@ struct SweepArgs {
     /// Run every measurement in a fresh lab (destination and relays in this process).
     #[arg(long, conflicts_with_all = ["to", "relays", "relays_file"])]
     lab: bool,
-    /// Relays in each lab [default: enough for the largest cell].
-    #[arg(long, value_name = "K", requires = "lab")]
+    /// Relays in each lab, at most 1024 [default: enough for the largest cell].
+    #[arg(long, value_name = "K", requires = "lab", value_parser = count_at_most(MAX_LAB_RELAYS, "relays"))]
     lab_relays: Option<usize>,
     #[command(flatten)]
     links: LinkArgs,
@@ -104,8 +104,9 @@ struct SweepArgs {
     /// File with one relay URI per line (without --lab).
     #[arg(long, value_name = "FILE")]
     relays_file: Option<PathBuf>,
-    /// Route counts to try, comma-separated (e.g. 1,2,4,8).
-    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1")]
+    /// Route counts to try, comma-separated (e.g. 1,2,4,8), each at most 1024.
+    #[arg(long, value_name = "N,..", value_delimiter = ',', default_value = "1",
+          value_parser = count_at_most(MAX_ROUTES, "routes"))]
     routes: Vec<usize>,
     /// Minimum hops to try, comma-separated (e.g. 1,2).
     #[arg(long, value_name = "H,..", value_delimiter = ',', default_value = "1")]
@@ -173,8 +174,8 @@ struct NodeArgs {
     /// Accept routes from anyone, without a token.
     #[arg(long, conflicts_with = "token")]
     open: bool,
-    /// Drop connections that send no setup header within this time (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Drop connections that send no setup header within this time (e.g. 5s, 500ms; at most 1m).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, MINUTE))]
     header_timeout: Duration,
     /// Refuse routes longer than this many links.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_hops,
@@ -186,11 +187,12 @@ struct NodeArgs {
     /// Refuse handshakes beyond this many open connections.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
-    /// Longest onward setup this relay performs, whatever budget a client's header asks for.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    /// Longest onward setup this relay performs, whatever budget a client's header asks for
+    /// (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(NONZERO, HOUR))]
     max_setup_timeout: Duration,
-    /// On SIGINT/SIGTERM, let established routes run this long before closing them.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = any_duration)]
+    /// On SIGINT/SIGTERM, let established routes run this long before closing them (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(Duration::ZERO, HOUR))]
     drain_timeout: Duration,
     #[command(flatten)]
     tuning: TuningArgs,
@@ -308,8 +310,9 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct LabArgs {
-    /// Number of relays to start (named r0, r1, ... in --via and --fault).
-    #[arg(long = "relays", value_name = "K", default_value_t = 8)]
+    /// Number of relays to start (named r0, r1, ... in --via and --fault), at most 1024.
+    #[arg(long = "relays", value_name = "K", default_value_t = 8,
+          value_parser = count_at_most(MAX_LAB_RELAYS, "relays"))]
     relay_count: usize,
     /// Inject a fault: kill:R@T (relay R drops all connections T after the load starts) or
     /// stall:R@T (relay R stops reading and forwarding, connections stay open). Repeatable.
@@ -328,8 +331,13 @@ struct LabArgs {
 /// Flags shared by `run` and `lab`.
 #[derive(Debug, Args)]
 struct RunOpts {
-    /// Number of routes, each its own chain of QUIC connections.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Number of routes, each its own chain of QUIC connections (at most 1024).
+    ///
+    /// The limit is measured (docs/PERFORMANCE.md): on a 2-core host 1024 routes were all up
+    /// after 3.0 to 8.3 s (direct) and 3.8 to 5.9 s (two hops); at 2048 up to 131 setups failed
+    /// per run.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = count_at_most(MAX_ROUTES, "routes"))]
     routes: usize,
     /// Links per route: 1 = direct, H >= 2 = H-1 relays (never direct).
     #[arg(long, value_name = "H", default_value_t = 1)]
@@ -368,29 +376,30 @@ struct MeasureOpts {
     /// route_redial. Up to 5 attempts per failure.
     #[arg(long)]
     redial: bool,
-    /// Length of the measured load phase (e.g. 10s, 1m, 500ms).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    /// Length of the measured load phase (e.g. 10s, 1m, 500ms; at most 7d).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration_in(NONZERO, WEEK))]
     duration: Duration,
-    /// Warm-up before --duration: sampled (marked omitted) but left out of the summary.
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = any_duration)]
+    /// Warm-up before --duration: sampled (marked omitted) but left out of the summary (at
+    /// most 7d).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = duration_in(Duration::ZERO, WEEK))]
     omit: Duration,
-    /// Sample period.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = positive_duration)]
+    /// Sample period (10ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration_in(MIN_INTERVAL, HOUR))]
     interval: Duration,
-    /// Budget for each hop's connect and setup.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Budget for each hop's connect and setup (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, HOUR))]
     setup_timeout: Duration,
-    /// Deadline of every read and write on a route.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
+    /// Deadline of every read and write on a route (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_in(NONZERO, HOUR))]
     io_timeout: Duration,
-    /// Warn (route_stalled) when an established route moves no bytes this long.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = positive_duration)]
+    /// Warn (route_stalled) when an established route moves no bytes this long (at most 1h).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, HOUR))]
     stall_timeout: Duration,
     /// Measure RTT on the first established route: idle baseline, then under load.
     #[arg(long)]
     probe_rtt: bool,
-    /// Gap between RTT probes under load.
-    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = positive_duration, requires = "probe_rtt")]
+    /// Gap between RTT probes under load (1ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = duration_in(MIN_PROBE_INTERVAL, HOUR), requires = "probe_rtt")]
     probe_interval: Duration,
     /// Token to present to nodes started with --token.
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
@@ -406,8 +415,8 @@ struct LinkArgs {
     /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
     #[arg(long, value_name = "RATE")]
     link_rate: Option<Rate>,
-    /// One-way delay added on every link that touches a relay, each direction.
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    /// One-way delay added on every link that touches a relay, each direction (at most 10s).
+    #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
     link_delay: Option<Duration>,
     /// Random loss on every emulated link, in percent (e.g. 0.5).
     #[arg(long, value_name = "PCT")]
@@ -415,8 +424,8 @@ struct LinkArgs {
     /// Bottleneck of the direct client-destination link [default: --link-rate].
     #[arg(long, value_name = "RATE")]
     direct_rate: Option<Rate>,
-    /// One-way delay of the direct link [default: --link-delay].
-    #[arg(long, value_name = "DUR", value_parser = any_duration)]
+    /// One-way delay of the direct link, at most 10s [default: --link-delay].
+    #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
     direct_delay: Option<Duration>,
 }
 
@@ -431,18 +440,61 @@ enum Live {
     Never,
 }
 
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("expected a duration like 10s, 500ms or 1m ({e})"))?;
-    if d.is_zero() {
-        return Err("expected a duration greater than zero".to_string());
+/// Lower bound of a duration flag that must be greater than zero.
+const NONZERO: Duration = Duration::from_nanos(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest `--interval`: below this the sampler's own lateness distorts every rate.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Shortest `--probe-interval`.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(1);
+/// Longest emulated one-way delay (`--link-delay`, `--direct-delay`).
+const MAX_LINK_DELAY: Duration = Duration::from_secs(10);
+
+/// The parser of a duration flag accepting `min..=max` (`NONZERO` as `min`: anything above 0s).
+/// Every duration flag has a bound, so no deadline computed from one can overflow an `Instant`.
+fn duration_in(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let d = humantime::parse_duration(s)
+            .map_err(|e| format!("expected a duration like 10s, 500ms or 1m ({e})"))?;
+        if (min..=max).contains(&d) {
+            return Ok(d);
+        }
+        let fmt = |d| humantime::format_duration(d).to_string();
+        Err(if min == NONZERO {
+            format!("expected a duration above 0s and at most {}", fmt(max))
+        } else {
+            format!("expected a duration from {} to {}", fmt(min), fmt(max))
+        })
     }
-    Ok(d)
 }
 
-fn any_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("expected a duration like 0s, 2s or 500ms ({e})"))
+/// Most relays `lab --relays` and `sweep --lab-relays` start: each is a node with its own
+/// socket; 1024 of them carry `--routes 1024 --min-hops 2` (docs/PERFORMANCE.md).
+const MAX_LAB_RELAYS: usize = 1024;
+
+/// The parser of a count flag accepting `0..=max` (a zero that makes no sense is refused with
+/// its own message later, e.g. by `route::plan`).
+fn count_at_most(
+    max: usize,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let n: usize = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a number of {what} up to {max}"))?;
+        if n > max {
+            return Err(format!(
+                "{n} {what} is above the limit of {max} (measured, see docs/PERFORMANCE.md)"
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// A bad-input error: printed as one line, exit code 2.
@@ -469,7 +521,10 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mux-bw: error: cannot start async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "mux-bw: error: cannot start async runtime: {e}"
+            );
             return EXIT_FAILURE;
         }
     };
@@ -479,10 +534,16 @@ pub fn main() -> i32 {
 fn clap_exit(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            EXIT_OK
-        }
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => match e.print() {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "mux-bw: error: cannot write to stdout: {err}"
+                );
+                EXIT_FAILURE
+            }
+            _ => EXIT_OK,
+        },
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
             EXIT_USAGE
@@ -492,7 +553,7 @@ fn clap_exit(e: clap::Error) -> i32 {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("mux-bw: error: {first}");
+            let _ = writeln!(std::io::stderr(), "mux-bw: error: {first}");
             EXIT_USAGE
         }
     }
@@ -506,9 +567,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // No internal error logging: it reports a failed write on stderr, panicking if that fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -523,9 +586,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Sweep(a) => run_sweep(a).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut out);
-            Ok(EXIT_OK)
+            // Into memory first: clap_complete panics on a failing writer.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script)).map(|()| EXIT_OK)
         }
     };
     match result {
@@ -536,7 +600,7 @@ async fn dispatch(cli: Cli) -> i32 {
             } else {
                 EXIT_FAILURE
             };
-            eprintln!("mux-bw: error: {e}");
+            let _ = writeln!(std::io::stderr(), "mux-bw: error: {e}");
             code
         }
     }
@@ -591,7 +655,11 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         .into());
     }
     let identity = match &a.identity {
-        Some(path) => Identity::load_or_create(path)?,
+        // A key file that cannot be read, written or used is bad input, like any flag.
+        Some(path) => Identity::load_or_create(path).map_err(|e| match e {
+            IdentityError::Cert(_) => anyhow::Error::from(e),
+            _ => UsageError::of(e).into(),
+        })?,
         None => Identity::ephemeral()?,
     };
     let shutdown = interrupt_token();
@@ -611,27 +679,44 @@ async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         tuning: a.tuning.tuning(),
         faults: node::Faults::default(),
     };
-    let running = node::start(listen, &identity, cfg, shutdown)?;
+    let running = node::start(listen, &identity, cfg, shutdown.clone())?;
     let uri = running.addr.uri();
-    if let Some(path) = &a.node_file {
-        std::fs::write(path, format!("{uri}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write node file '{}': {e}", path.display()))?;
+    let announced = match &a.node_file {
+        Some(path) => std::fs::write(path, format!("{uri}\n")).map_err(|e| {
+            UsageError(format!("cannot write node file '{}': {e}", path.display())).into()
+        }),
+        None => Ok(()),
     }
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{uri}");
-        let _ = out.flush();
+    // A closed stdout only means nobody reads the URI; the node serves on.
+    .and_then(|()| write_stdout(&format!("{uri}\n")));
+    if let Err(e) = announced {
+        shutdown.cancel();
+        let _ = running.task.await;
+        return Err(e);
     }
     let what = match role {
         Role::Destination => "destination",
         Role::Relay => "relay",
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "mux-bw {what} listening on {} (Ctrl-C to stop)",
         running.local
     );
     let _ = running.task.await;
     Ok(EXIT_OK)
+}
+
+/// Writes `text` to stdout. A closed pipe (`| head`) is not an error: the reader has what it
+/// wanted. Any other failure is, exit code 1.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
@@ -651,15 +736,14 @@ fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     } else {
         compare::render(&c)
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    write_stdout(&text)?;
     Ok(EXIT_OK)
 }
 
 fn run_plot(a: PlotArgs) -> anyhow::Result<i32> {
     let run = runfile::load(&a.run).map_err(UsageError::of)?;
     plot::plot(&run, &a.output)?;
-    eprintln!("wrote {}", a.output.display());
+    let _ = writeln!(std::io::stderr(), "wrote {}", a.output.display());
     Ok(EXIT_OK)
 }
 
@@ -699,13 +783,26 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let lab_relays = a.lab_relays.unwrap_or_else(|| {
-        cells
-            .iter()
-            .map(|c| c.routes * c.min_hops.saturating_sub(1))
-            .max()
-            .unwrap_or(0)
-    });
+    token_bytes(a.measure.token.as_deref())?;
+    let lab_relays = match a.lab_relays {
+        Some(k) => k,
+        None => {
+            let biggest = cells
+                .iter()
+                .max_by_key(|c| c.routes * c.min_hops.saturating_sub(1));
+            let needed = biggest.map_or(0, |c| c.routes * c.min_hops.saturating_sub(1));
+            if a.lab && needed > MAX_LAB_RELAYS {
+                let c = biggest.map_or((0, 0), |c| (c.routes, c.min_hops));
+                return Err(UsageError(format!(
+                    "sweep --lab: the cell --routes {} --min-hops {} needs {needed} relays, \
+                     above the limit of {MAX_LAB_RELAYS}; pass --lab-relays K with --allow-overlap",
+                    c.0, c.1
+                ))
+                .into());
+            }
+            needed
+        }
+    };
     let total = (cells.len() * a.runs) as u64;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(total)
@@ -738,7 +835,7 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
             );
             bar.set_message(msg.clone());
             if bar.is_hidden() {
-                eprintln!("sweep: {msg}");
+                let _ = writeln!(std::io::stderr(), "sweep: {msg}");
             }
             let file = a.out.join(format!("{}-run{k}.ndjson", cell.slug()));
             let outcome = sweep_run(
@@ -765,11 +862,9 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
     bar.finish_and_clear();
     let stats = sweep::stats(&results);
     let text = sweep::render(&stats);
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-    }
-    eprintln!("runs saved under {}", a.out.display());
+    // The exports are written even when stdout fails; its error is reported last.
+    let printed = write_stdout(&text);
+    let _ = writeln!(std::io::stderr(), "runs saved under {}", a.out.display());
     if let Some(path) = &a.export_markdown {
         std::fs::write(path, sweep::markdown(&stats))
             .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
@@ -780,6 +875,7 @@ async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
         std::fs::write(path, json)
             .map_err(|e| anyhow::anyhow!("cannot write '{}': {e}", path.display()))?;
     }
+    printed?;
     Ok(if interrupt.is_cancelled() {
         EXIT_INTERRUPTED
     } else {
@@ -888,10 +984,15 @@ fn random_token() -> anyhow::Result<Vec<u8>> {
         .into_bytes())
 }
 
+/// `--token` (or `MUX_BW_TOKEN`) as bytes. An empty token is refused, never taken as none:
+/// only `--open` opens a node.
 fn token_bytes(token: Option<&str>) -> Result<Option<Vec<u8>>, UsageError> {
     match token {
+        Some("") => Err(UsageError(format!(
+            "invalid --token: empty; expected 1 to {MAX_TOKEN_LEN} bytes"
+        ))),
         Some(t) if t.len() > MAX_TOKEN_LEN => Err(UsageError(format!(
-            "invalid --token: {} bytes, expected at most {MAX_TOKEN_LEN}",
+            "invalid --token: {} bytes; expected 1 to {MAX_TOKEN_LEN} bytes",
             t.len()
         ))),
         Some(t) => Ok(Some(t.as_bytes().to_vec())),
@@ -956,7 +1057,8 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         }
     }
     if !a.opts.json {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "lab: destination {} and {} relay(s) on 127.0.0.1",
             crate::human::short(&lab.dst.id.to_string()),
             lab.relays.len()
@@ -988,7 +1090,7 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     let sink = Arc::new(sink);
     let gone = sink.stdout_gone();
     let interrupt = interrupt_token();
-    let summary = measure::run(&cfg, sink, interrupt).await;
+    let summary = measure::run(&cfg, sink.clone(), interrupt).await;
     if summary.routes_established == 0 {
         // Every route failed. A pinned id that does not match is a wrong URI: bad input.
         let mismatch = summary
@@ -1000,21 +1102,32 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
             return Err(UsageError(format!("wrong node id in URI: {e}")).into());
         }
         if !json {
-            eprintln!("mux-bw: error: no route could be established");
+            let _ = writeln!(
+                std::io::stderr(),
+                "mux-bw: error: no route could be established"
+            );
         }
     }
     if gone.is_cancelled() {
         // stdout closed (`| head`): the reader has what it wanted; end quietly.
         return Ok(EXIT_OK);
     }
+    if let Some(e) = sink.stdout_error() {
+        // The run went on (a --json-file has it all); stdout lost output from here.
+        return Err(anyhow::anyhow!("cannot write to stdout: {e}"));
+    }
     let all_failed =
         summary.routes_established > 0 && summary.routes_failed == summary.routes_established;
     if all_failed && !summary.interrupted && !json {
-        eprintln!("mux-bw: error: every route failed during the run");
+        let _ = writeln!(
+            std::io::stderr(),
+            "mux-bw: error: every route failed during the run"
+        );
     }
     let partial = summary.partial && !o.measure.allow_partial;
     if partial && !all_failed && !summary.interrupted && !json {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "mux-bw: error: only {} of {} planned routes were established (--allow-partial accepts that)",
             summary.routes_established, summary.routes_planned
         );
@@ -1032,9 +1145,19 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     })
 }
 
+/// Largest relays file read: about 50 000 URIs.
+const MAX_RELAYS_FILE: u64 = 4 << 20;
+
 fn read_relays_file(path: &Path) -> Result<Vec<NodeAddr>, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read relays file '{}': {e}", path.display())))?;
+    let cannot = |why: String| {
+        UsageError(format!(
+            "cannot read relays file '{}': {why}",
+            path.display()
+        ))
+    };
+    let bytes =
+        crate::files::read_bounded(path, MAX_RELAYS_FILE).map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".to_string()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

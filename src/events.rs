@@ -2,11 +2,12 @@
 //! NDJSON (stdout, for jq) and/or as human lines (stderr). Only types in this module are
 //! `Serialize`; field names are a contract (extend freely, rename never). See docs/EVENTS.md.
 //!
-//! The sink never fails the run: a closed stdout (`| head`) silently stops JSON output.
+//! The sink never fails the run: a closed stdout (`| head`) silently stops JSON output and ends
+//! the run; any other stdout error (a full disk) stops stdout output and is reported at the end.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
@@ -490,6 +491,8 @@ pub struct EventSink {
     file: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
     human: Option<HumanView>,
     stdout_gone: CancellationToken,
+    /// The first stdout write error that is not a closed pipe; stdout output stops there.
+    stdout_error: OnceLock<String>,
     file_failed: AtomicBool,
 }
 
@@ -508,6 +511,7 @@ impl EventSink {
             file,
             human: (!cfg.json && !cfg.quiet).then(|| HumanView::new(cfg.live)),
             stdout_gone: CancellationToken::new(),
+            stdout_error: OnceLock::new(),
             file_failed: AtomicBool::new(false),
         })
     }
@@ -527,8 +531,16 @@ impl EventSink {
         self.stdout_gone.clone()
     }
 
+    /// Why stdout output stopped, if it failed other than by being closed (e.g. a full disk):
+    /// the run went on, and the caller reports this once it ends.
+    pub fn stdout_error(&self) -> Option<&str> {
+        self.stdout_error.get().map(String::as_str)
+    }
+
     /// Writes one event everywhere it goes. A closed stdout turns stdout output off and fires
-    /// `stdout_gone`; a failing `--json-file` is reported once on stderr and then skipped.
+    /// `stdout_gone`; another stdout error turns it off and is kept for `stdout_error`; a
+    /// failing `--json-file` is reported once on stderr and then skipped. Stderr errors are
+    /// ignored.
     pub fn emit(&self, event: Event) {
         let t = self.elapsed();
         let needs_json = self.json || self.file.is_some();
@@ -538,7 +550,8 @@ impl EventSink {
                 let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                 if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
                     self.file_failed.store(true, Ordering::Relaxed);
-                    eprintln!(
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "mux-bw: warning: --json-file write failed, no more events go there: {e}"
                     );
                 }
@@ -548,16 +561,25 @@ impl EventSink {
             return;
         }
         if let (true, Some(line)) = (self.json, &line) {
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(line.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                self.stdout_gone.cancel();
-            }
+            self.write_stdout(line);
         } else if let Some(view) = &self.human {
-            view.show(&event, t);
+            if let Some(text) = view.show(&event, t) {
+                self.write_stdout(&text);
+            }
+        }
+    }
+
+    fn write_stdout(&self, text: &str) {
+        if self.stdout_error.get().is_some() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                self.stdout_gone.cancel();
+            } else {
+                let _ = self.stdout_error.set(e.to_string());
+            }
         }
     }
 }

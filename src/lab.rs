@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::NodeAddr;
 use crate::identity::{Identity, IdentityError};
 use crate::node::{self, Faults, NodeConfig, Role, RunningNode};
+use crate::route::MAX_ROUTES;
 use crate::transport::{EndpointError, Tuning};
 
 /// Why the lab could not start.
@@ -235,6 +236,17 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// Node limits in the lab: the defaults, raised so that every route a run may plan
+/// (`route::MAX_ROUTES`, all from 127.0.0.1) fits through one node.
+fn lab_limits() -> node::Limits {
+    let d = node::Limits::default();
+    node::Limits {
+        max_routes_per_client: d.max_routes_per_client.max(MAX_ROUTES),
+        max_connections: d.max_connections.max(2 * MAX_ROUTES),
+        ..d
+    }
+}
+
 fn start_task(
     role: Role,
     token: &[u8],
@@ -248,7 +260,7 @@ fn start_task(
         id: identity.id,
         token: Some(token.to_vec()),
         header_timeout: Duration::from_secs(5),
-        limits: node::Limits::default(),
+        limits: lab_limits(),
         drain_timeout: Duration::from_secs(1),
         tuning: *tuning,
         faults: faults.clone(),
@@ -275,6 +287,14 @@ async fn spawn_process(
         "127.0.0.1:0",
         "--drain-timeout",
         "1s",
+    ])
+    .args([
+        "--max-routes-per-client",
+        &lab_limits().max_routes_per_client.to_string(),
+    ])
+    .args([
+        "--max-connections",
+        &lab_limits().max_connections.to_string(),
     ])
     .args(["--stream-window", &tuning.stream_window.to_string()])
     .args(["--conn-window", &tuning.conn_window.to_string()])

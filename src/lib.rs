@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compare;
 pub mod emulation;
 pub mod events;
+pub mod files;
 pub mod human;
 pub mod identity;
 pub mod lab;

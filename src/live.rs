@@ -2,6 +2,7 @@
 //! stderr, with event lines printed above the bars. Only the human view uses indicatif.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,14 +33,14 @@ impl HumanView {
         }
     }
 
-    /// Shows one event.
-    pub fn show(&self, event: &Event, t: Duration) {
+    /// Shows one event: lines (and bars) on stderr, ignoring errors there (nowhere to report
+    /// them). Returns what goes to stdout, the summary table, for the caller to write.
+    pub fn show(&self, event: &Event, t: Duration) -> Option<String> {
         if let Event::Summary(s) = event {
             if let Some(live) = &self.live {
                 let _ = live.multi.clear();
             }
-            println!("{}", human::summary_table(s));
-            return;
+            return Some(human::summary_table(s) + "\n");
         }
         if let Some(live) = &self.live {
             live.update(event);
@@ -50,9 +51,12 @@ impl HumanView {
                 Some(live) if !live.multi.is_hidden() => {
                     let _ = live.multi.println(line);
                 }
-                _ => eprintln!("{line}"),
+                _ => {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
             }
         }
+        None
     }
 }
 

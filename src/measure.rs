@@ -762,8 +762,8 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         Some(p) => p.await.ok(),
         None => None,
     };
-    // Pumps close their links on cancel; bound the wait in case a close blocks.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    // Pumps end their routes on cancel (`pump::END_WAIT` at most); bound the wait anyway.
+    let _ = tokio::time::timeout(pump::END_WAIT + Duration::from_secs(1), async {
         while pumps.join_next().await.is_some() {}
     })
     .await;

@@ -268,8 +268,11 @@ fn parse_hop(reason: &str) -> (Option<u8>, Option<NodeId>) {
 }
 
 /// After the pump resets its stream at the end of the run, how long it waits for the far end to
-/// close the route before closing it itself.
-const END_WAIT: Duration = Duration::from_secs(1);
+/// close the route before closing it itself. The close comes back within a few RTTs; the
+/// margin is for a lossy, CPU-bound moment (hundreds of routes ending at once), when the reset
+/// may need retransmitting: closing before it is acknowledged would leave the route's slots
+/// held at every node until QUIC's idle timeout.
+pub const END_WAIT: Duration = Duration::from_secs(2);
 
 /// Ends a route so that every hop learns it at once. A connection close is sent once and can be
 /// lost (a node then holds the route's slot until QUIC's 30 s idle timeout), but a stream reset

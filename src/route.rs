@@ -5,10 +5,15 @@
 //! node or uses the destination as an intermediate; `min_hops >= 2` never plans a direct route.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 
 use crate::addr::NodeAddr;
 use crate::identity::NodeId;
 use crate::protocol::MAX_HOPS;
+
+/// Most routes one run may plan (`--routes`): the measured limit of setting routes up on one
+/// host (docs/PERFORMANCE.md, "Route count").
+pub const MAX_ROUTES: usize = 1024;
 
 /// A planned route: its index and the nodes after the client, ending with the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +59,9 @@ pub enum PlanError {
     /// `--routes 0`.
     #[error("invalid --routes 0: expected at least 1")]
     NoRoutes,
+    /// More routes than `MAX_ROUTES`.
+    #[error("invalid --routes {0}: expected 1 to {MAX_ROUTES} (the measured limit, docs/PERFORMANCE.md)")]
+    TooManyRoutes(usize),
     /// `--min-hops` out of range.
     #[error("invalid --min-hops {0}: expected 1 to {MAX_HOPS}")]
     MinHops(usize),
@@ -72,6 +80,16 @@ pub enum PlanError {
     /// A node appears twice in one route, or is the destination.
     #[error("invalid route {index}: node {node} appears twice or is the destination")]
     Loop { index: usize, node: NodeId },
+    /// A relay would have to forward to a node of the other IP version: a relay dials onward
+    /// from the socket it listens on, so an IPv4 relay cannot reach an IPv6 address.
+    #[error("invalid route {index}: relay {from} at {from_addr} ({}) cannot forward to {to} at {to_addr} ({}): consecutive hops must use the same IP version", family(.from_addr), family(.to_addr))]
+    MixedFamilies {
+        index: usize,
+        from: NodeId,
+        from_addr: SocketAddr,
+        to: NodeId,
+        to_addr: SocketAddr,
+    },
     /// The relay list names the destination or a relay twice.
     #[error("invalid relay list: node {0} is listed twice or is the destination")]
     Pool(NodeId),
@@ -95,10 +113,21 @@ pub enum PlanError {
     },
 }
 
+fn family(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
 /// Plans every route, or says why it cannot. Deterministic: relays are used in pool order.
 pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
     if req.routes == 0 {
         return Err(PlanError::NoRoutes);
+    }
+    if req.routes > MAX_ROUTES {
+        return Err(PlanError::TooManyRoutes(req.routes));
     }
     if req.min_hops == 0 || req.min_hops > MAX_HOPS {
         return Err(PlanError::MinHops(req.min_hops));
@@ -185,7 +214,7 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
             }
         }
     }
-    Ok((0..req.routes)
+    let routes: Vec<PlannedRoute> = (0..req.routes)
         .map(|i| {
             let mut path = assigned.remove(&i).unwrap_or_default();
             path.push(req.dst);
@@ -194,7 +223,23 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
                 path,
             }
         })
-        .collect())
+        .collect();
+    for r in &routes {
+        if let Some(w) = r
+            .path
+            .windows(2)
+            .find(|w| w[0].addr.is_ipv4() != w[1].addr.is_ipv4())
+        {
+            return Err(PlanError::MixedFamilies {
+                index: r.index as usize,
+                from: w[0].id,
+                from_addr: w[0].addr,
+                to: w[1].id,
+                to_addr: w[1].addr,
+            });
+        }
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]
@@ -301,5 +346,49 @@ mod tests {
         let mut r = req(1, 2, 2);
         r.pool.push(node(1));
         assert_eq!(plan(&r), Err(PlanError::Pool(node(1).id)));
+
+        assert_eq!(
+            plan(&req(MAX_ROUTES, 1, 0)).map(|r| r.len()),
+            Ok(MAX_ROUTES)
+        );
+        assert_eq!(
+            plan(&req(MAX_ROUTES + 1, 1, 0)),
+            Err(PlanError::TooManyRoutes(MAX_ROUTES + 1))
+        );
+    }
+
+    #[test]
+    fn a_relay_never_forwards_across_ip_versions() {
+        let v6 = |n: u8| NodeAddr {
+            id: NodeId([n; 16]),
+            addr: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7000 + u16::from(n))),
+        };
+        // IPv4 relay to an IPv6 destination, and the reverse.
+        for (dst, relay) in [(v6(0), node(1)), (node(0), v6(1))] {
+            let mut r = req(1, 2, 0);
+            r.dst = dst;
+            r.pool = vec![relay];
+            let err = plan(&r).unwrap_err();
+            assert!(
+                matches!(err, PlanError::MixedFamilies { index: 0, .. }),
+                "{err}"
+            );
+            let text = err.to_string();
+            for part in [
+                relay.id.to_string(),
+                dst.id.to_string(),
+                relay.addr.to_string(),
+            ] {
+                assert!(text.contains(&part), "{text} lacks {part}");
+            }
+        }
+        // The client's own link may change version: it binds to the first hop's family.
+        let mut r = req(1, 2, 0);
+        r.dst = v6(0);
+        r.pool = vec![v6(1)];
+        assert!(plan(&r).is_ok());
+        let mut r = req(1, 1, 0);
+        r.dst = v6(0);
+        assert!(plan(&r).is_ok());
     }
 }

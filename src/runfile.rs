@@ -3,7 +3,7 @@
 //! strict about what makes a file a mux-bw run of this schema.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use serde_json::Value;
 
@@ -15,6 +15,9 @@ pub enum RunFileError {
     /// The file could not be read.
     #[error("cannot read '{0}': {1}")]
     Read(String, String),
+    /// The file, or one line of it, is larger than any run this version writes.
+    #[error("'{0}' {1} is larger than {limit}: not a mux-bw run", limit = crate::files::fmt_limit(*.2))]
+    TooLarge(String, &'static str, u64),
     /// A line is not JSON.
     #[error("'{0}' line {1} is not JSON: expected mux-bw NDJSON (from --json or --json-file)")]
     NotJson(String, usize),
@@ -63,43 +66,97 @@ pub struct Run {
     pub summary: Value,
 }
 
-/// Reads `path` (`-` = stdin).
+/// Largest saved run read: a 7-day run sampled every second with 1024 routes is about this size.
+pub const MAX_RUN_FILE: u64 = 1 << 30;
+/// Longest line read: a `sample` or `summary` of 1024 routes is well under 1 MiB.
+pub const MAX_LINE: u64 = 16 << 20;
+
+/// Reads `path` (`-` = stdin), line by line: at most `MAX_RUN_FILE` bytes and `MAX_LINE` per
+/// line, so a device (`/dev/zero`) or a stray huge file is refused instead of filling memory.
 pub fn load(path: &str) -> Result<Run, RunFileError> {
-    let mut text = String::new();
-    let read = if path == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    let read_err = |e: std::io::Error| RunFileError::Read(path.to_string(), e.to_string());
+    if path == "-" {
+        parse_reader(path, std::io::stdin().lock())
     } else {
-        std::fs::read_to_string(path).map(|t| text = t)
-    };
-    read.map_err(|e| RunFileError::Read(path.to_string(), e.to_string()))?;
-    parse(path, &text)
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        parse_reader(path, std::io::BufReader::new(file))
+    }
+}
+
+/// Parses NDJSON `text`, labelling the run `label`.
+pub fn parse(label: &str, text: &str) -> Result<Run, RunFileError> {
+    parse_reader(label, text.as_bytes())
+}
+
+/// Parses NDJSON read from `r`, labelling the run `label`; bounded by `MAX_RUN_FILE` and
+/// `MAX_LINE`.
+fn parse_reader(label: &str, r: impl BufRead) -> Result<Run, RunFileError> {
+    parse_limited(label, r, MAX_RUN_FILE, MAX_LINE)
+}
+
+fn parse_limited(
+    label: &str,
+    r: impl BufRead,
+    max_file: u64,
+    max_line: u64,
+) -> Result<Run, RunFileError> {
+    let mut r = r.take(max_file + 1);
+    let mut run: Option<Run> = None;
+    let mut line = Vec::new();
+    let mut total = 0u64;
+    for i in 1.. {
+        line.clear();
+        let n = (&mut r)
+            .take(max_line + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| RunFileError::Read(label.to_string(), e.to_string()))?;
+        total += n as u64;
+        if total > max_file {
+            return Err(RunFileError::TooLarge(label.into(), "as a whole", max_file));
+        }
+        if line.len() as u64 > max_line {
+            return Err(RunFileError::TooLarge(
+                label.into(),
+                "has a line that",
+                max_line,
+            ));
+        }
+        if n == 0 {
+            break;
+        }
+        let text =
+            std::str::from_utf8(&line).map_err(|_| RunFileError::NotJson(label.into(), i))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let e: Value =
+            serde_json::from_str(text).map_err(|_| RunFileError::NotJson(label.into(), i))?;
+        match &mut run {
+            None => run = Some(start_run(label, &e)?),
+            Some(run) => absorb(run, &e),
+        }
+    }
+    let run = run.ok_or_else(|| RunFileError::NotMuxBw(label.into()))?;
+    if run.summary.is_null() {
+        return Err(RunFileError::NoSummary(label.into()));
+    }
+    Ok(run)
 }
 
 fn secs(ev: &Value, key: &str) -> f64 {
     ev[key].as_f64().unwrap_or(0.0) / 1e9
 }
 
-/// Parses NDJSON `text`, labelling the run `label`.
-pub fn parse(label: &str, text: &str) -> Result<Run, RunFileError> {
-    let mut events = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value =
-            serde_json::from_str(line).map_err(|_| RunFileError::NotJson(label.into(), i + 1))?;
-        events.push(v);
+/// A run from its first event, which must be a mux-bw `start` of this schema.
+fn start_run(label: &str, start: &Value) -> Result<Run, RunFileError> {
+    if start["type"] != "start" || start["tool"] != "mux-bw" {
+        return Err(RunFileError::NotMuxBw(label.into()));
     }
-    let start = events
-        .first()
-        .filter(|e| e["type"] == "start" && e["tool"] == "mux-bw")
-        .ok_or_else(|| RunFileError::NotMuxBw(label.into()))?;
     let schema = start["schema"].as_u64().unwrap_or(0);
     if schema != u64::from(SCHEMA_VERSION) {
         return Err(RunFileError::Schema(label.into(), schema));
     }
-    let mut run = Run {
+    Ok(Run {
         label: label.to_string(),
         config: start["config"].clone(),
         intervals: Vec::new(),
@@ -107,70 +164,67 @@ pub fn parse(label: &str, text: &str) -> Result<Run, RunFileError> {
         probes: Vec::new(),
         paths: BTreeMap::new(),
         summary: Value::Null,
-    };
-    let upload = |c: &Value| c["mode"] == "up";
-    let mode_is_up = upload(&run.config);
+    })
+}
+
+/// Adds one event to the run.
+fn absorb(run: &mut Run, e: &Value) {
+    let mode_is_up = run.config["mode"] == "up";
     let bidir = run.config["mode"] == "bidir";
-    for e in &events {
-        let index = || e["route_index"].as_u64().unwrap_or(0) as u32;
-        match e["type"].as_str().unwrap_or("") {
-            "sample" => run.intervals.push(Interval {
-                start: secs(e, "interval_start_ns"),
-                t: secs(e, "interval_end_ns"),
-                omitted: e["omitted"].as_bool().unwrap_or(false),
-                aggregate_bps: e["aggregate_bps"].as_f64().unwrap_or(0.0),
-                routes: e["routes"]
-                    .as_array()
-                    .map(|rs| {
-                        rs.iter()
-                            .map(|r| {
-                                let (s, rcv) = (
-                                    r["sent_bps"].as_f64().unwrap_or(0.0),
-                                    r["received_bps"].as_f64().unwrap_or(0.0),
-                                );
-                                let bps = if bidir {
-                                    s + rcv
-                                } else if mode_is_up {
-                                    s
-                                } else {
-                                    rcv
-                                };
-                                (r["route_index"].as_u64().unwrap_or(0) as u32, bps)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
-            "route_failure" => run.failures.push((
-                secs(e, "t_ns"),
-                index(),
-                e["error"].as_str().unwrap_or("").to_string(),
-            )),
-            "probe" => {
-                if let Some(rtt) = e["rtt_ns"].as_f64() {
-                    let phase = e["phase"].as_str().unwrap_or("").to_string();
-                    run.probes.push((secs(e, "t_ns"), phase, rtt / 1e6));
-                }
+    let index = || e["route_index"].as_u64().unwrap_or(0) as u32;
+    match e["type"].as_str().unwrap_or("") {
+        "sample" => run.intervals.push(Interval {
+            start: secs(e, "interval_start_ns"),
+            t: secs(e, "interval_end_ns"),
+            omitted: e["omitted"].as_bool().unwrap_or(false),
+            aggregate_bps: e["aggregate_bps"].as_f64().unwrap_or(0.0),
+            routes: e["routes"]
+                .as_array()
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| {
+                            let (s, rcv) = (
+                                r["sent_bps"].as_f64().unwrap_or(0.0),
+                                r["received_bps"].as_f64().unwrap_or(0.0),
+                            );
+                            let bps = if bidir {
+                                s + rcv
+                            } else if mode_is_up {
+                                s
+                            } else {
+                                rcv
+                            };
+                            (r["route_index"].as_u64().unwrap_or(0) as u32, bps)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        "route_failure" => run.failures.push((
+            secs(e, "t_ns"),
+            index(),
+            e["error"].as_str().unwrap_or("").to_string(),
+        )),
+        "probe" => {
+            if let Some(rtt) = e["rtt_ns"].as_f64() {
+                let phase = e["phase"].as_str().unwrap_or("").to_string();
+                run.probes.push((secs(e, "t_ns"), phase, rtt / 1e6));
             }
-            "route_established" | "route_redial" => {
-                let path = e["path"]
-                    .as_array()
-                    .map(|p| {
-                        p.iter()
-                            .filter_map(|n| n.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                run.paths.insert(index(), path);
-            }
-            "summary" => run.summary = e.clone(),
-            _ => {}
         }
+        "route_established" | "route_redial" => {
+            let path = e["path"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|n| n.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            run.paths.insert(index(), path);
+        }
+        "summary" => run.summary = e.clone(),
+        _ => {}
     }
-    if run.summary.is_null() {
-        return Err(RunFileError::NoSummary(label.into()));
-    }
-    Ok(run)
 }
 
 #[cfg(test)]
@@ -207,5 +261,29 @@ mod tests {
             RunFileError::NoSummary("e".into())
         );
         assert!(parse("f", "").is_err());
+    }
+
+    #[test]
+    fn huge_inputs_are_refused_at_the_limit() {
+        // One endless line (like /dev/zero) stops at MAX_LINE, not at the end of memory.
+        let err = parse_reader("z", std::io::BufReader::new(std::io::repeat(b'0'))).unwrap_err();
+        assert_eq!(
+            err,
+            RunFileError::TooLarge("z".into(), "has a line that", MAX_LINE)
+        );
+        assert!(err.to_string().contains("larger than 16 MiB"), "{err}");
+        // Endless blank lines stop at the file limit.
+        let blank = std::io::BufReader::new(std::io::repeat(b'\n'));
+        let err = parse_limited("n", blank, 1 << 20, 64).unwrap_err();
+        assert_eq!(
+            err,
+            RunFileError::TooLarge("n".into(), "as a whole", 1 << 20)
+        );
+        assert!(
+            err.to_string().contains("as a whole is larger than 1 MiB"),
+            "{err}"
+        );
+        let err = load("/dev/zero").unwrap_err();
+        assert!(matches!(err, RunFileError::TooLarge(..)), "{err}");
     }
 }

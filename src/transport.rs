@@ -241,7 +241,9 @@ fn udp_socket(bind: SocketAddr, tuning: &Tuning) -> std::io::Result<std::net::Ud
     }
     if !clamped.is_empty() {
         CLAMP_WARNED.call_once(|| {
-            eprintln!(
+            use std::io::Write as _; // stderr may be closed or full: ignore, never panic
+            let _ = writeln!(
+                std::io::stderr(),
                 "mux-bw: warning: the OS clamped UDP socket buffers: {}; high rates may be capped: \
                  raise those sysctls",
                 clamped.join(", ")

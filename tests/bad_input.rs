@@ -137,3 +137,172 @@ fn completions_come_from_the_same_definition() {
     }
     assert_usage_error(&["completions", "tcsh"], "tcsh");
 }
+
+/// Runs the binary with `env` set (the shared `run` removes `MUX_BW_TOKEN`).
+fn run_with_env(args: &[&str], env: (&str, &str)) -> common::Output {
+    let out = assert_cmd::Command::new(common::bin())
+        .args(args)
+        .env(env.0, env.1)
+        .timeout(LIMIT)
+        .output()
+        .expect("binary runs");
+    common::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_empty_token_is_refused_not_taken_for_open() {
+    const EMPTY: &str = "invalid --token: empty; expected 1 to 255 bytes";
+    let listen = ["--listen", "127.0.0.1:0"];
+    for role in ["serve", "relay"] {
+        let args = [&[role][..], &listen].concat();
+        let out = run_with_env(&args, ("MUX_BW_TOKEN", ""));
+        assert_eq!(out.code, 2, "MUX_BW_TOKEN= {role}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{role} started: {}", out.stdout);
+        assert_eq!(out.stderr.trim(), format!("mux-bw: error: {EMPTY}"));
+        let args = [&[role, "--token", ""][..], &listen].concat();
+        assert_usage_error(&args, EMPTY);
+    }
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(&["run", "--to", &to, "--token", ""], EMPTY);
+    assert_usage_error(&["lab", "--token", ""], EMPTY);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(&["sweep", "--lab", "--out", out, "--token", ""], EMPTY);
+    assert_usage_error(&["sweep", "--to", &to, "--out", out, "--token", ""], EMPTY);
+    let long = "t".repeat(256);
+    assert_usage_error(&["lab", "--token", &long], "256 bytes; expected 1 to 255");
+}
+
+#[test]
+fn every_duration_flag_is_bounded() {
+    const HUGE: &str = "18446744073709551615s";
+    let lab_flags = [
+        ("--duration", "7days"),
+        ("--omit", "7days"),
+        ("--interval", "1h"),
+        ("--setup-timeout", "1h"),
+        ("--io-timeout", "1h"),
+        ("--stall-timeout", "1h"),
+        ("--probe-interval", "1h"),
+        ("--link-delay", "10s"),
+        ("--direct-delay", "10s"),
+    ];
+    for (flag, max) in lab_flags {
+        let args = ["lab", "--probe-rtt", flag, HUGE];
+        assert_usage_error(&args, &format!("'{HUGE}' for '{flag} <DUR>'"));
+        assert_usage_error(&args, &format!(" {max}"));
+    }
+    for (flag, max) in [("--header-timeout", "1m"), ("--drain-timeout", "1h")] {
+        let args = ["serve", "--open", flag, "61min"];
+        assert_usage_error(&args, &format!("'61min' for '{flag} <DUR>'"));
+        assert_usage_error(&args, max);
+    }
+    // Floors: a sampler or prober this fast measures itself, not the routes.
+    assert_usage_error(
+        &["lab", "--interval", "1ns"],
+        "'1ns' for '--interval <DUR>': expected a duration from 10ms to 1h",
+    );
+    assert_usage_error(
+        &["lab", "--probe-rtt", "--probe-interval", "999us"],
+        "expected a duration from 1ms to 1h",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(&["sweep", "--lab", "--out", out, "--duration", HUGE], HUGE);
+}
+
+#[test]
+fn route_and_relay_counts_are_capped() {
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    let over = "100000 routes is above the limit of 1024";
+    assert_usage_error(&["lab", "--routes", "100000"], over);
+    assert_usage_error(&["run", "--to", &to, "--routes", "100000"], over);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_usage_error(
+        &["sweep", "--lab", "--out", out, "--routes", "1,100000"],
+        over,
+    );
+    assert_usage_error(
+        &["lab", "--relays", "1025"],
+        "1025 relays is above the limit of 1024",
+    );
+    assert_usage_error(
+        &["sweep", "--lab", "--out", out, "--lab-relays", "5000"],
+        "5000 relays",
+    );
+    assert_usage_error(
+        &[
+            "sweep",
+            "--lab",
+            "--out",
+            out,
+            "--routes",
+            "1024",
+            "--min-hops",
+            "3",
+        ],
+        "--routes 1024 --min-hops 3 needs 2048 relays, above the limit of 1024",
+    );
+}
+
+#[test]
+fn endless_input_files_are_refused_at_a_limit() {
+    let to = format!("mbw://{ID}@127.0.0.1:1");
+    assert_usage_error(
+        &["run", "--to", &to, "--relays-file", "/dev/zero"],
+        "relays file '/dev/zero': larger than 4 MiB",
+    );
+    assert_usage_error(
+        &["serve", "--open", "--identity", "/dev/zero"],
+        "identity file '/dev/zero' is larger than 64 KiB",
+    );
+    assert_usage_error(&["compare", "/dev/zero"], "'/dev/zero' has a line that");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("x.svg");
+    assert_usage_error(
+        &["plot", "/dev/zero", "-o", svg.to_str().unwrap()],
+        "larger than 16 MiB",
+    );
+}
+
+#[test]
+fn identity_and_node_file_errors_are_bad_input() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+    let rsa = format!("{keys}/rsa2048-pkcs8.pem");
+    assert_usage_error(
+        &["serve", "--open", "--identity", &rsa],
+        "holds an RSA private key (PKCS#8); expected an unencrypted PKCS#8 PEM private key",
+    );
+    let sec1 = format!("{keys}/p256-sec1.pem");
+    assert_usage_error(
+        &["relay", "--open", "--identity", &sec1],
+        "holds an EC private key in SEC1 form",
+    );
+    assert_usage_error(
+        &["serve", "--open", "--identity", "/nonexistent/dir/node.key"],
+        "identity file '/nonexistent/dir/node.key'",
+    );
+    let listen = ["--listen", "127.0.0.1:0"];
+    let args = [
+        &["serve", "--open", "--node-file", "/nonexistent/dir/uri"][..],
+        &listen,
+    ]
+    .concat();
+    assert_exit_2(&args, "cannot write node file '/nonexistent/dir/uri'");
+}
+
+#[test]
+fn a_relay_is_never_asked_to_cross_ip_versions() {
+    let relay = "ffeeddccbbaa99887766554433221100";
+    let to = format!("mbw://{ID}@[::1]:1");
+    let via = format!("mbw://{relay}@127.0.0.1:2");
+    assert_usage_error(
+        &["run", "--to", &to, "--relay", &via, "--min-hops", "2"],
+        &format!("relay {relay} at 127.0.0.1:2 (IPv4) cannot forward to {ID} at [::1]:1 (IPv6)"),
+    );
+}

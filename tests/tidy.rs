@@ -44,3 +44,22 @@ fn no_unwrap_outside_tests() {
         }
     }
 }
+
+#[test]
+fn no_print_macros_that_panic_on_a_closed_stream() {
+    // println!/eprintln! panic when stdout/stderr is closed or full (`2>/dev/full`, `| head`):
+    // write with writeln! and handle (stdout) or ignore (stderr) the error instead.
+    for (name, text) in sources() {
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for mac in ["println!", "print!(", "dbg!("] {
+                assert!(
+                    !code.contains(mac),
+                    "src/{name}:{}: {mac} can panic on a closed stream: {}",
+                    i + 1,
+                    line.trim()
+                );
+            }
+        }
+    }
+}

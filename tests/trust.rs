@@ -409,15 +409,20 @@ fn sweep_runs_back_to_back_get_every_route() {
         ],
         Duration::from_secs(120),
     );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(!out.stdout.contains("PARTIAL"), "{}", out.stdout);
     for k in 1..=3 {
         let text =
             std::fs::read_to_string(dir.path().join(format!("r200-h1-up-run{k}.ndjson"))).unwrap();
-        let n = text
+        let count = |ty: &str| {
+            let needle = format!("\"type\":\"{ty}\"");
+            text.lines().filter(|l| l.contains(&needle)).count()
+        };
+        let refused: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains("\"route_established\""))
-            .count();
-        assert_eq!(n, 200, "run {k}");
+            .filter(|l| l.contains("\"route_setup_failed\""))
+            .take(3)
+            .collect();
+        assert_eq!(count("route_established"), 200, "run {k}: {refused:?}");
     }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("PARTIAL"), "{}", out.stdout);
 }
