@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use mux_bw::addr::NodeAddr;
-use mux_bw::events::{self, Event, RouteSample, RouteState, Sample};
-use mux_bw::identity::NodeId;
-use mux_bw::protocol::{self, Mode, SetupRequest, REQUEST_PREFIX_LEN};
+use mux_bw::report::events::{self, Event, RouteSample, RouteState, Sample};
+use mux_bw::wire::addr::NodeAddr;
+use mux_bw::wire::identity::NodeId;
+use mux_bw::wire::setup::{self, Mode, SetupRequest, REQUEST_PREFIX_LEN};
 
 fn request(hops: usize) -> SetupRequest {
     SetupRequest {
@@ -15,7 +15,7 @@ fn request(hops: usize) -> SetupRequest {
         mode: Mode::Up,
         setup_timeout_ms: 5000,
         token: b"a-shared-token".to_vec(),
-        client_key: [7; mux_bw::proof::KEY_LEN],
+        client_key: [7; mux_bw::wire::proof::KEY_LEN],
         next: (0..hops)
             .map(|i| NodeAddr {
                 id: NodeId([i as u8; 16]),
@@ -38,8 +38,8 @@ fn setup_header(c: &mut Criterion) {
             let prefix: &[u8; REQUEST_PREFIX_LEN] = bytes[..REQUEST_PREFIX_LEN]
                 .try_into()
                 .expect("prefix length");
-            let len = protocol::decode_request_prefix(black_box(prefix)).expect("valid");
-            protocol::decode_request_body(&bytes[REQUEST_PREFIX_LEN..REQUEST_PREFIX_LEN + len])
+            let len = setup::decode_request_prefix(black_box(prefix)).expect("valid");
+            setup::decode_request_body(&bytes[REQUEST_PREFIX_LEN..REQUEST_PREFIX_LEN + len])
         })
     });
     g.finish();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mux_bw::identity::NodeId;
-use mux_bw::table::{RouteRef, RouteTable};
+use mux_bw::client::table::{RouteRef, RouteTable};
+use mux_bw::wire::identity::NodeId;
 
 const LOOKUPS_PER_TASK: u64 = 1_000;
 
@@ -38,21 +38,25 @@ fn contended_lookups(c: &mut Criterion) {
                     rt.block_on(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            let handles: Vec<_> = (0..tasks)
-                                .map(|i| {
-                                    let table = table.clone();
-                                    tokio::spawn(async move {
-                                        let mut sum = 0u32;
-                                        for _ in 0..LOOKUPS_PER_TASK {
-                                            let h: Result<u32, mux_bw::table::TableError> = table
-                                                .call(rref(i), |h| async move { Ok(*h) })
-                                                .await;
-                                            sum = sum.wrapping_add(h.expect("registered"));
-                                        }
-                                        sum
+                            let handles: Vec<_> =
+                                (0..tasks)
+                                    .map(|i| {
+                                        let table = table.clone();
+                                        tokio::spawn(async move {
+                                            let mut sum = 0u32;
+                                            for _ in 0..LOOKUPS_PER_TASK {
+                                                let h: Result<
+                                                    u32,
+                                                    mux_bw::client::table::TableError,
+                                                > = table
+                                                    .call(rref(i), |h| async move { Ok(*h) })
+                                                    .await;
+                                                sum = sum.wrapping_add(h.expect("registered"));
+                                            }
+                                            sum
+                                        })
                                     })
-                                })
-                                .collect();
+                                    .collect();
                             for h in handles {
                                 std::hint::black_box(h.await.expect("task"));
                             }

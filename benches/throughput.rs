@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mux_bw::emulation::Links;
-use mux_bw::events::{EventSink, SinkConfig};
-use mux_bw::identity::Identity;
+use mux_bw::client::plan::{self, PlanRequest};
+use mux_bw::client::run::{self, RunConfig};
+use mux_bw::lab::emulation::Links;
+use mux_bw::lab::shaper::{LinkSpec, Rate};
 use mux_bw::lab::Lab;
-use mux_bw::measure::{self, RunConfig};
-use mux_bw::protocol::Mode;
-use mux_bw::route::{self, PlanRequest};
-use mux_bw::shaper::{LinkSpec, Rate};
-use mux_bw::tls;
-use mux_bw::transport::{self, Tuning};
+use mux_bw::report::events::{EventSink, SinkConfig};
+use mux_bw::wire::identity::Identity;
+use mux_bw::wire::setup::Mode;
+use mux_bw::wire::tls;
+use mux_bw::wire::transport::{self, Tuning};
 use quinn::Endpoint;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -69,12 +69,12 @@ fn cpu_now() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-fn server(tuning: &Tuning) -> (Endpoint, mux_bw::addr::NodeAddr) {
+fn server(tuning: &Tuning) -> (Endpoint, mux_bw::wire::addr::NodeAddr) {
     let id = Identity::ephemeral().expect("identity");
     let ep = transport::endpoint("127.0.0.1:0".parse().expect("addr"), Some(&id), tuning)
         .expect("endpoint");
     let addr = ep.local_addr().expect("bound");
-    (ep, mux_bw::addr::NodeAddr { id: id.id, addr })
+    (ep, mux_bw::wire::addr::NodeAddr { id: id.id, addr })
 }
 
 /// Sinks one stream on each of the first `conns` connections; returns their total goodput over
@@ -110,7 +110,7 @@ async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> M
     }
 }
 
-async fn blast(ep: &Endpoint, to: &mux_bw::addr::NodeAddr, stop: CancellationToken) {
+async fn blast(ep: &Endpoint, to: &mux_bw::wire::addr::NodeAddr, stop: CancellationToken) {
     let conn = ep
         .connect(to.addr, &tls::server_name(&to.id))
         .expect("connect")
@@ -203,7 +203,7 @@ async fn mux(
     let lab = Lab::start(relays, token.clone(), false, *tuning)
         .await
         .expect("lab");
-    let plan = route::plan(&PlanRequest {
+    let plan = plan::plan(&PlanRequest {
         dst: lab.dst,
         pool: lab.relays.clone(),
         routes,
@@ -230,7 +230,11 @@ async fn mux(
         token,
         redial: false,
         tuning: *tuning,
-        links: link.map(|l| Arc::new(Links::new(l, l, links_stop.clone()))),
+        links: link.map(|l| {
+            let wired: Arc<dyn mux_bw::client::wiring::PathWiring> =
+                Arc::new(Links::new(l, l, links_stop.clone()));
+            wired
+        }),
         load_started: CancellationToken::new(),
     };
     // CPU time over the measured window: the load phase starts when every route is up, then
@@ -250,7 +254,7 @@ async fn mux(
         ..SinkConfig::default()
     };
     let sink = Arc::new(EventSink::new(Instant::now(), &sink).expect("sink"));
-    let summary = measure::run(&cfg, sink, CancellationToken::new()).await;
+    let summary = run::run(&cfg, sink, CancellationToken::new()).await;
     links_stop.cancel();
     lab.stop().await;
     assert_eq!(
@@ -374,7 +378,7 @@ struct Sample {
 
 /// The median of an odd number of rounds (the smoke run has one).
 fn median(v: &[f64]) -> f64 {
-    mux_bw::compare::quantile(v, 0.5)
+    mux_bw::report::compare::quantile(v, 0.5)
 }
 
 /// The ratios the issue sets targets for, each as (key, numerator case, denominator case).

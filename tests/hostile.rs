@@ -8,12 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mux_bw::addr::NodeAddr;
-use mux_bw::identity::{Identity, NodeId};
 use mux_bw::node::{self, Faults, Limits, NodeConfig, Role};
-use mux_bw::protocol::{self, Mode, SetupRequest, REPLY_PREFIX_LEN};
-use mux_bw::tls;
-use mux_bw::transport;
+use mux_bw::wire::addr::NodeAddr;
+use mux_bw::wire::identity::{Identity, NodeId};
+use mux_bw::wire::setup::{self, Mode, SetupRequest, REPLY_PREFIX_LEN};
+use mux_bw::wire::tls;
+use mux_bw::wire::transport;
 use quinn::Endpoint;
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ fn request(next: Vec<NodeAddr>) -> SetupRequest {
         mode: Mode::Up,
         setup_timeout_ms: 500,
         token: TOKEN.to_vec(),
-        client_key: mux_bw::proof::ClientHalf::new().unwrap().public(),
+        client_key: mux_bw::wire::proof::ClientHalf::new().unwrap().public(),
         next,
     }
 }
@@ -85,7 +85,7 @@ async fn send_raw(
     let read = tokio::time::timeout(Duration::from_secs(5), recv.read_exact(&mut prefix)).await;
     read.map_err(|_| "no reply in 5s".to_string())?
         .map_err(|e| e.to_string())?;
-    let p = protocol::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
+    let p = setup::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
     let mut msg = vec![0u8; p.message_len];
     recv.read_exact(&mut msg).await.map_err(|e| e.to_string())?;
     Ok(p.failed_hop
@@ -124,7 +124,7 @@ async fn garbage_truncated_and_oversized_headers_get_a_nack() {
     assert!(msg.contains("too long"), "{msg}");
 
     let mut bad_mode = full.clone();
-    bad_mode[protocol::REQUEST_PREFIX_LEN + 5] = 77;
+    bad_mode[setup::REQUEST_PREFIX_LEN + 5] = 77;
     let (_, msg) = nack(&ep, &dst.addr, &bad_mode).await;
     assert!(msg.contains("mode 77"), "{msg}");
 
@@ -416,8 +416,8 @@ async fn strangers_cannot_make_a_node_buffer_megabytes() {
             let push = |conn: quinn::Connection, junk: Vec<u8>, prefix: bool| async move {
                 if let Ok((mut send, _recv)) = conn.open_bi().await {
                     if prefix {
-                        let mut p = protocol::REQUEST_MAGIC.to_vec();
-                        p.extend_from_slice(&protocol::PROTOCOL_VERSION.to_be_bytes());
+                        let mut p = setup::REQUEST_MAGIC.to_vec();
+                        p.extend_from_slice(&setup::PROTOCOL_VERSION.to_be_bytes());
                         p.extend_from_slice(&4096u16.to_be_bytes());
                         let _ = send.write_all(&p).await;
                     }
@@ -562,10 +562,7 @@ async fn routes_per_client_and_connections_are_capped() {
     send.write_all(&req).await.unwrap();
     let mut ack = [0u8; REPLY_PREFIX_LEN];
     recv.read_exact(&mut ack).await.unwrap();
-    assert_eq!(
-        protocol::decode_reply_prefix(&ack).unwrap().failed_hop,
-        None
-    );
+    assert_eq!(setup::decode_reply_prefix(&ack).unwrap().failed_hop, None);
     let (_, msg) = nack(&ep, &dst.addr, &req).await;
     assert_eq!(msg, "too many routes from 127.0.0.1 (limit 1)");
     // Two connections are open now (the route, and the refused one until it closes); with the

@@ -11,7 +11,7 @@ const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/events.schema.js
 
 #[test]
 fn committed_schema_matches_the_types() {
-    let generated = mux_bw::events::json_schema();
+    let generated = mux_bw::report::events::json_schema();
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::write(SCHEMA, &generated).unwrap();
     }
@@ -24,7 +24,8 @@ fn committed_schema_matches_the_types() {
 
 #[test]
 fn real_lab_output_validates_against_the_schema() {
-    let schema: serde_json::Value = serde_json::from_str(&mux_bw::events::json_schema()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&mux_bw::report::events::json_schema()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let missing_index = serde_json::json!({"type": "route_established", "schema": 1, "t_ns": 0});
     assert!(

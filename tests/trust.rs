@@ -138,11 +138,12 @@ fn a_late_sampler_stretches_intervals_instead_of_inflating_rates() {
 mod liar {
     use std::time::Duration;
 
-    use mux_bw::addr::NodeAddr;
-    use mux_bw::identity::Identity;
-    use mux_bw::proof::TAG_LEN;
-    use mux_bw::protocol::{self, Datagram, SetupReply, REQUEST_PREFIX_LEN};
-    use mux_bw::transport::{self, Tuning};
+    use mux_bw::wire::addr::NodeAddr;
+    use mux_bw::wire::datagram::Datagram;
+    use mux_bw::wire::identity::Identity;
+    use mux_bw::wire::proof::TAG_LEN;
+    use mux_bw::wire::setup::{self, SetupReply, REQUEST_PREFIX_LEN};
+    use mux_bw::wire::transport::{self, Tuning};
     use quinn::{Connection, RecvStream, SendStream};
 
     #[derive(Clone, Copy)]
@@ -181,10 +182,10 @@ mod liar {
         let (mut up_send, mut up_recv) = up.accept_bi().await.ok()?;
         let mut prefix = [0u8; REQUEST_PREFIX_LEN];
         up_recv.read_exact(&mut prefix).await.ok()?;
-        let mut body = vec![0u8; protocol::decode_request_prefix(&prefix).ok()?];
+        let mut body = vec![0u8; setup::decode_request_prefix(&prefix).ok()?];
         up_recv.read_exact(&mut body).await.ok()?;
-        let req = protocol::decode_request_body(&body).ok()?;
-        let onward = protocol::SetupRequest {
+        let req = setup::decode_request_body(&body).ok()?;
+        let onward = setup::SetupRequest {
             hop_index: req.hop_index + 1,
             next: req.next[1..].to_vec(),
             ..req.clone()

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::identity::NodeId;
+use crate::wire::identity::NodeId;
 
 /// Names one route of a run: its destination and its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::runfile::Run;
+use crate::report::runfile::Run;
 
 /// Why a plot could not be drawn.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::identity::{Identity, NodeId};
+use crate::wire::identity::{Identity, NodeId};
 
 /// Start of the handshake error when a peer's key does not hash to the pinned id; the CLI
 /// recognizes it to report a wrong URI as bad input.

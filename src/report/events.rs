@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::live::HumanView;
-use crate::protocol::Mode;
+use crate::report::live::HumanView;
+use crate::wire::setup::Mode;
 
 /// Version of the event schema; bumped only for incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -122,16 +122,6 @@ pub struct LinksView {
     pub direct: LinkView,
 }
 
-impl From<crate::shaper::LinkSpec> for LinkView {
-    fn from(l: crate::shaper::LinkSpec) -> Self {
-        LinkView {
-            rate_bps: l.rate.map(|r| r.0),
-            delay_ns: l.delay.as_nanos() as u64,
-            loss: l.loss,
-        }
-    }
-}
-
 /// QUIC settings as reported in `start`.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TuningView {
@@ -149,8 +139,8 @@ pub struct TuningView {
     pub socket_recv_buffer: u64,
 }
 
-impl From<crate::transport::Tuning> for TuningView {
-    fn from(t: crate::transport::Tuning) -> Self {
+impl From<crate::wire::transport::Tuning> for TuningView {
+    fn from(t: crate::wire::transport::Tuning) -> Self {
         TuningView {
             stream_window: t.stream_window,
             conn_window: t.conn_window,

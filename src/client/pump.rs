@@ -13,13 +13,13 @@ use quinn::{Connection, ConnectionError, ReadError, WriteError};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::NodeAddr;
-use crate::identity::NodeId;
-use crate::node::PAYLOAD_CHUNK;
-use crate::proof::{ReplayWindow, ReportKey};
-use crate::protocol::{Datagram, Mode};
-use crate::table::RouteRef;
-use crate::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
+use crate::client::table::RouteRef;
+use crate::wire::addr::NodeAddr;
+use crate::wire::datagram::Datagram;
+use crate::wire::identity::NodeId;
+use crate::wire::proof::{ReplayWindow, ReportKey};
+use crate::wire::setup::{Mode, PAYLOAD_CHUNK};
+use crate::wire::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
 
 /// Most bytes an echo pump keeps in flight (sent but not yet echoed back).
 pub const ECHO_WINDOW: u64 = 4 << 20;
@@ -68,7 +68,7 @@ pub struct RouteLive {
 pub enum ProbeError {
     /// The route is not (or no longer) in the table.
     #[error(transparent)]
-    Table(#[from] crate::table::TableError),
+    Table(#[from] crate::client::table::TableError),
     /// The probe could not be sent.
     #[error("probe on route {0} could not be sent: {1}")]
     Send(RouteRef, String),

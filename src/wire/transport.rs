@@ -10,10 +10,10 @@ use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
-use crate::addr::NodeAddr;
-use crate::identity::{Identity, NodeId};
-use crate::protocol::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
-use crate::tls;
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::{Identity, NodeId};
+use crate::wire::setup::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
+use crate::wire::tls;
 
 /// Application close code: the run is over, nothing went wrong.
 pub const CLOSE_DONE: VarInt = VarInt::from_u32(0);
@@ -387,7 +387,7 @@ pub async fn setup_link(
         recv.read_exact(&mut prefix)
             .await
             .map_err(|e| format!("no setup reply: {e}"))?;
-        let p = protocol::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
+        let p = setup::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
         let mut msg = vec![0u8; p.message_len];
         recv.read_exact(&mut msg)
             .await

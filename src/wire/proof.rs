@@ -20,8 +20,9 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, KeyPair as _};
 use ring::{agreement, digest, hkdf, hmac};
 
-use crate::identity::NodeId;
-use crate::protocol::{Datagram, Mode};
+use crate::wire::datagram::Datagram;
+use crate::wire::identity::NodeId;
+use crate::wire::setup::Mode;
 
 /// Length of an X25519 public key.
 pub const KEY_LEN: usize = 32;

@@ -12,22 +12,22 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::NodeAddr;
-use crate::emulation::Links;
-use crate::events::{
+use crate::client::plan::PlannedRoute;
+use crate::client::probe::{self, Recorder};
+use crate::client::pump::{self, Counters, PumpError, RouteLive};
+use crate::client::redial::{NoSpare, Spares};
+use crate::client::table::{RouteRef, RouteTable};
+use crate::client::wiring::PathWiring;
+use crate::report::events::{
     ConfigView, ErrorEvent, Event, EventSink, ProbePhase, RouteEstablished, RouteFailure,
     RouteRedial, RouteSample, RouteSetupFailed, RouteStalled, RouteState, RouteSummary, RttSummary,
     Sample, Start, Summary,
 };
-use crate::identity::NodeId;
-use crate::probe::{self, Recorder};
-use crate::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
-use crate::protocol::{Mode, SetupRequest, PROTOCOL_VERSION};
-use crate::pump::{self, Counters, PumpError, RouteLive};
-use crate::redial::{NoSpare, Spares};
-use crate::route::PlannedRoute;
-use crate::table::{RouteRef, RouteTable};
-use crate::transport::{self, Link, SetupFailure};
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::NodeId;
+use crate::wire::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
+use crate::wire::setup::{Mode, SetupRequest, PROTOCOL_VERSION};
+use crate::wire::transport::{self, Link, SetupFailure};
 
 /// Commit this binary was built from.
 pub const GIT_SHA: &str = env!("MUX_BW_GIT_SHA");
@@ -73,7 +73,7 @@ pub struct RunConfig {
     /// QUIC windows and congestion control of the client's connections.
     pub tuning: transport::Tuning,
     /// The lab's emulated links: every path is dialed through them. `None` on real networks.
-    pub links: Option<Arc<Links>>,
+    pub links: Option<Arc<dyn PathWiring>>,
     /// Cancelled when the load phase starts (the lab times its faults from it).
     pub load_started: CancellationToken,
 }
@@ -184,7 +184,7 @@ impl Slot {
 struct RouteCtx {
     mode: Mode,
     tuning: transport::Tuning,
-    links: Option<Arc<Links>>,
+    links: Option<Arc<dyn PathWiring>>,
     io_timeout: Duration,
     stall_timeout: Duration,
     setup_timeout: Duration,
@@ -842,13 +842,7 @@ fn config_view(cfg: &RunConfig) -> ConfigView {
         allow_overlap: cfg.allow_overlap,
         redial: cfg.redial,
         tuning: cfg.tuning.into(),
-        links: cfg.links.as_ref().map(|l| {
-            let (relay, direct) = l.specs();
-            crate::events::LinksView {
-                relay: relay.into(),
-                direct: direct.into(),
-            }
-        }),
+        links: cfg.links.as_ref().map(|l| l.view()),
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
     }
 }
@@ -1175,7 +1169,7 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::NodeId;
+    use crate::wire::identity::NodeId;
 
     #[test]
     fn failure_event_carries_everything_known() {
@@ -1207,7 +1201,7 @@ mod tests {
             node: None,
         };
         let ev = failure_event(0, &err, (0, 0), Duration::from_micros(50));
-        let line = crate::events::to_json_line(&Event::RouteFailure(ev), Duration::ZERO);
+        let line = crate::report::events::to_json_line(&Event::RouteFailure(ev), Duration::ZERO);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["type"], "route_failure");
         assert_eq!(v["bytes_sent_before_failure"], 0);

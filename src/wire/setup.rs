@@ -1,13 +1,13 @@
 //! Wire format of route setup: the request header a client (or relay) sends on the first stream of
-//! a link, and the ack/nack reply. Pure encode/decode; no I/O. See docs/PROTOCOL.md.
+//! a link, and the ack/nack reply; the limits both ends share. Pure encode/decode; no I/O. See docs/PROTOCOL.md.
 //!
 //! Decoders check every length before reading and return errors, never panic, on any bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::addr::NodeAddr;
-use crate::identity::{NodeId, NODE_ID_LEN};
-use crate::proof::{KEY_LEN, TAG_LEN};
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::{NodeId, NODE_ID_LEN};
+use crate::wire::proof::KEY_LEN;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -27,6 +27,11 @@ pub const MAX_HOPS: usize = 8;
 pub const MAX_TOKEN_LEN: usize = 255;
 /// Longest nack message sent; longer ones are truncated.
 pub const MAX_MESSAGE_LEN: usize = 1024;
+/// Size of the payload chunks written on a route's stream; one shared buffer, cloned by refcount.
+pub const PAYLOAD_CHUNK: usize = 64 * 1024;
+/// Most routes one run may plan (`--routes`): the measured limit of setting routes up on one
+/// host (docs/PERFORMANCE.md, "Route count"). Lab nodes admit that many from one address.
+pub const MAX_ROUTES: usize = 1024;
 
 /// What the destination does with the route's stream.
 #[derive(
@@ -139,12 +144,13 @@ pub enum DecodeError {
     IllegalValue(String),
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+/// A cursor over bytes being decoded; every read checks the length first.
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Malformed(what));
         }
@@ -152,14 +158,14 @@ impl<'a> Reader<'a> {
         self.buf = tail;
         Ok(head)
     }
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
-    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let b = self.take(4, what)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -344,129 +350,6 @@ pub fn decode_reply_prefix(p: &[u8; REPLY_PREFIX_LEN]) -> Result<ReplyPrefix, De
     })
 }
 
-/// A QUIC datagram on an established route. Relays forward datagrams verbatim both ways (but
-/// answer a `HopPing` meant for them), so these travel end to end without queueing behind bulk
-/// stream data. Reports and pongs carry the destination's MAC under the route's report key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Datagram {
-    /// Destination → client: total payload bytes received so far on the route; `seq` counts
-    /// the route's reports from 0.
-    Report {
-        seq: u32,
-        received: u64,
-        tag: [u8; TAG_LEN],
-    },
-    /// Client → destination: an RTT probe; the client matches answers by `seq`.
-    Ping { seq: u32 },
-    /// Destination → client: the probe's `seq`, returned.
-    Pong { seq: u32, tag: [u8; TAG_LEN] },
-    /// Client → the node at `hop` of its path: are you there? (Finds the hop that went silent.)
-    HopPing { hop: u8, seq: u32 },
-    /// That node → client: here, answering `seq`.
-    HopPong { hop: u8, seq: u32 },
-}
-
-const DG_REPORT: u8 = 1;
-const DG_PING: u8 = 2;
-const DG_PONG: u8 = 3;
-const DG_HOP_PING: u8 = 4;
-const DG_HOP_PONG: u8 = 5;
-
-impl Datagram {
-    /// Encodes to at most 45 bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.mac_input();
-        match self {
-            Datagram::Report { tag, .. } | Datagram::Pong { tag, .. } => out.extend_from_slice(tag),
-            _ => {}
-        }
-        out
-    }
-
-    /// The bytes a report's or pong's MAC covers: everything before the tag.
-    pub fn mac_input(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13 + TAG_LEN);
-        match *self {
-            Datagram::Report { seq, received, .. } => {
-                out.push(DG_REPORT);
-                out.extend_from_slice(&seq.to_be_bytes());
-                out.extend_from_slice(&received.to_be_bytes());
-            }
-            Datagram::Ping { seq } => {
-                out.push(DG_PING);
-                out.extend_from_slice(&seq.to_be_bytes());
-            }
-            Datagram::Pong { seq, .. } => {
-                out.push(DG_PONG);
-                out.extend_from_slice(&seq.to_be_bytes());
-            }
-            Datagram::HopPing { hop, seq } => {
-                out.push(DG_HOP_PING);
-                out.push(hop);
-                out.extend_from_slice(&seq.to_be_bytes());
-            }
-            Datagram::HopPong { hop, seq } => {
-                out.push(DG_HOP_PONG);
-                out.push(hop);
-                out.extend_from_slice(&seq.to_be_bytes());
-            }
-        }
-        out
-    }
-
-    /// Decodes a datagram; unknown types and wrong lengths are errors.
-    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { buf: b };
-        let tag = |r: &mut Reader<'_>| -> Result<[u8; TAG_LEN], DecodeError> {
-            let mut t = [0u8; TAG_LEN];
-            t.copy_from_slice(r.take(TAG_LEN, "tag")?);
-            Ok(t)
-        };
-        let d = match r.u8("datagram type")? {
-            DG_REPORT => {
-                let seq = r.u32("report sequence")?;
-                let v = r.take(8, "report")?;
-                let mut received = [0u8; 8];
-                received.copy_from_slice(v);
-                Datagram::Report {
-                    seq,
-                    received: u64::from_be_bytes(received),
-                    tag: tag(&mut r)?,
-                }
-            }
-            DG_PING => Datagram::Ping {
-                seq: r.u32("probe sequence")?,
-            },
-            DG_PONG => Datagram::Pong {
-                seq: r.u32("probe sequence")?,
-                tag: tag(&mut r)?,
-            },
-            DG_HOP_PING => Datagram::HopPing {
-                hop: r.u8("hop")?,
-                seq: r.u32("probe sequence")?,
-            },
-            DG_HOP_PONG => Datagram::HopPong {
-                hop: r.u8("hop")?,
-                seq: r.u32("probe sequence")?,
-            },
-            t => return Err(DecodeError::IllegalValue(format!("datagram type {t}"))),
-        };
-        if !r.buf.is_empty() {
-            return Err(DecodeError::Malformed("trailing bytes"));
-        }
-        Ok(d)
-    }
-
-    /// The hop a `HopPing` is for, read from its first bytes without a full decode (relays look
-    /// at every datagram they forward).
-    pub fn hop_ping_target(b: &[u8]) -> Option<u8> {
-        match b {
-            [DG_HOP_PING, hop, _, _, _, _] => Some(*hop),
-            _ => None,
-        }
-    }
-}
-
 fn truncate_utf8(s: &[u8], max: usize) -> &[u8] {
     if s.len() <= max {
         return s;
@@ -481,6 +364,8 @@ fn truncate_utf8(s: &[u8], max: usize) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::datagram::Datagram;
+    use crate::wire::proof::TAG_LEN;
 
     fn sample() -> SetupRequest {
         SetupRequest {
@@ -569,34 +454,6 @@ mod tests {
             decode(&long.encode()),
             Err(DecodeError::TooLong { what: "path", .. })
         ));
-    }
-
-    #[test]
-    fn datagrams_round_trip_and_reject_garbage() {
-        for d in [
-            Datagram::Report {
-                seq: 3,
-                received: 1 << 40,
-                tag: [7; TAG_LEN],
-            },
-            Datagram::Ping { seq: 7 },
-            Datagram::Pong {
-                seq: u32::MAX,
-                tag: [1; TAG_LEN],
-            },
-            Datagram::HopPing { hop: 2, seq: 9 },
-            Datagram::HopPong { hop: 2, seq: 9 },
-        ] {
-            let b = d.encode();
-            assert_eq!(Datagram::decode(&b), Ok(d));
-            for cut in 0..b.len() {
-                assert!(Datagram::decode(&b[..cut]).is_err());
-            }
-            let mut long = b.clone();
-            long.push(0);
-            assert!(Datagram::decode(&long).is_err());
-        }
-        assert!(Datagram::decode(&[9, 0, 0]).is_err());
     }
 
     /// The bytes of docs/PROTOCOL.md's worked example.
@@ -699,6 +556,7 @@ mod tests {
 #[cfg(test)]
 mod proptests {
     use super::*;
+    use crate::wire::datagram::Datagram;
     use proptest::prelude::*;
 
     fn node() -> impl Strategy<Value = NodeAddr> {

@@ -3,15 +3,18 @@
 //! process, or with `--processes` as child processes that die with the parent (PR_SET_PDEATHSIG),
 //! even if the parent is killed with SIGKILL.
 
+pub mod emulation;
+pub mod shaper;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::NodeAddr;
-use crate::identity::{Identity, IdentityError};
 use crate::node::{self, Faults, NodeConfig, Role, RunningNode};
-use crate::route::MAX_ROUTES;
-use crate::transport::{EndpointError, Tuning};
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::{Identity, IdentityError};
+use crate::wire::setup::MAX_ROUTES;
+use crate::wire::transport::{EndpointError, Tuning};
 
 /// Why the lab could not start.
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +240,7 @@ fn role_name(role: Role) -> &'static str {
 }
 
 /// Node limits in the lab: the defaults, raised so that every route a run may plan
-/// (`route::MAX_ROUTES`, all from 127.0.0.1) fits through one node.
+/// (`wire::setup::MAX_ROUTES`, all from 127.0.0.1) fits through one node.
 fn lab_limits() -> node::Limits {
     let d = node::Limits::default();
     node::Limits {

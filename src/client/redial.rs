@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::addr::NodeAddr;
-use crate::identity::NodeId;
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::NodeId;
 
 /// Backoff after a node's first failure; doubled per further failure.
 pub const BREAKER_BASE: Duration = Duration::from_millis(500);
@@ -171,7 +171,7 @@ fn intermediates(path: &[NodeAddr]) -> Vec<NodeId> {
 mod tests {
     use super::*;
 
-    use crate::addr::test_node as node;
+    use crate::wire::addr::test_node as node;
 
     #[test]
     fn breaker_backs_off_exponentially_and_resets() {

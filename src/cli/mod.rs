@@ -13,18 +13,19 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::NodeAddr;
-use crate::emulation::Links;
-use crate::events::{EventSink, SinkConfig};
-use crate::identity::{Identity, IdentityError, NodeId};
+use crate::client::plan::{self, PlanRequest};
+use crate::client::run::{self, RunConfig};
+use crate::client::wiring::PathWiring;
+use crate::lab::emulation::Links;
+use crate::lab::shaper::{LinkSpec, Loss, Rate};
 use crate::lab::{Fault, Lab};
-use crate::measure::{self, RunConfig};
 use crate::node::{self, Limits, NodeConfig, Role};
-use crate::protocol::{Mode, MAX_HOPS, MAX_TOKEN_LEN};
-use crate::route::{self, PlanRequest, MAX_ROUTES};
-use crate::shaper::{LinkSpec, Loss, Rate};
-use crate::transport::{Congestion, Tuning};
-use crate::{compare, plot, runfile, sweep};
+use crate::report::events::{EventSink, SinkConfig};
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::{Identity, IdentityError, NodeId};
+use crate::wire::setup::{Mode, MAX_HOPS, MAX_ROUTES, MAX_TOKEN_LEN};
+use crate::wire::transport::{Congestion, Tuning};
+use crate::{report::compare, report::plot, report::runfile, report::sweep};
 
 /// Exit code: the run completed.
 pub const EXIT_OK: i32 = 0;
@@ -478,7 +479,7 @@ fn duration_in(
 const MAX_LAB_RELAYS: usize = 1024;
 
 /// The parser of a count flag accepting `0..=max` (a zero that makes no sense is refused with
-/// its own message later, e.g. by `route::plan`).
+/// its own message later, e.g. by `client::plan::plan`).
 fn count_at_most(
     max: usize,
     what: &'static str,
@@ -928,8 +929,8 @@ async fn sweep_run(
     let outcome = match cfg {
         Err(e) => sweep::Outcome::Failed(e.to_string()),
         Ok(mut cfg) => {
-            cfg.links = links
-                .map(|(relay, direct)| Arc::new(Links::new(relay, direct, links_stop.clone())));
+            cfg.links =
+                links.map(|(relay, direct)| wired(Links::new(relay, direct, links_stop.clone())));
             let sink_cfg = SinkConfig {
                 json_file: Some(file.to_path_buf()),
                 quiet: true,
@@ -940,7 +941,7 @@ async fn sweep_run(
                     sweep::Outcome::Failed(format!("cannot create '{}': {e}", file.display()))
                 }
                 Ok(sink) => {
-                    measure::run(&cfg, Arc::new(sink), interrupt).await;
+                    run::run(&cfg, Arc::new(sink), interrupt).await;
                     read_outcome(file)
                 }
             }
@@ -1035,7 +1036,7 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
     let links = a
         .links
         .links()
-        .map(|(relay, direct)| Arc::new(Links::new(relay, direct, links_stop.clone())));
+        .map(|(relay, direct)| wired(Links::new(relay, direct, links_stop.clone())));
     let shape = a.opts.shape();
     let cfg = match build_config(
         lab.dst,
@@ -1060,7 +1061,7 @@ async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         let _ = writeln!(
             std::io::stderr(),
             "lab: destination {} and {} relay(s) on 127.0.0.1",
-            crate::human::short(&lab.dst.id.to_string()),
+            crate::report::human::short(&lab.dst.id.to_string()),
             lab.relays.len()
         );
     }
@@ -1090,14 +1091,14 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
     let sink = Arc::new(sink);
     let gone = sink.stdout_gone();
     let interrupt = interrupt_token();
-    let summary = measure::run(&cfg, sink.clone(), interrupt).await;
+    let summary = run::run(&cfg, sink.clone(), interrupt).await;
     if summary.routes_established == 0 {
         // Every route failed. A pinned id that does not match is a wrong URI: bad input.
         let mismatch = summary
             .routes
             .iter()
             .filter_map(|r| r.error.as_deref())
-            .find(|e| e.contains(crate::tls::ID_MISMATCH));
+            .find(|e| e.contains(crate::wire::tls::ID_MISMATCH));
         if let Some(e) = mismatch {
             return Err(UsageError(format!("wrong node id in URI: {e}")).into());
         }
@@ -1213,7 +1214,7 @@ fn build_config(
             )));
         }
     }
-    let plan = route::plan(&PlanRequest {
+    let plan = plan::plan(&PlanRequest {
         dst,
         pool: pool.clone(),
         routes: shape.routes,
@@ -1243,6 +1244,11 @@ fn build_config(
         links: None,
         load_started: CancellationToken::new(),
     })
+}
+
+/// The lab's emulated links as what a run dials through.
+fn wired(links: Links) -> Arc<dyn PathWiring> {
+    Arc::new(links)
 }
 
 /// `IDX=NODE[,NODE..]` where NODE is a URI, a node id from the pool, or a lab name.
@@ -1279,7 +1285,7 @@ fn parse_via(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PROTOCOL_VERSION;
+    use crate::wire::setup::PROTOCOL_VERSION;
     use clap::CommandFactory;
 
     #[test]

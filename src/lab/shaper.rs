@@ -2,6 +2,7 @@
 //! a FIFO bottleneck of `rate` bits/s whose queue holds at most `queue` of backlog (tail drop
 //! beyond), followed by a fixed one-way `delay`, with optional random loss. See docs/LAB.md.
 
+use crate::report::events::LinkView;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -142,6 +143,17 @@ impl Shaper {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// How a link is reported in `start.config.links`.
+impl From<LinkSpec> for LinkView {
+    fn from(l: LinkSpec) -> Self {
+        LinkView {
+            rate_bps: l.rate.map(|r| r.0),
+            delay_ns: l.delay.as_nanos() as u64,
+            loss: l.loss,
+        }
     }
 }
 

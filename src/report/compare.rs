@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::human::fmt_rate;
-use crate::runfile::Run;
+use crate::report::human::fmt_rate;
+use crate::report::runfile::Run;
 
 /// What one run measured, reduced to the figures a comparison needs.
 #[derive(Clone, Debug, Serialize)]
@@ -222,7 +222,7 @@ fn short_label(l: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runfile::parse;
+    use crate::report::runfile::parse;
 
     fn run(label: &str, mode: &str, agg: u64, rates: &[u64], rtt_p50: Option<u64>) -> Run {
         let mut text = format!(

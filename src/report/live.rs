@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::events::{Event, RouteEstablished, RouteRedial, RouteState};
-use crate::human::{self, fmt_bytes, fmt_rate};
+use crate::report::events::{Event, RouteEstablished, RouteRedial, RouteState};
+use crate::report::human::{self, fmt_bytes, fmt_rate};
 
 /// Renders events for people: lines on stderr, the summary table on stdout, and bars when live.
 pub struct HumanView {

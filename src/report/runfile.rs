@@ -7,7 +7,7 @@ use std::io::{BufRead, Read};
 
 use serde_json::Value;
 
-use crate::events::SCHEMA_VERSION;
+use crate::report::events::SCHEMA_VERSION;
 
 /// Why a file is not a run this version can read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

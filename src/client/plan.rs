@@ -7,13 +7,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 
-use crate::addr::NodeAddr;
-use crate::identity::NodeId;
-use crate::protocol::MAX_HOPS;
-
-/// Most routes one run may plan (`--routes`): the measured limit of setting routes up on one
-/// host (docs/PERFORMANCE.md, "Route count").
-pub const MAX_ROUTES: usize = 1024;
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::NodeId;
+use crate::wire::setup::{MAX_HOPS, MAX_ROUTES};
 
 /// A planned route: its index and the nodes after the client, ending with the destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,7 +242,7 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
 mod tests {
     use super::*;
 
-    use crate::addr::test_node as node;
+    use crate::wire::addr::test_node as node;
 
     fn req(routes: usize, min_hops: usize, pool: usize) -> PlanRequest {
         PlanRequest {

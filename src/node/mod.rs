@@ -19,15 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::identity::NodeId;
-use crate::proof::{ReportKey, Signer, TAG_LEN};
-use crate::protocol::{self, Datagram, Mode, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
-use crate::transport::{
+use crate::wire::datagram::Datagram;
+use crate::wire::identity::NodeId;
+use crate::wire::proof::{ReportKey, Signer, TAG_LEN};
+use crate::wire::setup::{self, Mode, SetupReply, SetupRequest, PAYLOAD_CHUNK, REQUEST_PREFIX_LEN};
+use crate::wire::transport::{
     self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
 };
 
-/// Size of the chunks a destination writes in `down` mode; one shared buffer, cloned by refcount.
-pub const PAYLOAD_CHUNK: usize = 64 * 1024;
 /// How often the destination tells an `up` client how many bytes arrived.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -83,7 +82,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_hops: protocol::MAX_HOPS,
+            max_hops: setup::MAX_HOPS,
             max_routes_per_client: 256,
             max_connections: 1024,
             max_unvalidated_handshakes: 64,
@@ -384,7 +383,7 @@ async fn read_setup(conn: &Connection) -> Result<(SendStream, RecvStream, SetupR
             format!("truncated setup header: {e}"),
         ));
     }
-    let len = match protocol::decode_request_prefix(&prefix) {
+    let len = match setup::decode_request_prefix(&prefix) {
         Ok(len) => len,
         Err(e) => return Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
     };
@@ -396,7 +395,7 @@ async fn read_setup(conn: &Connection) -> Result<(SendStream, RecvStream, SetupR
             format!("truncated setup header: {e}"),
         ));
     }
-    match protocol::decode_request_body(&body) {
+    match setup::decode_request_body(&body) {
         Ok(req) => Ok((send, recv, req)),
         Err(e) => Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
     }
@@ -784,7 +783,7 @@ async fn forward_datagrams(
 /// A node accepting connections in a background task.
 pub struct RunningNode {
     /// The URI clients dial (an unspecified listen address is advertised as loopback).
-    pub addr: crate::addr::NodeAddr,
+    pub addr: crate::wire::addr::NodeAddr,
     /// The address actually bound (port 0 resolved).
     pub local: std::net::SocketAddr,
     /// Ends after `shutdown` fires and connections are closed.
@@ -794,7 +793,7 @@ pub struct RunningNode {
 /// Binds `listen` and serves `cfg.role` until `shutdown`. Must be called inside a tokio runtime.
 pub fn start(
     listen: std::net::SocketAddr,
-    identity: &crate::identity::Identity,
+    identity: &crate::wire::identity::Identity,
     cfg: NodeConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, transport::EndpointError> {
@@ -812,7 +811,7 @@ pub fn start(
             std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let addr = crate::addr::NodeAddr {
+    let addr = crate::wire::addr::NodeAddr {
         id: identity.id,
         addr: advertised,
     };
@@ -826,7 +825,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::NodeAddr;
+    use crate::wire::addr::NodeAddr;
 
     fn req(next: Vec<NodeAddr>, token: &[u8]) -> SetupRequest {
         SetupRequest {
@@ -835,7 +834,7 @@ mod tests {
             mode: Mode::Up,
             setup_timeout_ms: 1000,
             token: token.to_vec(),
-            client_key: [0; crate::proof::KEY_LEN],
+            client_key: [0; crate::wire::proof::KEY_LEN],
             next,
         }
     }

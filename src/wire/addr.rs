@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use crate::identity::{NodeId, NodeIdError};
+use crate::wire::identity::{NodeId, NodeIdError};
 
 /// URI scheme of a mux-bw node.
 pub const SCHEME: &str = "mbw://";

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::events::{Event, EventSink, Probe, ProbePhase, RttStats};
-use crate::pump::{ProbeError, RouteLive};
-use crate::table::{RouteRef, RouteTable};
+use crate::client::pump::{ProbeError, RouteLive};
+use crate::client::table::{RouteRef, RouteTable};
+use crate::report::events::{Event, EventSink, Probe, ProbePhase, RttStats};
 
 /// How long one probe waits for its answer before it counts as lost.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::human::fmt_rate_pm;
-use crate::protocol::Mode;
+use crate::report::human::fmt_rate_pm;
+use crate::wire::setup::Mode;
 
 /// One cell of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -144,7 +144,7 @@ pub fn stats(cells: &[(Cell, Vec<Outcome>)]) -> Vec<CellStats> {
     let first = out.first().and_then(|c| c.mean_bps);
     for c in &mut out {
         c.ratio_to_first = match (c.mean_bps, first) {
-            (Some(m), Some(f)) => crate::compare::ratio(m, f),
+            (Some(m), Some(f)) => crate::report::compare::ratio(m, f),
             _ => None,
         };
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::events::{Event, RouteState, Summary};
+use crate::report::events::{Event, RouteState, Summary};
 
 /// One progress line for an event, or `None` for events shown otherwise.
 pub fn line(event: &Event, t: Duration) -> Option<String> {
@@ -209,7 +209,7 @@ pub fn summary_table(s: &Summary) -> String {
     out
 }
 
-fn link_text(l: &crate::events::LinkView) -> String {
+fn link_text(l: &crate::report::events::LinkView) -> String {
     let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
     let mut t = format!("{rate} +{}", fmt_duration(Duration::from_nanos(l.delay_ns)));
     if l.loss > 0.0 {
@@ -245,7 +245,7 @@ pub fn short(id: &str) -> &str {
 fn short_uri(uri: &str) -> String {
     match uri.split_once('@') {
         Some((scheme_id, host)) => {
-            let id = scheme_id.trim_start_matches(crate::addr::SCHEME);
+            let id = scheme_id.trim_start_matches(crate::wire::addr::SCHEME);
             format!("{}..@{host}", short(id))
         }
         None => uri.to_string(),
@@ -303,7 +303,7 @@ fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::RouteFailure;
+    use crate::report::events::RouteFailure;
 
     #[test]
     fn units() {

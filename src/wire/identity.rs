@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::proof::{KeyKind, Signer};
+use crate::wire::proof::{KeyKind, Signer};
 
 /// Length of a node id in bytes (32 hex digits when written).
 pub const NODE_ID_LEN: usize = 16;
@@ -358,15 +358,15 @@ mod tests {
     fn unusable_keys_are_named_with_what_is_expected() {
         let cases: [(&[u8], &str); 5] = [
             (
-                include_bytes!("../tests/keys/rsa2048-pkcs8.pem"),
+                include_bytes!("../../tests/keys/rsa2048-pkcs8.pem"),
                 "holds an RSA private key (PKCS#8); expected an unencrypted PKCS#8",
             ),
             (
-                include_bytes!("../tests/keys/p521-pkcs8.pem"),
+                include_bytes!("../../tests/keys/p521-pkcs8.pem"),
                 "holds an ECDSA P-521 private key (PKCS#8)",
             ),
             (
-                include_bytes!("../tests/keys/p256-sec1.pem"),
+                include_bytes!("../../tests/keys/p256-sec1.pem"),
                 "holds an EC private key in SEC1 form",
             ),
             (

@@ -13,9 +13,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::NodeAddr;
-use crate::identity::NodeId;
-use crate::shaper::{LinkSpec, Shaper, Verdict};
+use crate::client::wiring::PathWiring;
+use crate::lab::shaper::{LinkSpec, Shaper, Verdict};
+use crate::report::events::LinksView;
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::NodeId;
 
 /// Granularity of tokio's timer: how early a packet may leave instead of sleeping.
 const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
@@ -251,10 +253,24 @@ async fn deliver(
     }
 }
 
+impl PathWiring for Links {
+    fn wire_path(&self, path: &[NodeAddr]) -> io::Result<Vec<NodeAddr>> {
+        Links::wire_path(self, path)
+    }
+
+    fn view(&self) -> LinksView {
+        let (relay, direct) = self.specs();
+        LinksView {
+            relay: relay.into(),
+            direct: direct.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shaper::Rate;
+    use crate::lab::shaper::Rate;
     use std::time::Duration;
 
     #[tokio::test]

@@ -1,0 +1,10 @@
+//! The measuring side: plans routes, sets them up, pumps and probes each one, samples, and
+//! summarizes. Never imports `node`.
+
+pub mod plan;
+pub mod probe;
+pub mod pump;
+pub mod redial;
+pub mod run;
+pub mod table;
+pub mod wiring;

@@ -1,0 +1,10 @@
+//! Events and their renderers and readers: the NDJSON types, the sink, human lines and the live
+//! view, saved runs, compare, sweep tables and plots.
+
+pub mod compare;
+pub mod events;
+pub mod human;
+pub mod live;
+pub mod plot;
+pub mod runfile;
+pub mod sweep;

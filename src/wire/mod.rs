@@ -1,0 +1,10 @@
+//! Everything both ends of a link share: addresses, identities and pinning, the wire codecs,
+//! the route proof, and QUIC endpoints and setup dials.
+
+pub mod addr;
+pub mod datagram;
+pub mod identity;
+pub mod proof;
+pub mod setup;
+pub mod tls;
+pub mod transport;
