@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use tokio::task::JoinSet;
+
 use crate::client::pump::{ProbeError, RouteLive};
+use crate::client::supervisor::RouteCtx;
 use crate::client::table::{RouteRef, RouteTable};
 use crate::report::events::{Event, EventSink, Probe, ProbePhase, RttStats};
 
@@ -97,6 +100,63 @@ pub async fn probe_once(
         error,
     }));
     result
+}
+
+/// Probes under load every `gap` until the run cancels its pumps: the first route that came up
+/// and is still up, whatever its index. Returns the loaded distribution and every route probed.
+pub(crate) fn spawn_prober(
+    ctx: Arc<RouteCtx>,
+    gap: Duration,
+) -> tokio::task::JoinHandle<(Recorder, Vec<u32>)> {
+    tokio::spawn(async move {
+        let mut rec = Recorder::default();
+        let mut probed: Vec<u32> = Vec::new();
+        // One probe every `gap` whatever the RTT: probes overlap, so a slow or lost one does not
+        // hold the next back.
+        let mut inflight = JoinSet::new();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gap, gap);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A route counts as probed when one of its probes is counted: at the end of the load the
+        // pumps leave the table while a last tick may still pick another route, and that probe
+        // is never counted, so it must not make `routes_probed` claim a failover.
+        let mut count = |rec: &mut Recorder, (index, outcome)| {
+            rec.add(&outcome);
+            if !probed.contains(&index) {
+                probed.push(index);
+            }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => break,
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok(done) = done {
+                        count(&mut rec, done);
+                    }
+                }
+                _ = tick.tick() => {
+                    let order = ctx.up_order().clone();
+                    let Some(r) = target(&ctx.table, &order) else {
+                        continue;
+                    };
+                    let ctx = ctx.clone();
+                    inflight.spawn(async move {
+                        let outcome = probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink).await;
+                        (r.index, outcome)
+                    });
+                }
+            }
+        }
+        // Count probes that finished (and emitted their event) before the stop; those still in
+        // flight when the load ends are neither answered nor lost.
+        while let Some(done) = inflight.try_join_next() {
+            if let Ok(done) = done {
+                count(&mut rec, done);
+            }
+        }
+        inflight.abort_all();
+        (rec, probed)
+    })
 }
 
 impl Recorder {

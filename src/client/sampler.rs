@@ -1,0 +1,253 @@
+//! Samples every route's counters at interval boundaries (measured, never scheduled, time),
+//! cuts the warm-up, flags late samples, and watches for stalls.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::client::plan::PlannedRoute;
+use crate::client::run::RunConfig;
+use crate::client::slot::{LinkReading, Slot};
+use crate::client::summary::{bps, directional, summarize};
+use crate::report::events::Summary;
+use crate::report::events::{Event, EventSink, RouteSample, RouteStalled, RouteState, Sample};
+use crate::wire::setup::Mode;
+use crate::wire::transport::SetupFailure;
+
+/// How often the run checks for stalled routes (between samples).
+pub(crate) const STALL_CHECK: Duration = Duration::from_millis(100);
+
+/// One route at an instant: goodput counters (sent, received) and its first link.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Reading {
+    pub(crate) counts: (u64, u64),
+    pub(crate) link: LinkReading,
+}
+
+/// Per-route progress tracking for stall detection.
+pub(crate) struct Progress {
+    pub(crate) last_total: u64,
+    pub(crate) since: Instant,
+    pub(crate) stalled: bool,
+}
+
+/// Samples counters at interval boundaries and watches for stalls.
+pub(crate) struct Sampler {
+    pub(crate) prev: Vec<Reading>,
+    pub(crate) progress: Vec<Progress>,
+    pub(crate) load_start: Instant,
+    pub(crate) omit_end: Instant,
+    pub(crate) deadline: Instant,
+    /// Readings when the omitted warm-up ended: the summary counts from here.
+    pub(crate) baseline: Vec<Reading>,
+    /// When `baseline` was taken.
+    pub(crate) baseline_at: Option<Instant>,
+    /// Samples taken later than `late_after` past their due time.
+    pub(crate) late_samples: u32,
+    pub(crate) late_after: Duration,
+}
+
+/// How late a sample may be taken before it counts as late: a tenth of the interval, and never
+/// less than a few timer ticks.
+pub(crate) fn late_after(interval: Duration) -> Duration {
+    (interval / 10).max(Duration::from_millis(5))
+}
+
+impl Sampler {
+    pub(crate) fn new(cfg: &RunConfig, slots: &[Arc<Slot>], load_start: Instant) -> Self {
+        let omit_end = load_start + cfg.omit;
+        Sampler {
+            prev: vec![Reading::default(); slots.len()],
+            progress: slots
+                .iter()
+                .map(|_| Progress {
+                    last_total: 0,
+                    since: load_start,
+                    stalled: false,
+                })
+                .collect(),
+            load_start,
+            omit_end,
+            deadline: omit_end + cfg.duration,
+            baseline: vec![Reading::default(); slots.len()],
+            baseline_at: cfg.omit.is_zero().then_some(load_start),
+            late_samples: 0,
+            late_after: late_after(cfg.interval),
+        }
+    }
+
+    /// Samples until the deadline or `stop`; returns when the load ended. Every interval ends
+    /// when its sample is actually taken, so a late sampler stretches the interval instead of
+    /// inflating its rate; `load_over` (fired at the deadline by a timer of its own, whatever
+    /// the sampler is doing) ends the last interval no later than the deadline.
+    pub(crate) async fn run(
+        &mut self,
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        sink: &EventSink,
+        stop: &CancellationToken,
+        load_over: &CancellationToken,
+    ) -> Instant {
+        let mut interval_start = self.load_start;
+        let mut check = tokio::time::interval(STALL_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut due = (interval_start + cfg.interval).min(self.deadline);
+            if interval_start < self.omit_end {
+                due = due.min(self.omit_end);
+            }
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => false,
+                _ = check.tick() => {
+                    self.check_stalls(cfg, slots, sink, Instant::now());
+                    // Without --redial a failed route stays down: once all are down, stop.
+                    let all_down = slots.iter().all(|s| s.failed.load(Ordering::Relaxed));
+                    if !all_down || cfg.redial {
+                        continue;
+                    }
+                    true
+                }
+                _ = stop.cancelled() => true,
+                _ = load_over.cancelled() => true,
+            };
+            let mut now = Instant::now();
+            let late = !stopped && now.saturating_duration_since(due) > self.late_after;
+            if load_over.is_cancelled() {
+                // The pumps stopped at the deadline: nothing moved after it.
+                now = now.min(self.deadline);
+            }
+            self.late_samples += u32::from(late);
+            // Intervals are cut at the end of the warm-up, so one that began in it is all warm-up.
+            let omitted = interval_start < self.omit_end && !cfg.omit.is_zero();
+            let mut sample = self.sample(
+                cfg.mode,
+                slots,
+                interval_start - sink.start(),
+                now - sink.start(),
+                omitted,
+            );
+            sample.late = late;
+            sink.emit(Event::Sample(sample));
+            if self.baseline_at.is_none() && now >= self.omit_end {
+                self.baseline = self.prev.clone();
+                self.baseline_at = Some(now);
+            }
+            interval_start = now;
+            if stopped || now >= self.deadline {
+                return now;
+            }
+        }
+    }
+
+    pub(crate) fn check_stalls(
+        &mut self,
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        sink: &EventSink,
+        now: Instant,
+    ) {
+        for (slot, p) in slots.iter().zip(self.progress.iter_mut()) {
+            if slot.failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (sent, received) = slot.counters.snapshot();
+            if sent + received != p.last_total {
+                p.last_total = sent + received;
+                p.since = now;
+                p.stalled = false;
+                slot.stalled.store(false, Ordering::Relaxed);
+            } else if !p.stalled && now.duration_since(p.since) >= cfg.stall_timeout {
+                p.stalled = true;
+                slot.stalled.store(true, Ordering::Relaxed);
+                slot.stall.notify_one();
+                sink.emit(Event::RouteStalled(RouteStalled {
+                    route_index: slot.index,
+                    stalled_ns: now.duration_since(p.since).as_nanos() as u64,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                }));
+            }
+        }
+    }
+
+    pub(crate) fn sample(
+        &mut self,
+        mode: Mode,
+        slots: &[Arc<Slot>],
+        start: Duration,
+        end: Duration,
+        omitted: bool,
+    ) -> Sample {
+        let span = end.saturating_sub(start);
+        let mut routes = Vec::with_capacity(slots.len());
+        let mut aggregate = 0;
+        for ((slot, p), prog) in slots.iter().zip(self.prev.iter_mut()).zip(&self.progress) {
+            let now = slot.counters.snapshot();
+            let link = slot.link_reading();
+            let delta = (
+                now.0.saturating_sub(p.counts.0),
+                now.1.saturating_sub(p.counts.1),
+            );
+            let lost = link.lost_packets.saturating_sub(p.link.lost_packets);
+            *p = Reading { counts: now, link };
+            aggregate += directional(mode, delta);
+            routes.push(RouteSample {
+                route_index: slot.index,
+                bytes_sent: now.0,
+                bytes_received: now.1,
+                sent_bps: bps(delta.0, span),
+                received_bps: bps(delta.1, span),
+                state: if slot.failed.load(Ordering::Relaxed) {
+                    RouteState::Failed
+                } else if prog.stalled {
+                    RouteState::Stalled
+                } else {
+                    RouteState::Up
+                },
+                lost_packets: lost,
+                cwnd_bytes: link.now.map(|l| l.cwnd),
+                link_rtt_ns: link.now.map(|l| l.rtt.as_nanos() as u64),
+            });
+        }
+        Sample {
+            interval_start_ns: start.as_nanos() as u64,
+            interval_end_ns: end.as_nanos() as u64,
+            omitted,
+            active_routes: routes
+                .iter()
+                .filter(|r| r.state != RouteState::Failed)
+                .count(),
+            aggregate_bps: bps(aggregate, span),
+            late: false,
+            routes,
+        }
+    }
+
+    /// The summary of what was measured: from the sample that ended the warm-up (or, stopped
+    /// during it, from `end`: nothing was measured) to the last sample, `end`.
+    pub(crate) fn summary(
+        &mut self,
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        setup_errors: &[(PlannedRoute, SetupFailure)],
+        end: Instant,
+        interrupted: bool,
+    ) -> Summary {
+        if self.baseline_at.is_none() {
+            self.baseline = self.prev.clone();
+        }
+        let measured_from = self.baseline_at.unwrap_or(end);
+        let mut summary = summarize(
+            cfg,
+            slots,
+            (&self.baseline, &self.prev),
+            setup_errors,
+            end.saturating_duration_since(measured_from),
+            interrupted,
+        );
+        summary.late_samples = self.late_samples;
+        summary
+    }
+}

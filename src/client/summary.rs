@@ -1,0 +1,191 @@
+//! The run's `start` configuration view and its `summary`: per-route totals over the measured
+//! part, goodput in the run's direction.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::plan::PlannedRoute;
+use crate::client::probe::Recorder;
+use crate::client::run::RunConfig;
+use crate::client::sampler::Reading;
+use crate::client::slot::Slot;
+use crate::client::table::RouteRef;
+use crate::report::events::{ConfigView, RouteSummary, RttSummary, Summary};
+use crate::wire::addr::NodeAddr;
+use crate::wire::setup::{Mode, PROTOCOL_VERSION};
+use crate::wire::transport::SetupFailure;
+
+pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {
+    ConfigView {
+        to: cfg.dst.uri(),
+        relays: cfg.relays.iter().map(NodeAddr::uri).collect(),
+        routes: cfg.routes.len(),
+        min_hops: cfg.min_hops,
+        mode: cfg.mode,
+        duration_ns: cfg.duration.as_nanos() as u64,
+        omit_ns: cfg.omit.as_nanos() as u64,
+        stall_timeout_ns: cfg.stall_timeout.as_nanos() as u64,
+        probe_rtt: cfg.probe_rtt,
+        probe_interval_ns: cfg.probe_interval.as_nanos() as u64,
+        interval_ns: cfg.interval.as_nanos() as u64,
+        setup_timeout_ns: cfg.setup_timeout.as_nanos() as u64,
+        io_timeout_ns: cfg.io_timeout.as_nanos() as u64,
+        allow_overlap: cfg.allow_overlap,
+        redial: cfg.redial,
+        tuning: cfg.tuning.into(),
+        links: cfg.links.as_ref().map(|l| l.view()),
+        planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
+    }
+}
+
+/// Goodput in the run's direction for one route's (sent, received).
+pub(crate) fn directional(mode: Mode, (sent, received): (u64, u64)) -> u64 {
+    match mode {
+        Mode::Up => sent,
+        Mode::Down | Mode::Echo => received,
+        Mode::Bidir => sent + received,
+    }
+}
+
+pub(crate) fn bps(bytes: u64, over: Duration) -> u64 {
+    let secs = over.as_secs_f64();
+    if secs <= 0.0 {
+        0
+    } else {
+        (bytes as f64 * 8.0 / secs) as u64
+    }
+}
+
+/// `counts`: each slot's counters when the measured part began and when it ended (the last
+/// sample's reading, so the summary agrees with the samples even if a late report arrives).
+pub(crate) fn summarize(
+    cfg: &RunConfig,
+    slots: &[Arc<Slot>],
+    (baseline, end): (&[Reading], &[Reading]),
+    setup_errors: &[(PlannedRoute, SetupFailure)],
+    measured: Duration,
+    interrupted: bool,
+) -> Summary {
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    let mut aggregate_bytes = 0;
+    let mut failed = 0;
+    let mut established = 0;
+    let setup_failed = |route_index: u32, path: Vec<String>, f: &SetupFailure| RouteSummary {
+        route_index,
+        hops: path.len(),
+        path,
+        state: "setup_failed",
+        bytes_sent: 0,
+        bytes_received: 0,
+        mean_bps: 0,
+        sent_packets: 0,
+        lost_packets: 0,
+        error: Some(f.message.clone()),
+        failures: 0,
+        redials: 0,
+        failed_hop: f.failed_hop,
+        node: f.node.map(|n| n.to_string()),
+    };
+    for ((slot, base), now) in slots.iter().zip(baseline).zip(end) {
+        let path = slot.path();
+        let path_ids: Vec<String> = path.iter().map(|n| n.id.to_string()).collect();
+        if !slot.established.load(Ordering::Relaxed) {
+            if let Some((_, f)) = setup_errors.iter().find(|(r, _)| r.index == slot.index) {
+                routes.push(setup_failed(slot.index, path_ids, f));
+            }
+            continue;
+        }
+        established += 1;
+        let counts = (
+            now.counts.0.saturating_sub(base.counts.0),
+            now.counts.1.saturating_sub(base.counts.1),
+        );
+        let error = slot.error();
+        failed += usize::from(error.is_some());
+        aggregate_bytes += directional(cfg.mode, counts);
+        routes.push(RouteSummary {
+            route_index: slot.index,
+            hops: path_ids.len(),
+            path: path_ids,
+            state: if error.is_some() {
+                "failed"
+            } else if slot.stalled.load(Ordering::Relaxed) {
+                "stalled"
+            } else {
+                "up"
+            },
+            bytes_sent: counts.0,
+            bytes_received: counts.1,
+            mean_bps: bps(directional(cfg.mode, counts), measured),
+            sent_packets: now.link.sent_packets.saturating_sub(base.link.sent_packets),
+            lost_packets: now.link.lost_packets.saturating_sub(base.link.lost_packets),
+            failures: slot.failures.load(Ordering::Relaxed),
+            redials: slot.redials.load(Ordering::Relaxed),
+            failed_hop: error.as_ref().and_then(|e| e.failed_hop),
+            node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
+            error: error.map(|e| e.message),
+        });
+    }
+    for (route, f) in setup_errors {
+        if !slots.iter().any(|s| s.index == route.index) {
+            routes.push(setup_failed(route.index, route.path_ids(), f));
+        }
+    }
+    routes.sort_by_key(|r| r.route_index);
+    Summary {
+        version: env!("CARGO_PKG_VERSION"),
+        protocol_version: PROTOCOL_VERSION,
+        routes_planned: cfg.routes.len(),
+        routes_established: established,
+        partial: established < cfg.routes.len(),
+        routes_failed: failed,
+        duration_ns: measured.as_nanos() as u64,
+        aggregate_bytes,
+        aggregate_bps: bps(aggregate_bytes, measured),
+        interrupted,
+        late_samples: 0, // the sampler sets it
+        rtt: None,       // the run sets it, with the probes
+        routes,
+    }
+}
+
+/// The RTT part of the summary: the idle baseline and the loaded probes, with the latency
+/// increase only when both come from the same route.
+pub(crate) fn rtt_summary(
+    idle: &Recorder,
+    idle_route: Option<RouteRef>,
+    loaded: &Recorder,
+    routes_probed: Vec<u32>,
+) -> RttSummary {
+    let (idle, loaded) = (idle.stats(), loaded.stats());
+    let route_index = idle_route
+        .map(|r| r.index)
+        .or(routes_probed.first().copied());
+    let same_route = route_index.is_some() && routes_probed.iter().all(|i| Some(*i) == route_index);
+    RttSummary {
+        route_index,
+        latency_increase_ns: match (&idle, &loaded, same_route) {
+            (Some(i), Some(l), true) => Some(l.p50_ns as i64 - i.p50_ns as i64),
+            _ => None,
+        },
+        routes_probed,
+        idle,
+        loaded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directional_goodput_per_mode() {
+        assert_eq!(directional(Mode::Up, (5, 7)), 5);
+        assert_eq!(directional(Mode::Down, (5, 7)), 7);
+        assert_eq!(directional(Mode::Echo, (5, 7)), 7);
+        assert_eq!(directional(Mode::Bidir, (5, 7)), 12);
+        assert_eq!(bps(1_000_000, Duration::from_secs(1)), 8_000_000);
+        assert_eq!(bps(1, Duration::ZERO), 0);
+    }
+}
