@@ -66,7 +66,7 @@ fn back_to_back_runs_get_every_route_in_every_mode() {
 /// ended, so a stalled output (here a reader that takes 16 KiB every 50 ms) made intervals look
 /// shorter than they were, inflated every rate, and kept the load running long past
 /// `--duration`. Now each sample ends when it is taken, the load stops at the deadline, and
-/// the summary counts the late samples.
+/// output is written by threads of its own, so a slow reader holds nothing back.
 #[test]
 fn a_late_sampler_stretches_intervals_instead_of_inflating_rates() {
     let t = Instant::now();
@@ -125,10 +125,9 @@ fn a_late_sampler_stretches_intervals_instead_of_inflating_rates() {
         (last_end - load_start) as f64 / 1e9 <= 2.05,
         "load ran past the deadline"
     );
-    assert!(
-        summary["late_samples"].as_u64().unwrap() > 0,
-        "a reader this slow makes samples late: {summary}"
-    );
+    // Outputs have threads of their own now, so even this reader does not hold the sampler
+    // back; lateness itself is tested with paused time in `client::sampler`.
+    assert!(summary["late_samples"].as_u64().is_some(), "{summary}");
 }
 
 /// A relay written to lie: it sets routes up and forwards them like a real one, but also sends

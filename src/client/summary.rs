@@ -144,8 +144,9 @@ pub(crate) fn summarize(
         aggregate_bytes,
         aggregate_bps: bps(aggregate_bytes, measured),
         interrupted,
-        late_samples: 0, // the sampler sets it
-        rtt: None,       // the run sets it, with the probes
+        late_samples: 0,   // the sampler sets it
+        events_dropped: 0, // the sink sets it
+        rtt: None,         // the run sets it, with the probes
         routes,
     }
 }

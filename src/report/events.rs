@@ -1,21 +1,15 @@
-//! The event stream: every fact a run reports, as serde types, and the sink that writes them as
-//! NDJSON (stdout, for jq) and/or as human lines (stderr). Only types in this module are
-//! `Serialize`; field names are a contract (extend freely, rename never). See docs/EVENTS.md.
-//!
-//! The sink never fails the run: a closed stdout (`| head`) silently stops JSON output and ends
-//! the run; any other stdout error (a full disk) stops stdout output and is reported at the end.
+//! The event stream: every fact a run reports, as serde types, and their JSON encoding. Field
+//! names are a contract (extend freely, rename never). See docs/EVENTS.md. A leaf: it imports
+//! only wire types; `report::sink` writes these events out.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
-use crate::report::live::HumanView;
 use crate::wire::setup::Mode;
+
+pub use crate::report::sink::{EventSink, SinkConfig};
 
 /// Version of the event schema; bumped only for incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -417,6 +411,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// Samples taken late (see `Sample::late`); rates stay true, intervals are just longer.
     pub late_samples: u32,
+    /// Events an output (stdout or `--json-file`) left out because it could not keep up
+    /// (`report::sink`, at most `QUEUE` events wait per output); 0 unless the output stalled.
+    pub events_dropped: u64,
     /// RTT statistics, with `--probe-rtt`.
     pub rtt: Option<RttSummary>,
     /// One entry per planned route.
@@ -459,119 +456,6 @@ pub fn json_schema() -> String {
     let schema = schemars::schema_for!(EventLine<'static>);
     // invariant: a schema is plain JSON data.
     serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
-}
-
-/// Where a run's events go.
-#[derive(Debug, Default)]
-pub struct SinkConfig {
-    /// NDJSON on stdout; otherwise human output.
-    pub json: bool,
-    /// Also write NDJSON to this file.
-    pub json_file: Option<std::path::PathBuf>,
-    /// Draw live per-route bars on stderr (human output only).
-    pub live: bool,
-    /// No human output at all (benchmarks, embedding); JSON outputs are unaffected.
-    pub quiet: bool,
-}
-
-/// Where events go. Shared by all tasks of a run; `emit` never fails and never panics.
-pub struct EventSink {
-    start: Instant,
-    json: bool,
-    file: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
-    human: Option<HumanView>,
-    stdout_gone: CancellationToken,
-    /// The first stdout write error that is not a closed pipe; stdout output stops there.
-    stdout_error: OnceLock<String>,
-    file_failed: AtomicBool,
-}
-
-impl EventSink {
-    /// Opens the sink; fails only if `json_file` cannot be created.
-    pub fn new(start: Instant, cfg: &SinkConfig) -> std::io::Result<Self> {
-        let file = match &cfg.json_file {
-            Some(p) => Some(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
-                p,
-            )?))),
-            None => None,
-        };
-        Ok(EventSink {
-            start,
-            json: cfg.json,
-            file,
-            human: (!cfg.json && !cfg.quiet).then(|| HumanView::new(cfg.live)),
-            stdout_gone: CancellationToken::new(),
-            stdout_error: OnceLock::new(),
-            file_failed: AtomicBool::new(false),
-        })
-    }
-
-    /// Time since the run started, as stamped on events.
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    /// When the run started.
-    pub fn start(&self) -> Instant {
-        self.start
-    }
-
-    /// Cancelled once stdout is closed (`| head`): the run should end quietly.
-    pub fn stdout_gone(&self) -> CancellationToken {
-        self.stdout_gone.clone()
-    }
-
-    /// Why stdout output stopped, if it failed other than by being closed (e.g. a full disk):
-    /// the run went on, and the caller reports this once it ends.
-    pub fn stdout_error(&self) -> Option<&str> {
-        self.stdout_error.get().map(String::as_str)
-    }
-
-    /// Writes one event everywhere it goes. A closed stdout turns stdout output off and fires
-    /// `stdout_gone`; another stdout error turns it off and is kept for `stdout_error`; a
-    /// failing `--json-file` is reported once on stderr and then skipped. Stderr errors are
-    /// ignored.
-    pub fn emit(&self, event: Event) {
-        let t = self.elapsed();
-        let needs_json = self.json || self.file.is_some();
-        let line = needs_json.then(|| to_json_line(&event, t) + "\n");
-        if let (Some(file), Some(line)) = (&self.file, &line) {
-            if !self.file_failed.load(Ordering::Relaxed) {
-                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
-                    self.file_failed.store(true, Ordering::Relaxed);
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "mux-bw: warning: --json-file write failed, no more events go there: {e}"
-                    );
-                }
-            }
-        }
-        if self.stdout_gone.is_cancelled() {
-            return;
-        }
-        if let (true, Some(line)) = (self.json, &line) {
-            self.write_stdout(line);
-        } else if let Some(view) = &self.human {
-            if let Some(text) = view.show(&event, t) {
-                self.write_stdout(&text);
-            }
-        }
-    }
-
-    fn write_stdout(&self, text: &str) {
-        if self.stdout_error.get().is_some() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                self.stdout_gone.cancel();
-            } else {
-                let _ = self.stdout_error.set(e.to_string());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,4 +7,5 @@ pub mod human;
 pub mod live;
 pub mod plot;
 pub mod runfile;
+pub mod sink;
 pub mod sweep;
