@@ -6,7 +6,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use mux_bw::report::events::{self, Event, RouteSample, RouteState, Sample};
 use mux_bw::wire::addr::NodeAddr;
 use mux_bw::wire::identity::NodeId;
-use mux_bw::wire::setup::{self, Mode, SetupRequest, REQUEST_PREFIX_LEN};
+use mux_bw::wire::mode::Mode;
+use mux_bw::wire::setup::{self, SetupRequest, REQUEST_PREFIX_LEN};
 
 fn request(hops: usize) -> SetupRequest {
     SetupRequest {

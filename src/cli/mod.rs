@@ -20,10 +20,11 @@ use crate::lab::emulation::Links;
 use crate::lab::shaper::{LinkSpec, Loss, Rate};
 use crate::lab::{Fault, Lab};
 use crate::node::{self, Limits, NodeConfig, Role};
-use crate::report::events::{EventSink, SinkConfig};
+use crate::report::sink::{EventSink, SinkConfig};
 use crate::wire::addr::NodeAddr;
 use crate::wire::identity::{Identity, IdentityError, NodeId};
-use crate::wire::setup::{Mode, MAX_HOPS, MAX_ROUTES, MAX_TOKEN_LEN};
+use crate::wire::mode::Mode;
+use crate::wire::setup::{MAX_HOPS, MAX_ROUTES, MAX_TOKEN_LEN};
 use crate::wire::transport::{Congestion, Tuning};
 use crate::{report::compare, report::plot, report::runfile, report::sweep};
 

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use crate::client::pump::{ProbeError, RouteLive};
 use crate::client::supervisor::RouteCtx;
 use crate::client::table::{RouteRef, RouteTable};
-use crate::report::events::{Event, EventSink, Probe, ProbePhase, RttStats};
+use crate::report::events::{Event, Probe, ProbePhase, RttStats};
+use crate::report::sink::EventSink;
 
 /// How long one probe waits for its answer before it counts as lost.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -17,8 +17,9 @@ use crate::client::table::RouteRef;
 use crate::wire::addr::NodeAddr;
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
+use crate::wire::mode::Mode;
 use crate::wire::proof::{ReplayWindow, ReportKey};
-use crate::wire::setup::{Mode, PAYLOAD_CHUNK};
+use crate::wire::setup::PAYLOAD_CHUNK;
 use crate::wire::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
 
 /// Most bytes an echo pump keeps in flight (sent but not yet echoed back).

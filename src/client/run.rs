@@ -22,10 +22,12 @@ use crate::client::supervisor::{register, supervise, Proven, RouteCtx};
 use crate::client::table::{RouteRef, RouteTable};
 use crate::client::wiring::PathWiring;
 use crate::report::events::{
-    ErrorEvent, Event, EventSink, ProbePhase, RouteEstablished, RouteSetupFailed, Start, Summary,
+    ErrorEvent, Event, ProbePhase, RouteEstablished, RouteSetupFailed, Start, Summary,
 };
+use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
-use crate::wire::setup::{Mode, PROTOCOL_VERSION};
+use crate::wire::mode::Mode;
+use crate::wire::setup::PROTOCOL_VERSION;
 use crate::wire::transport::{self, SetupFailure};
 
 /// Commit this binary was built from.

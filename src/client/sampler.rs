@@ -12,8 +12,9 @@ use crate::client::run::RunConfig;
 use crate::client::slot::{LinkReading, Slot};
 use crate::client::summary::{bps, directional, summarize};
 use crate::report::events::Summary;
-use crate::report::events::{Event, EventSink, RouteSample, RouteStalled, RouteState, Sample};
-use crate::wire::setup::Mode;
+use crate::report::events::{Event, RouteSample, RouteStalled, RouteState, Sample};
+use crate::report::sink::EventSink;
+use crate::wire::mode::Mode;
 use crate::wire::transport::SetupFailure;
 
 /// How often the run checks for stalled routes (between samples).

@@ -13,7 +13,8 @@ use crate::client::slot::Slot;
 use crate::client::table::RouteRef;
 use crate::report::events::{ConfigView, RouteSummary, RttSummary, Summary};
 use crate::wire::addr::NodeAddr;
-use crate::wire::setup::{Mode, PROTOCOL_VERSION};
+use crate::wire::mode::Mode;
+use crate::wire::setup::PROTOCOL_VERSION;
 use crate::wire::transport::SetupFailure;
 
 pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {

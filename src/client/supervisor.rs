@@ -16,13 +16,13 @@ use crate::client::redial::{NoSpare, Spares};
 use crate::client::slot::Slot;
 use crate::client::table::{RouteRef, RouteTable};
 use crate::client::wiring::PathWiring;
-use crate::report::events::{
-    ErrorEvent, Event, EventSink, RouteFailure, RouteRedial, RouteSetupFailed,
-};
+use crate::report::events::{ErrorEvent, Event, RouteFailure, RouteRedial, RouteSetupFailed};
+use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
 use crate::wire::identity::NodeId;
+use crate::wire::mode::Mode;
 use crate::wire::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
-use crate::wire::setup::{Mode, SetupRequest};
+use crate::wire::setup::SetupRequest;
 use crate::wire::transport::{self, Link, SetupFailure};
 
 /// What every route supervisor needs; shared, read-only but for `spares`.

@@ -21,8 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
+use crate::wire::mode::Mode;
 use crate::wire::proof::{ReportKey, Signer, TAG_LEN};
-use crate::wire::setup::{self, Mode, SetupReply, SetupRequest, PAYLOAD_CHUNK, REQUEST_PREFIX_LEN};
+use crate::wire::setup::{self, SetupReply, SetupRequest, PAYLOAD_CHUNK, REQUEST_PREFIX_LEN};
 use crate::wire::transport::{
     self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN, HOP_SELF,
 };

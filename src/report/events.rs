@@ -7,9 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::wire::setup::Mode;
-
-pub use crate::report::sink::{EventSink, SinkConfig};
+use crate::wire::mode::Mode;
 
 /// Version of the event schema; bumped only for incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;

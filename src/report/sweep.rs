@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::report::human::fmt_rate_pm;
-use crate::wire::setup::Mode;
+use crate::wire::mode::Mode;
 
 /// One cell of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

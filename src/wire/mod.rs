@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod datagram;
 pub mod identity;
+pub mod mode;
 pub mod proof;
 pub mod setup;
 pub mod tls;

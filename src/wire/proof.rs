@@ -22,7 +22,7 @@ use ring::{agreement, digest, hkdf, hmac};
 
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
-use crate::wire::setup::Mode;
+use crate::wire::mode::Mode;
 
 /// Length of an X25519 public key.
 pub const KEY_LEN: usize = 32;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::wire::addr::NodeAddr;
 use crate::wire::identity::{NodeId, NODE_ID_LEN};
+use crate::wire::mode::Mode;
 use crate::wire::proof::KEY_LEN;
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
@@ -32,64 +33,6 @@ pub const PAYLOAD_CHUNK: usize = 64 * 1024;
 /// Most routes one run may plan (`--routes`): the measured limit of setting routes up on one
 /// host (docs/PERFORMANCE.md, "Route count"). Lab nodes admit that many from one address.
 pub const MAX_ROUTES: usize = 1024;
-
-/// What the destination does with the route's stream.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Client sends, destination sinks and reports delivered bytes back.
-    Up,
-    /// Destination sends, client sinks.
-    Down,
-    /// Both at once on the same stream.
-    Bidir,
-    /// Destination echoes what the client sends; the client keeps a window of bytes in flight.
-    Echo,
-}
-
-impl Mode {
-    /// The name used on the command line and in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Up => "up",
-            Mode::Down => "down",
-            Mode::Bidir => "bidir",
-            Mode::Echo => "echo",
-        }
-    }
-
-    /// Whether the client sends payload (and the destination reports what arrived).
-    pub fn client_sends(self) -> bool {
-        matches!(self, Mode::Up | Mode::Bidir | Mode::Echo)
-    }
-
-    /// Whether payload flows back to the client.
-    pub fn client_receives(self) -> bool {
-        matches!(self, Mode::Down | Mode::Bidir | Mode::Echo)
-    }
-
-    /// The code on the wire.
-    pub fn code(self) -> u8 {
-        match self {
-            Mode::Up => 0,
-            Mode::Down => 1,
-            Mode::Bidir => 2,
-            Mode::Echo => 3,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            0 => Some(Mode::Up),
-            1 => Some(Mode::Down),
-            2 => Some(Mode::Bidir),
-            3 => Some(Mode::Echo),
-            _ => None,
-        }
-    }
-}
 
 /// A route-setup request as received by the node at position `hop_index` of the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -513,13 +456,6 @@ mod tests {
             "01000000000000000007 5bcd15".replace(' ', "")
         );
         assert_eq!(hex(&Datagram::Ping { seq: 7 }.encode()), "0200000007");
-    }
-
-    #[test]
-    fn all_modes_round_trip() {
-        for m in [Mode::Up, Mode::Down, Mode::Bidir, Mode::Echo] {
-            assert_eq!(Mode::from_code(m.code()), Some(m));
-        }
     }
 
     #[test]
