@@ -223,9 +223,11 @@ fn probe_rtt_reports_idle_and_loaded_distributions() {
     let idle = &rtt["idle"];
     let loaded = &rtt["loaded"];
     assert_eq!(idle["count"], 10, "{rtt}");
-    // One probe per 50 ms over 2 s, whatever the RTT (probes overlap); allow for the ones
-    // still in flight at the end and a busy machine.
-    assert!(loaded["count"].as_u64().unwrap() >= 20, "{rtt}");
+    // One probe per 50 ms over 2 s, whatever the RTT (probes overlap): 40 sent. An
+    // order-of-magnitude guard, since on a loaded 2-core machine the loaded RTT reaches
+    // hundreds of ms and the probes still in flight at the end are not counted; a prober
+    // that waited for each answer would get a handful.
+    assert!(loaded["count"].as_u64().unwrap() >= 10, "{rtt}");
     for s in [idle, loaded] {
         let p = |k: &str| s[k].as_u64().unwrap();
         assert!(

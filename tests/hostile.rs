@@ -89,8 +89,8 @@ async fn send_raw(
     let p = setup::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
     let mut msg = vec![0u8; p.message_len];
     recv.read_exact(&mut msg).await.map_err(|e| e.to_string())?;
-    Ok(p.failed_hop
-        .map(|h| (h, String::from_utf8_lossy(&msg).into_owned())))
+    Ok(p.nack
+        .map(|(h, _)| (h, String::from_utf8_lossy(&msg).into_owned())))
 }
 
 async fn nack(ep: &Endpoint, to: &NodeAddr, bytes: &[u8]) -> (u8, String) {
@@ -563,7 +563,7 @@ async fn routes_per_client_and_connections_are_capped() {
     send.write_all(&req).await.unwrap();
     let mut ack = [0u8; REPLY_PREFIX_LEN];
     recv.read_exact(&mut ack).await.unwrap();
-    assert_eq!(setup::decode_reply_prefix(&ack).unwrap().failed_hop, None);
+    assert_eq!(setup::decode_reply_prefix(&ack).unwrap().nack, None);
     let (_, msg) = nack(&ep, &dst.addr, &req).await;
     assert_eq!(msg, "too many routes from 127.0.0.1 (limit 1)");
     // Two connections are open now (the route, and the refused one until it closes); with the

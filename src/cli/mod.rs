@@ -1098,8 +1098,8 @@ async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> 
         let mismatch = summary
             .routes
             .iter()
-            .filter_map(|r| r.error.as_deref())
-            .find(|e| e.contains(crate::wire::tls::ID_MISMATCH));
+            .filter(|r| r.cause == Some(crate::wire::close::Cause::IdMismatch))
+            .find_map(|r| r.error.as_deref());
         if let Some(e) = mismatch {
             return Err(UsageError(format!("wrong node id in URI: {e}")).into());
         }

@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::table::RouteRef;
 use crate::wire::addr::NodeAddr;
+use crate::wire::close::{cause_of, Attribution, Cause, CLOSE_DONE, CLOSE_DOWNSTREAM};
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
 use crate::wire::proof::{ReplayWindow, ReportKey};
 use crate::wire::setup::PAYLOAD_CHUNK;
-use crate::wire::transport::{self, Link, CLOSE_DONE, CLOSE_DOWNSTREAM};
+use crate::wire::transport::{self, Link};
 
 /// Most bytes an echo pump keeps in flight (sent but not yet echoed back).
 pub const ECHO_WINDOW: u64 = 4 << 20;
@@ -195,7 +196,7 @@ impl RouteLive {
             let names: Vec<String> = relays.iter().map(|n| n.id.to_string()).collect();
             format!("forged on relay path {}", names.join(" -> "))
         };
-        PumpError::plain(format!("{what}: {by}"))
+        PumpError::plain(Cause::Forged, format!("{what}: {by}"))
     }
 }
 
@@ -211,6 +212,8 @@ const HOP_TRIES: usize = 3;
 pub struct PumpError {
     /// For people; names the timeout when one fired.
     pub message: String,
+    /// For scripts.
+    pub cause: Cause,
     /// Index into the path of the hop that failed, when known.
     pub failed_hop: Option<u8>,
     /// That hop's node id, when known.
@@ -218,54 +221,69 @@ pub struct PumpError {
 }
 
 impl PumpError {
-    fn plain(message: String) -> Self {
+    fn plain(cause: Cause, message: String) -> Self {
         PumpError {
             message,
+            cause,
             failed_hop: None,
             node: None,
         }
     }
 
-    /// Attributes a lost connection: relays close with `CLOSE_DOWNSTREAM` and a reason starting
-    /// `hop I (ID): `; any other close comes from the first hop itself.
+    /// Attributes a lost connection: a relay closes with `CLOSE_DOWNSTREAM` and an
+    /// `Attribution` naming the hop that failed; any other close comes from the first hop.
     fn from_close(what: &str, e: &ConnectionError, path: &[NodeAddr]) -> Self {
         let first = path.first().map(|n| n.id);
         if let ConnectionError::ApplicationClosed(c) = e {
-            let reason = String::from_utf8_lossy(&c.reason).into_owned();
             if c.error_code == CLOSE_DOWNSTREAM {
-                let (hop, node) = parse_hop(&reason);
-                return PumpError {
-                    message: format!("{what}: {reason}"),
-                    failed_hop: hop,
-                    node,
+                return match Attribution::decode(&c.reason) {
+                    Some(a) => PumpError {
+                        message: format!("{what}: {a}"),
+                        cause: a.cause,
+                        failed_hop: Some(a.hop),
+                        node: Some(a.node),
+                    },
+                    None => PumpError::plain(
+                        Cause::ConnectionLost,
+                        format!("{what}: {}", String::from_utf8_lossy(&c.reason)),
+                    ),
                 };
             }
+            let reason = String::from_utf8_lossy(&c.reason);
             return PumpError {
                 message: format!("{what}: hop 0 closed the route: {reason}"),
+                cause: cause_of(e),
                 failed_hop: Some(0),
                 node: first,
             };
         }
         PumpError {
             message: format!("{what}: hop 0: {e}"),
+            cause: cause_of(e),
             failed_hop: Some(0),
             node: first,
         }
     }
-}
 
-/// Parses `hop I (ID): ...` as written by relays.
-fn parse_hop(reason: &str) -> (Option<u8>, Option<NodeId>) {
-    let Some(rest) = reason.strip_prefix("hop ") else {
-        return (None, None);
-    };
-    let mut it = rest.splitn(2, " (");
-    let hop = it.next().and_then(|h| h.parse().ok());
-    let node = it
-        .next()
-        .and_then(|r| r.split_once(')'))
-        .and_then(|(id, _)| id.parse().ok());
-    (hop, node)
+    fn timed_out(what: &str, after: Duration) -> Self {
+        let after = humantime::format_duration(after);
+        PumpError::plain(Cause::Timeout, format!("{what} timed out after {after}"))
+    }
+
+    fn write(e: WriteError, path: &[NodeAddr]) -> Self {
+        match e {
+            WriteError::ConnectionLost(c) => PumpError::from_close("write failed", &c, path),
+            other => PumpError::plain(Cause::ConnectionLost, format!("write failed: {other}")),
+        }
+    }
+
+    fn read(e: ReadError, path: &[NodeAddr]) -> Self {
+        match e {
+            ReadError::ConnectionLost(c) => PumpError::from_close("read failed", &c, path),
+            ReadError::Reset(_) => PumpError::plain(Cause::Ended, format!("read failed: {e}")),
+            other => PumpError::plain(Cause::ConnectionLost, format!("read failed: {other}")),
+        }
+    }
 }
 
 /// After the pump resets its stream at the end of the run, how long it waits for the far end to
@@ -316,111 +334,20 @@ pub async fn pump(
         endpoint,
         ..
     } = link;
-    let path = &route.path;
-    let counters = &route.counters;
-    let timed_out = |what: &str| {
-        PumpError::plain(format!(
-            "{what} timed out after {}",
-            humantime::format_duration(io_timeout)
-        ))
-    };
-    let write_err = |e: WriteError| match e {
-        WriteError::ConnectionLost(c) => PumpError::from_close("write failed", &c, path),
-        other => PumpError::plain(format!("write failed: {other}")),
-    };
-    let read_err = |e: ReadError| match e {
-        ReadError::ConnectionLost(c) => PumpError::from_close("read failed", &c, path),
-        other => PumpError::plain(format!("read failed: {other}")),
-    };
-    let echoed = Notify::new();
-    let written = AtomicU64::new(0);
-
-    let writer = async {
-        if !mode.client_sends() {
-            return std::future::pending::<Result<(), PumpError>>().await;
-        }
-        let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
-        loop {
-            if mode == Mode::Echo {
-                while written
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(counters.received.load(Ordering::Relaxed))
-                    >= ECHO_WINDOW
-                {
-                    if tokio::time::timeout(io_timeout, echoed.notified())
-                        .await
-                        .is_err()
-                    {
-                        return Err(timed_out("echo"));
-                    }
-                }
-            }
-            match tokio::time::timeout(io_timeout, send.write_chunk(payload.clone())).await {
-                Ok(Ok(())) => {
-                    written.fetch_add(PAYLOAD_CHUNK as u64, Ordering::Relaxed);
-                }
-                Ok(Err(e)) => return Err(write_err(e)),
-                Err(_) => return Err(timed_out("write")),
-            }
-        }
-    };
-    let reader = async {
-        if !mode.client_receives() {
-            return std::future::pending::<Result<(), PumpError>>().await;
-        }
-        let mut bufs = transport::chunk_batch();
-        loop {
-            match tokio::time::timeout(io_timeout, recv.read_chunks(&mut bufs)).await {
-                Ok(Ok(Some(n))) => {
-                    counters
-                        .received
-                        .fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
-                    echoed.notify_one();
-                }
-                Ok(Ok(None)) => {
-                    return Err(PumpError::plain("destination ended the stream".to_string()))
-                }
-                Ok(Err(e)) => return Err(read_err(e)),
-                Err(_) => return Err(timed_out("read")),
-            }
-        }
-    };
-    let datagrams = async {
-        let mut replays = ReplayWindow::default();
-        loop {
-            match conn.read_datagram().await {
-                Ok(d) => route.on_datagram(&d, &mut replays)?,
-                Err(e) => return Err(PumpError::from_close("connection lost", &e, path)),
-            }
-        }
-    };
+    let echo = Echo::default();
     let load = async {
         go.cancelled().await;
-        tokio::try_join!(writer, reader).map(|((), ())| ())
-    };
-    // A stall with every hop answering stays a warning; a silent hop ends the route, named.
-    let silence = async {
-        loop {
-            stalls.notify.notified().await;
-            if let Some(hop) = route.silent_hop(HOP_TIMEOUT).await {
-                let node = path.get(hop as usize).map(|n| n.id);
-                let who = node.map(|n| format!(" ({n})")).unwrap_or_default();
-                return Err::<(), _>(PumpError {
-                    message: format!(
-                        "stalled: no bytes confirmed for {}; hop {hop}{who} does not answer",
-                        humantime::format_duration(stalls.after)
-                    ),
-                    failed_hop: Some(hop),
-                    node,
-                });
-            }
-        }
+        tokio::try_join!(
+            write(&mut send, route, mode, io_timeout, &echo),
+            read(&mut recv, route, mode, io_timeout, &echo),
+        )
+        .map(|((), ())| ())
     };
     let result = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
         r = load => r,
-        r = datagrams => r,
-        r = silence => r,
+        r = datagrams(&conn, route) => r,
+        r = silence(route, &stalls) => r,
     };
     if result.is_ok() {
         end_route(conn, send).await;
@@ -433,16 +360,163 @@ pub async fn pump(
     result
 }
 
+/// The echo window's bookkeeping: bytes written, and a wake-up when echoed bytes come back.
+#[derive(Default)]
+struct Echo {
+    written: AtomicU64,
+    echoed: Notify,
+}
+
+/// Writes payload until an error; in `echo` mode keeps at most `ECHO_WINDOW` bytes unechoed.
+async fn write(
+    send: &mut quinn::SendStream,
+    route: &RouteLive,
+    mode: Mode,
+    io_timeout: Duration,
+    echo: &Echo,
+) -> Result<(), PumpError> {
+    if !mode.client_sends() {
+        return std::future::pending().await;
+    }
+    let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
+    let received = &route.counters.received;
+    loop {
+        if mode == Mode::Echo {
+            while echo
+                .written
+                .load(Ordering::Relaxed)
+                .saturating_sub(received.load(Ordering::Relaxed))
+                >= ECHO_WINDOW
+            {
+                if tokio::time::timeout(io_timeout, echo.echoed.notified())
+                    .await
+                    .is_err()
+                {
+                    return Err(PumpError::timed_out("echo", io_timeout));
+                }
+            }
+        }
+        match tokio::time::timeout(io_timeout, send.write_chunk(payload.clone())).await {
+            Ok(Ok(())) => {
+                echo.written
+                    .fetch_add(PAYLOAD_CHUNK as u64, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => return Err(PumpError::write(e, &route.path)),
+            Err(_) => return Err(PumpError::timed_out("write", io_timeout)),
+        }
+    }
+}
+
+/// Reads payload (counting it as received) until an error or the destination's end.
+async fn read(
+    recv: &mut quinn::RecvStream,
+    route: &RouteLive,
+    mode: Mode,
+    io_timeout: Duration,
+    echo: &Echo,
+) -> Result<(), PumpError> {
+    if !mode.client_receives() {
+        return std::future::pending().await;
+    }
+    let mut bufs = transport::chunk_batch();
+    loop {
+        match tokio::time::timeout(io_timeout, recv.read_chunks(&mut bufs)).await {
+            Ok(Ok(Some(n))) => {
+                route
+                    .counters
+                    .received
+                    .fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+                echo.echoed.notify_one();
+            }
+            Ok(Ok(None)) => {
+                let message = "destination ended the stream".to_string();
+                return Err(PumpError::plain(Cause::Ended, message));
+            }
+            Ok(Err(e)) => return Err(PumpError::read(e, &route.path)),
+            Err(_) => return Err(PumpError::timed_out("read", io_timeout)),
+        }
+    }
+}
+
+/// Takes the route's datagrams (reports, pongs) until the connection ends or one is forged.
+async fn datagrams(conn: &Connection, route: &RouteLive) -> Result<(), PumpError> {
+    let mut replays = ReplayWindow::default();
+    loop {
+        match conn.read_datagram().await {
+            Ok(d) => route.on_datagram(&d, &mut replays)?,
+            Err(e) => return Err(PumpError::from_close("connection lost", &e, &route.path)),
+        }
+    }
+}
+
+/// On each stall, asks every hop; a stall with every hop answering stays a warning, a silent
+/// hop ends the route, named.
+async fn silence(route: &RouteLive, stalls: &StallWatch<'_>) -> Result<(), PumpError> {
+    loop {
+        stalls.notify.notified().await;
+        if let Some(hop) = route.silent_hop(HOP_TIMEOUT).await {
+            let node = route.path.get(hop as usize).map(|n| n.id);
+            let who = node.map(|n| format!(" ({n})")).unwrap_or_default();
+            return Err(PumpError {
+                message: format!(
+                    "stalled: no bytes confirmed for {}; hop {hop}{who} does not answer",
+                    humantime::format_duration(stalls.after)
+                ),
+                cause: Cause::Silent,
+                failed_hop: Some(hop),
+                node,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn closed(code: quinn::VarInt, reason: &[u8]) -> ConnectionError {
+        ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: code,
+            reason: reason.to_vec().into(),
+        })
+    }
+
     #[test]
-    fn relay_reasons_name_the_hop() {
+    fn relay_attributions_name_the_hop_and_the_cause() {
         let id = NodeId([0xab; 16]);
-        let (hop, node) = parse_hop(&format!("hop 2 ({id}): timed out"));
-        assert_eq!((hop, node), (Some(2), Some(id)));
-        assert_eq!(parse_hop("closed"), (None, None));
-        assert_eq!(parse_hop("hop x (y): z"), (None, None));
+        let path = [NodeAddr {
+            id: NodeId([1; 16]),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        }];
+        let a = Attribution {
+            hop: 2,
+            node: id,
+            cause: Cause::Killed,
+            detail: "node killed (fault injection)".into(),
+        };
+        let e = PumpError::from_close(
+            "write failed",
+            &closed(CLOSE_DOWNSTREAM, &a.encode()),
+            &path,
+        );
+        assert_eq!(
+            (e.failed_hop, e.node, e.cause),
+            (Some(2), Some(id), Cause::Killed)
+        );
+        assert_eq!(e.message, format!("write failed: {a}"));
+        // Text that merely looks like an attribution is not one.
+        let e = PumpError::from_close(
+            "write failed",
+            &closed(CLOSE_DOWNSTREAM, format!("hop 2 ({id}): x").as_bytes()),
+            &path,
+        );
+        assert_eq!((e.failed_hop, e.cause), (None, Cause::ConnectionLost));
+        // Any other close is the first hop's.
+        let e = PumpError::from_close(
+            "read failed",
+            &closed(crate::wire::close::CLOSE_KILLED, b"killed"),
+            &path,
+        );
+        assert_eq!((e.failed_hop, e.cause), (Some(0), Cause::Killed));
     }
 }

@@ -250,6 +250,7 @@ impl Setups {
                     failed_hop: f.failed_hop,
                     node: f.node.map(|n| n.to_string()),
                     error: f.message.clone(),
+                    cause: f.cause,
                     path: route.path_ids(),
                 }));
                 if let Some(mut s) = ctx.spares() {

@@ -83,6 +83,7 @@ pub(crate) fn summarize(
         sent_packets: 0,
         lost_packets: 0,
         error: Some(f.message.clone()),
+        cause: Some(f.cause),
         failures: 0,
         redials: 0,
         failed_hop: f.failed_hop,
@@ -125,6 +126,7 @@ pub(crate) fn summarize(
             redials: slot.redials.load(Ordering::Relaxed),
             failed_hop: error.as_ref().and_then(|e| e.failed_hop),
             node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
+            cause: error.as_ref().map(|e| e.cause),
             error: error.map(|e| e.message),
         });
     }

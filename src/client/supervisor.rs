@@ -19,6 +19,7 @@ use crate::client::wiring::PathWiring;
 use crate::report::events::{ErrorEvent, Event, RouteFailure, RouteRedial, RouteSetupFailed};
 use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
+use crate::wire::close::Cause;
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
 use crate::wire::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
@@ -94,10 +95,8 @@ impl RouteCtx {
         let Some(links) = &self.links else {
             return self.setup_over(index, path).await;
         };
-        let wired = links.wire_path(path).map_err(|e| SetupFailure {
-            failed_hop: None,
-            node: None,
-            message: format!("cannot set up emulated links: {e}"),
+        let wired = links.wire_path(path).map_err(|e| {
+            SetupFailure::unattributed(Cause::Local, format!("cannot set up emulated links: {e}"))
         })?;
         // Errors name the addresses dialed, which are the links' proxies: name the nodes'.
         self.setup_over(index, &wired).await.map_err(|mut f| {
@@ -118,12 +117,8 @@ impl RouteCtx {
         path: &[NodeAddr],
     ) -> Result<Proven, SetupFailure> {
         let endpoint = self.endpoint_for(path[0].addr)?;
-        let unattributed = |message: String| SetupFailure {
-            failed_hop: None,
-            node: None,
-            message,
-        };
-        let half = ClientHalf::new().map_err(|e| unattributed(e.to_string()))?;
+        let half = ClientHalf::new()
+            .map_err(|e| SetupFailure::unattributed(Cause::Local, e.to_string()))?;
         let req = self.setup_request(index, path, half.public());
         let link = transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await?;
         match half.finish(self.dst, index, self.mode, &link.proof) {
@@ -131,7 +126,10 @@ impl RouteCtx {
             Err(e) => {
                 link.conn
                     .close(transport::CLOSE_REFUSED, b"route proof failed");
-                Err(unattributed(proof_failure(&e, path)))
+                Err(SetupFailure::unattributed(
+                    Cause::Forged,
+                    proof_failure(&e, path),
+                ))
             }
         }
     }
@@ -140,10 +138,11 @@ impl RouteCtx {
     pub(crate) fn endpoint_for(&self, first: SocketAddr) -> Result<quinn::Endpoint, SetupFailure> {
         let mut pool = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         pool.get_or_make(first, || {
-            transport::client_endpoint(first, &self.tuning).map_err(|e| SetupFailure {
-                failed_hop: None,
-                node: None,
-                message: format!("cannot create a client endpoint: {e}"),
+            transport::client_endpoint(first, &self.tuning).map_err(|e| {
+                SetupFailure::unattributed(
+                    Cause::Local,
+                    format!("cannot create a client endpoint: {e}"),
+                )
             })
         })
     }
@@ -312,6 +311,7 @@ pub(crate) async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Proven, Vec<N
                     failed_hop: f.failed_hop,
                     node: f.node.map(|n| n.to_string()),
                     error: f.message.clone(),
+                    cause: f.cause,
                     path: path.iter().map(|n| n.id.to_string()).collect(),
                 }));
                 if let Some(mut s) = ctx.spares() {
@@ -333,6 +333,7 @@ pub fn failure_event(
     RouteFailure {
         route_index,
         error: err.message.clone(),
+        cause: err.cause,
         bytes_sent_before_failure: sent,
         bytes_received_before_failure: received,
         elapsed_ns: elapsed.as_nanos() as u64,
@@ -350,6 +351,7 @@ mod tests {
     fn failure_event_carries_everything_known() {
         let err = PumpError {
             message: "write timed out after 30s".into(),
+            cause: crate::wire::close::Cause::Timeout,
             failed_hop: Some(1),
             node: Some(NodeId([0x91; 16])),
         };
@@ -372,6 +374,7 @@ mod tests {
     fn failure_on_the_first_call_reports_zero_bytes_not_nothing() {
         let err = PumpError {
             message: "write failed: connection lost".into(),
+            cause: crate::wire::close::Cause::ConnectionLost,
             failed_hop: None,
             node: None,
         };

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::wire::close::{Attribution, Cause};
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
@@ -278,7 +279,7 @@ impl Node<'_> {
             Ok(Ok(x)) => x,
             Ok(Err(Refusal::Reply(mut send, hop, message))) => {
                 debug!("refusing setup from {}: {message}", conn.remote_address());
-                refuse(&conn, &mut send, hop, &message).await;
+                refuse(&conn, &mut send, hop, Cause::Refused, &message).await;
                 return;
             }
             Ok(Err(Refusal::Gone(e))) => {
@@ -295,7 +296,7 @@ impl Node<'_> {
         };
         if let Err(message) = check(cfg, &req) {
             warn!(peer = %conn.remote_address(), route = req.route_index, "setup refused: {message}");
-            refuse(&conn, &mut send, req.hop_index, &message).await;
+            refuse(&conn, &mut send, req.hop_index, Cause::Refused, &message).await;
             return;
         }
         drop(stranger);
@@ -305,7 +306,7 @@ impl Node<'_> {
                 cfg.limits.max_routes_per_client
             );
             warn!("setup refused: {message}");
-            refuse(&conn, &mut send, req.hop_index, &message).await;
+            refuse(&conn, &mut send, req.hop_index, Cause::Refused, &message).await;
             return;
         };
         // The peer showed the token: give its connection the windows payload needs.
@@ -316,7 +317,7 @@ impl Node<'_> {
                     Ok(x) => x,
                     Err(e) => {
                         let message = format!("cannot prove this route: {e}");
-                        refuse(&conn, &mut send, req.hop_index, &message).await;
+                        refuse(&conn, &mut send, req.hop_index, Cause::Refused, &message).await;
                         return;
                     }
                 };
@@ -439,9 +440,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn refuse(conn: &Connection, send: &mut SendStream, hop: u8, message: &str) {
+async fn refuse(conn: &Connection, send: &mut SendStream, hop: u8, cause: Cause, message: &str) {
     let reply = SetupReply::Nack {
         failed_hop: hop,
+        cause,
         message: message.to_string(),
     };
     if send.write_all(&reply.encode()).await.is_ok() && send.finish().is_ok() {
@@ -632,7 +634,7 @@ async fn relay(
         Ok(link) => link,
         Err(f) => {
             let hop = f.failed_hop.unwrap_or(onward.hop_index);
-            refuse(&up, &mut up_send, hop, &f.message).await;
+            refuse(&up, &mut up_send, hop, f.cause, &f.message).await;
             return;
         }
     };
@@ -681,7 +683,13 @@ async fn relay(
                     let (code, reason) = close_of(&e);
                     down.close(code, &reason);
                 } else {
-                    up.close(CLOSE_DOWNSTREAM, format!("hop {hop} ({id}): {e}").as_bytes());
+                    let a = Attribution {
+                        hop,
+                        node: id,
+                        cause: Cause::ConnectionLost,
+                        detail: e,
+                    };
+                    up.close(CLOSE_DOWNSTREAM, &a.encode());
                     down.close(CLOSE_DOWNSTREAM, b"splice failed");
                 }
             }
@@ -709,7 +717,7 @@ fn close_upstream(up: &Connection, e: &quinn::ConnectionError, hop: u8, id: Node
         quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DONE => {
             up.close(CLOSE_DONE, &c.reason)
         }
-        other => up.close(CLOSE_DOWNSTREAM, attribute(other, hop, id).as_bytes()),
+        other => up.close(CLOSE_DOWNSTREAM, &attribute(other, hop, id)),
     }
 }
 
@@ -723,16 +731,23 @@ fn close_of(e: &quinn::ConnectionError) -> (quinn::VarInt, Vec<u8>) {
 
 /// The close reason to send upstream when the link to hop `hop` died: an attribution made further
 /// down passes through unchanged, anything else is attributed to `hop`.
-fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> String {
-    match e {
+fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> Vec<u8> {
+    let detail = match e {
         quinn::ConnectionError::ApplicationClosed(c) if c.error_code == CLOSE_DOWNSTREAM => {
-            String::from_utf8_lossy(&c.reason).into_owned()
+            return c.reason.to_vec();
         }
         quinn::ConnectionError::ApplicationClosed(c) => {
-            format!("hop {hop} ({id}): {}", String::from_utf8_lossy(&c.reason))
+            String::from_utf8_lossy(&c.reason).into_owned()
         }
-        other => format!("hop {hop} ({id}): {other}"),
+        other => other.to_string(),
+    };
+    Attribution {
+        hop,
+        node: id,
+        cause: crate::wire::close::cause_of(e),
+        detail,
     }
+    .encode()
 }
 
 /// Moves one direction of a spliced route a batch of chunks at a time, without copying payload

@@ -7,6 +7,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::wire::close::Cause;
 use crate::wire::mode::Mode;
 
 /// Version of the event schema; bumped only for incompatible changes.
@@ -170,6 +171,8 @@ pub struct RouteSetupFailed {
     pub node: Option<String>,
     /// Human-readable cause.
     pub error: String,
+    /// Machine-readable cause.
+    pub cause: Cause,
     /// The planned path.
     pub path: Vec<String>,
 }
@@ -181,6 +184,8 @@ pub struct RouteFailure {
     pub route_index: u32,
     /// Human-readable cause (names the timeout when one fired).
     pub error: String,
+    /// Machine-readable cause.
+    pub cause: Cause,
     /// Goodput bytes delivered before the failure (confirmed by the far end in `up` mode).
     pub bytes_sent_before_failure: u64,
     /// Bytes received by the client before the failure.
@@ -367,6 +372,8 @@ pub struct RouteSummary {
     pub mean_bps: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Machine-readable cause of that failure.
+    pub cause: Option<Cause>,
     /// Packets sent on the first link over the measured part, retransmissions included.
     pub sent_packets: u64,
     /// Of those, packets the first link declared lost (see `RouteSample::lost_packets`).

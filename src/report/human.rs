@@ -324,6 +324,7 @@ mod tests {
         let ev = Event::RouteFailure(RouteFailure {
             route_index: 3,
             error: "write timed out after 30s".into(),
+            cause: crate::wire::close::Cause::Timeout,
             bytes_sent_before_failure: 12_400_000,
             bytes_received_before_failure: 12_100_000,
             elapsed_ns: 2_310_000_000,

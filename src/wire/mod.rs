@@ -2,6 +2,7 @@
 //! the route proof, and QUIC endpoints and setup dials.
 
 pub mod addr;
+pub mod close;
 pub mod datagram;
 pub mod identity;
 pub mod mode;

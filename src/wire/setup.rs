@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::wire::addr::NodeAddr;
+use crate::wire::close::Cause;
 use crate::wire::identity::{NodeId, NODE_ID_LEN};
 use crate::wire::mode::Mode;
 use crate::wire::proof::KEY_LEN;
@@ -60,7 +61,11 @@ pub enum SetupReply {
     /// (`proof::Signer::answer`), which relays pass back unchanged.
     Ack { proof: Vec<u8> },
     /// Hop `failed_hop` (index into the client's path) refused or could not be reached.
-    Nack { failed_hop: u8, message: String },
+    Nack {
+        failed_hop: u8,
+        cause: Cause,
+        message: String,
+    },
 }
 
 /// Why bytes are not a valid header.
@@ -238,11 +243,23 @@ impl SetupReply {
     /// a peer of another version why it refused.
     pub fn encode(&self) -> Vec<u8> {
         let (status, hop, msg) = match self {
-            SetupReply::Ack { proof } => (0u8, 0u8, &proof[..]),
+            SetupReply::Ack { proof } => (ACK, 0u8, &proof[..]),
+            // A refusal keeps the plain status 1 that a node of any version reads; other
+            // causes set the high bit and carry their code.
             SetupReply::Nack {
                 failed_hop,
+                cause: Cause::Refused,
                 message,
-            } => (1, *failed_hop, message.as_bytes()),
+            } => (NACK, *failed_hop, message.as_bytes()),
+            SetupReply::Nack {
+                failed_hop,
+                cause,
+                message,
+            } => (
+                NACK_WITH_CAUSE | cause.code(),
+                *failed_hop,
+                message.as_bytes(),
+            ),
         };
         let msg = truncate_utf8(msg, MAX_MESSAGE_LEN);
         let mut out = Vec::with_capacity(REPLY_PREFIX_LEN + msg.len());
@@ -256,13 +273,20 @@ impl SetupReply {
     }
 }
 
+/// Reply status of an ack.
+const ACK: u8 = 0;
+/// Reply status of a refusal (`Cause::Refused`), the one every version reads.
+const NACK: u8 = 1;
+/// Reply status bit of a nack for another cause, whose code is in the low bits.
+const NACK_WITH_CAUSE: u8 = 0x80;
+
 /// A parsed reply prefix: the status, and how many message bytes follow.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ReplyPrefix {
     /// Version the replying node speaks (may differ from ours in a nack).
     pub version: u16,
-    /// `None` for ack, `Some(hop)` for nack.
-    pub failed_hop: Option<u8>,
+    /// `None` for ack; for a nack, the failed hop and why.
+    pub nack: Option<(u8, Cause)>,
     /// Length of what follows: the nack message, or the ack's route proof.
     pub message_len: usize,
 }
@@ -281,14 +305,17 @@ pub fn decode_reply_prefix(p: &[u8; REPLY_PREFIX_LEN]) -> Result<ReplyPrefix, De
             max: MAX_MESSAGE_LEN,
         });
     }
-    let failed_hop = match p[6] {
-        0 => None,
-        1 => Some(p[7]),
-        s => return Err(DecodeError::IllegalValue(format!("reply status {s}"))),
+    let nack = match p[6] {
+        ACK => None,
+        NACK => Some((p[7], Cause::Refused)),
+        s => match Cause::from_code(s & !NACK_WITH_CAUSE) {
+            Some(cause) if s & NACK_WITH_CAUSE != 0 => Some((p[7], cause)),
+            _ => return Err(DecodeError::IllegalValue(format!("reply status {s}"))),
+        },
     };
     Ok(ReplyPrefix {
         version,
-        failed_hop,
+        nack,
         message_len,
     })
 }
@@ -440,6 +467,7 @@ mod tests {
         );
         let nack = SetupReply::Nack {
             failed_hop: 1,
+            cause: Cause::Refused,
             message: "bad token".into(),
         };
         assert_eq!(
@@ -465,7 +493,7 @@ mod tests {
         }
         .encode();
         let p = decode_reply_prefix(ack[..REPLY_PREFIX_LEN].try_into().unwrap()).unwrap();
-        assert_eq!(p.failed_hop, None);
+        assert_eq!(p.nack, None);
         assert_eq!(p.message_len, 3);
         assert_eq!(
             Datagram::hop_ping_target(&Datagram::HopPing { hop: 4, seq: 1 }.encode()),
@@ -478,11 +506,12 @@ mod tests {
 
         let nack = SetupReply::Nack {
             failed_hop: 2,
+            cause: Cause::Timeout,
             message: "é".repeat(1000),
         }
         .encode();
         let p = decode_reply_prefix(nack[..REPLY_PREFIX_LEN].try_into().unwrap()).unwrap();
-        assert_eq!(p.failed_hop, Some(2));
+        assert_eq!(p.nack, Some((2, Cause::Timeout)));
         assert!(p.message_len <= MAX_MESSAGE_LEN);
         let msg = std::str::from_utf8(&nack[REPLY_PREFIX_LEN..]).unwrap();
         assert_eq!(msg.len(), p.message_len);

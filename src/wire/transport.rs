@@ -15,16 +15,10 @@ use crate::wire::identity::{Identity, NodeId};
 use crate::wire::setup::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
 use crate::wire::tls;
 
-/// Application close code: the run is over, nothing went wrong.
-pub const CLOSE_DONE: VarInt = VarInt::from_u32(0);
-/// Application close code: setup was refused (details in the nack).
-pub const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
-/// Application close code: the next hop failed; the reason names it.
-pub const CLOSE_DOWNSTREAM: VarInt = VarInt::from_u32(2);
-/// Application close code: this node is shutting down.
-pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(3);
-/// Application close code: the node was killed by fault injection (the lab's `--fault kill`).
-pub const CLOSE_KILLED: VarInt = VarInt::from_u32(4);
+use crate::wire::close::{cause_of, Cause};
+pub use crate::wire::close::{
+    CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN,
+};
 
 /// Nack hop value meaning "the node that sent this reply"; the dialer rewrites it to that node's
 /// index in the path (used when the header could not be parsed far enough to know the index).
@@ -272,8 +266,22 @@ pub struct SetupFailure {
     pub failed_hop: Option<u8>,
     /// That node's id, when known.
     pub node: Option<NodeId>,
+    /// What went wrong, for scripts.
+    pub cause: Cause,
     /// What went wrong, for people.
     pub message: String,
+}
+
+impl SetupFailure {
+    /// A failure no hop can be blamed for.
+    pub fn unattributed(cause: Cause, message: String) -> Self {
+        SetupFailure {
+            failed_hop: None,
+            node: None,
+            cause,
+            message,
+        }
+    }
 }
 
 /// An established link: the connection and the route's stream on it.
@@ -333,27 +341,73 @@ async fn connect_with_retry(
     endpoint: &Endpoint,
     hop: &NodeAddr,
     budget: Duration,
-) -> Result<Connection, String> {
+) -> Result<Connection, (Cause, String)> {
     let deadline = tokio::time::Instant::now() + budget;
     let mut attempt = FIRST_ATTEMPT;
     loop {
         let connecting = endpoint
             .connect(hop.addr, &tls::server_name(&hop.id))
-            .map_err(|e| format!("cannot dial {}: {e}", hop.addr))?;
+            .map_err(|e| (Cause::Unreachable, format!("cannot dial {}: {e}", hop.addr)))?;
         let until = (tokio::time::Instant::now() + attempt).min(deadline);
         match tokio::time::timeout_at(until, connecting).await {
             Ok(Ok(c)) => return Ok(c),
-            Ok(Err(e)) => return Err(format!("connect to {} failed: {e}", hop.addr)),
+            Ok(Err(e)) => {
+                let cause = match cause_of(&e) {
+                    Cause::ConnectionLost => Cause::Unreachable,
+                    c => c,
+                };
+                return Err((cause, format!("connect to {} failed: {e}", hop.addr)));
+            }
             Err(_) if until >= deadline => {
-                return Err(format!(
-                    "connect to {} timed out after {}",
-                    hop.addr,
-                    humantime::format_duration(budget)
-                ))
+                let took = humantime::format_duration(budget);
+                let message = format!("connect to {} timed out after {took}", hop.addr);
+                return Err((Cause::Timeout, message));
             }
             Err(_) => attempt = (attempt * 2).min(MAX_ATTEMPT),
         }
     }
+}
+
+/// Sends the request on a new stream of `conn` and reads the chain's reply.
+async fn ask(
+    conn: &Connection,
+    req: &SetupRequest,
+) -> Result<(SendStream, RecvStream, SetupReply), (Cause, String)> {
+    let lost =
+        |e: &dyn std::fmt::Display, what: &str| (Cause::ConnectionLost, format!("{what}{e}"));
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e, ""))?;
+    send.write_all(&req.encode())
+        .await
+        .map_err(|e| lost(&e, ""))?;
+    let mut prefix = [0u8; REPLY_PREFIX_LEN];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| lost(&e, "no setup reply: "))?;
+    let p = setup::decode_reply_prefix(&prefix).map_err(|e| {
+        let cause = match e {
+            setup::DecodeError::Version { .. } => Cause::VersionMismatch,
+            _ => Cause::Refused,
+        };
+        (cause, e.to_string())
+    })?;
+    let mut msg = vec![0u8; p.message_len];
+    recv.read_exact(&mut msg)
+        .await
+        .map_err(|e| lost(&e, "truncated setup reply: "))?;
+    let reply = match p.nack {
+        None => SetupReply::Ack { proof: msg },
+        Some((failed_hop, cause)) => SetupReply::Nack {
+            failed_hop,
+            // A node of another version tells why in a plain nack; the version says it all.
+            cause: if p.version != setup::PROTOCOL_VERSION {
+                Cause::VersionMismatch
+            } else {
+                cause
+            },
+            message: String::from_utf8_lossy(&msg).into_owned(),
+        },
+    };
+    Ok((send, recv, reply))
 }
 
 /// Dials `hop` (which sits at `req.hop_index` of the client's path), sends the setup request and
@@ -367,63 +421,35 @@ pub async fn setup_link(
     setup_timeout: Duration,
 ) -> Result<Link, SetupFailure> {
     let here = req.hop_index;
-    let fail = |hop_index: u8, node: Option<NodeId>, message: String| SetupFailure {
-        failed_hop: Some(hop_index),
-        node,
+    let at_hop = |(cause, message): (Cause, String)| SetupFailure {
+        failed_hop: Some(here),
+        node: Some(hop.id),
+        cause,
         message,
     };
-    let at_hop = |message: String| fail(here, Some(hop.id), message);
-
     let conn = connect_with_retry(endpoint, hop, setup_timeout)
         .await
         .map_err(at_hop)?;
-    let remaining = req.next.len() as u32 + 1;
-    let answer = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&req.encode())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut prefix = [0u8; REPLY_PREFIX_LEN];
-        recv.read_exact(&mut prefix)
-            .await
-            .map_err(|e| format!("no setup reply: {e}"))?;
-        let p = setup::decode_reply_prefix(&prefix).map_err(|e| e.to_string())?;
-        let mut msg = vec![0u8; p.message_len];
-        recv.read_exact(&mut msg)
-            .await
-            .map_err(|e| format!("truncated setup reply: {e}"))?;
-        let reply = match p.failed_hop {
-            None => SetupReply::Ack { proof: msg },
-            Some(failed_hop) => SetupReply::Nack {
-                failed_hop,
-                message: String::from_utf8_lossy(&msg).into_owned(),
-            },
-        };
-        Ok::<_, String>((send, recv, reply))
-    };
     // Each relay down the chain bounds its own dial and wait the same way, so give every level
     // a margin over the next: a timeout deep in the chain then arrives as an attributed nack
     // before this side gives up.
+    let remaining = req.next.len() as u32 + 1;
     let budget = (setup_timeout + SETUP_MARGIN) * remaining;
-    let outcome = match tokio::time::timeout(budget, answer).await {
+    let outcome = match tokio::time::timeout(budget, ask(&conn, req)).await {
         Ok(Ok(o)) => o,
-        Ok(Err(message)) => {
+        Ok(Err(e)) => {
             conn.close(CLOSE_REFUSED, b"setup failed");
-            return Err(at_hop(message));
+            return Err(at_hop(e));
         }
         Err(_) => {
             conn.close(CLOSE_REFUSED, b"setup timed out");
-            return Err(SetupFailure {
-                failed_hop: None,
-                node: None,
-                message: format!(
-                    "no setup reply within {} ({} hops x ({} + {} margin))",
-                    humantime::format_duration(budget),
-                    remaining,
-                    humantime::format_duration(setup_timeout),
-                    humantime::format_duration(SETUP_MARGIN)
-                ),
-            });
+            let message = format!(
+                "no setup reply within {} ({remaining} hops x ({} + {} margin))",
+                humantime::format_duration(budget),
+                humantime::format_duration(setup_timeout),
+                humantime::format_duration(SETUP_MARGIN)
+            );
+            return Err(SetupFailure::unattributed(Cause::Timeout, message));
         }
     };
     match outcome {
@@ -439,25 +465,44 @@ pub async fn setup_link(
             _,
             SetupReply::Nack {
                 failed_hop,
+                cause,
                 message,
             },
         ) => {
             conn.close(CLOSE_REFUSED, b"setup refused");
-            let failed_hop = if failed_hop == HOP_SELF {
-                here
-            } else {
-                failed_hop
-            };
-            let node = if failed_hop == here {
-                Some(hop.id)
-            } else {
-                failed_hop
-                    .checked_sub(here + 1)
-                    .and_then(|i| req.next.get(i as usize))
-                    .map(|n| n.id)
-            };
-            Err(fail(failed_hop, node, message))
+            Err(attribute_nack(hop, req, failed_hop, cause, message))
         }
+    }
+}
+
+/// A nack as a failure of the hop it names: `HOP_SELF` is the node dialed; an index further
+/// down names a node of `req.next`.
+fn attribute_nack(
+    hop: &NodeAddr,
+    req: &SetupRequest,
+    failed_hop: u8,
+    cause: Cause,
+    message: String,
+) -> SetupFailure {
+    let here = req.hop_index;
+    let failed_hop = if failed_hop == HOP_SELF {
+        here
+    } else {
+        failed_hop
+    };
+    let node = if failed_hop == here {
+        Some(hop.id)
+    } else {
+        failed_hop
+            .checked_sub(here + 1)
+            .and_then(|i| req.next.get(i as usize))
+            .map(|n| n.id)
+    };
+    SetupFailure {
+        failed_hop: Some(failed_hop),
+        node,
+        cause,
+        message,
     }
 }
 
