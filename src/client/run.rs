@@ -21,9 +21,7 @@ use crate::client::summary::{config_view, rtt_summary};
 use crate::client::supervisor::{register, supervise, Proven, RouteCtx};
 use crate::client::table::{RouteRef, RouteTable};
 use crate::client::wiring::PathWiring;
-use crate::report::events::{
-    ErrorEvent, Event, ProbePhase, RouteEstablished, RouteSetupFailed, Start, Summary,
-};
+use crate::report::events::{ErrorEvent, Event, ProbePhase, RouteEstablished, Start, Summary};
 use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
@@ -245,17 +243,7 @@ impl Setups {
                 Some((link, live))
             }
             Err(f) => {
-                ctx.sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
-                    route_index: route.index,
-                    failed_hop: f.failed_hop,
-                    node: f.node.map(|n| n.to_string()),
-                    error: f.message.clone(),
-                    cause: f.cause,
-                    path: route.path_ids(),
-                }));
-                if let Some(mut s) = ctx.spares() {
-                    s.failed(route.index, f.node, Instant::now());
-                }
+                ctx.setup_failed(route.index, &f, route.path_ids());
                 self.setup_errors.push((route, f));
                 if ctx.spares.is_none() {
                     return;

@@ -134,6 +134,22 @@ impl RouteCtx {
         }
     }
 
+    /// Reports a failed setup of route `index` over `path` (node ids) and trips the breaker of
+    /// the node it names (with `--redial`).
+    pub(crate) fn setup_failed(&self, index: u32, f: &SetupFailure, path: Vec<String>) {
+        self.sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
+            route_index: index,
+            failed_hop: f.failed_hop,
+            node: f.node.map(|n| n.to_string()),
+            error: f.message.clone(),
+            cause: f.cause,
+            path,
+        }));
+        if let Some(mut s) = self.spares() {
+            s.failed(index, f.node, Instant::now());
+        }
+    }
+
     /// The client endpoint for a first link to `first`, made when none has room.
     pub(crate) fn endpoint_for(&self, first: SocketAddr) -> Result<quinn::Endpoint, SetupFailure> {
         let mut pool = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -306,17 +322,8 @@ pub(crate) async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Proven, Vec<N
                 return Some((link, path));
             }
             Err(f) => {
-                ctx.sink.emit(Event::RouteSetupFailed(RouteSetupFailed {
-                    route_index: slot.index,
-                    failed_hop: f.failed_hop,
-                    node: f.node.map(|n| n.to_string()),
-                    error: f.message.clone(),
-                    cause: f.cause,
-                    path: path.iter().map(|n| n.id.to_string()).collect(),
-                }));
-                if let Some(mut s) = ctx.spares() {
-                    s.failed(slot.index, f.node, Instant::now());
-                }
+                let ids = path.iter().map(|n| n.id.to_string()).collect();
+                ctx.setup_failed(slot.index, &f, ids);
             }
         }
     }
