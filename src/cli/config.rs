@@ -1,0 +1,236 @@
+//! Flags validated into a `RunConfig` before any dial: tokens, relay pools and files, `--via`
+//! pins, the route plan.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{MeasureOpts, RunOpts};
+use super::UsageError;
+use crate::client::plan::{self, PlanRequest};
+use crate::client::run::RunConfig;
+use crate::client::wiring::PathWiring;
+use crate::lab::emulation::Links;
+use crate::wire::addr::NodeAddr;
+use crate::wire::identity::NodeId;
+use crate::wire::mode::Mode;
+use crate::wire::setup::MAX_TOKEN_LEN;
+
+pub(super) fn random_token() -> anyhow::Result<Vec<u8>> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the lab token"))?;
+    Ok(raw
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes())
+}
+
+/// `--token` (or `MUX_BW_TOKEN`) as bytes. An empty token is refused, never taken as none:
+/// only `--open` opens a node.
+pub(super) fn token_bytes(token: Option<&str>) -> Result<Option<Vec<u8>>, UsageError> {
+    match token {
+        Some("") => Err(UsageError(format!(
+            "invalid --token: empty; expected 1 to {MAX_TOKEN_LEN} bytes"
+        ))),
+        Some(t) if t.len() > MAX_TOKEN_LEN => Err(UsageError(format!(
+            "invalid --token: {} bytes; expected 1 to {MAX_TOKEN_LEN} bytes",
+            t.len()
+        ))),
+        Some(t) => Ok(Some(t.as_bytes().to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// `--to`, `--relay` and `--relays-file` as the destination and the relay pool.
+pub(super) fn node_pool(
+    to: &str,
+    relays: &[String],
+    relays_file: Option<&Path>,
+) -> Result<(NodeAddr, Vec<NodeAddr>), UsageError> {
+    let dst: NodeAddr = to.parse().map_err(|e| UsageError(format!("--to: {e}")))?;
+    let mut pool = Vec::new();
+    for r in relays {
+        pool.push(r.parse().map_err(|e| UsageError(format!("--relay: {e}")))?);
+    }
+    if let Some(path) = relays_file {
+        pool.extend(read_relays_file(path)?);
+    }
+    Ok((dst, pool))
+}
+
+/// Largest relays file read: about 50 000 URIs.
+const MAX_RELAYS_FILE: u64 = 4 << 20;
+
+fn read_relays_file(path: &Path) -> Result<Vec<NodeAddr>, UsageError> {
+    let cannot = |why: String| {
+        UsageError(format!(
+            "cannot read relays file '{}': {why}",
+            path.display()
+        ))
+    };
+    let bytes =
+        crate::files::read_bounded(path, MAX_RELAYS_FILE).map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".to_string()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(line.parse().map_err(|e| {
+            UsageError(format!(
+                "relays file '{}', line {}: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?);
+    }
+    Ok(out)
+}
+
+/// The shape of one measurement: how many routes, how long, which way.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape<'a> {
+    pub(super) routes: usize,
+    pub(super) min_hops: usize,
+    pub(super) mode: Mode,
+    pub(super) via: &'a [String],
+}
+
+impl RunOpts {
+    pub(super) fn shape(&self) -> Shape<'_> {
+        Shape {
+            routes: self.routes,
+            min_hops: self.min_hops,
+            mode: self.mode,
+            via: &self.via,
+        }
+    }
+}
+
+/// Validates flags into a `RunConfig`: plans routes, resolves `--via` names. No I/O but DNS.
+/// `lab_name` resolves lab relay names like `r3`.
+pub(super) fn build_config(
+    dst: NodeAddr,
+    pool: Vec<NodeAddr>,
+    shape: Shape<'_>,
+    o: &MeasureOpts,
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<RunConfig, UsageError> {
+    let mut pins = BTreeMap::new();
+    for v in shape.via {
+        let (idx, nodes) = parse_via(v, &pool, lab_name)?;
+        if pins.insert(idx, nodes).is_some() {
+            return Err(UsageError(format!(
+                "invalid --via '{v}': route {idx} pinned twice"
+            )));
+        }
+    }
+    let plan = plan::plan(&PlanRequest {
+        dst,
+        pool: pool.clone(),
+        routes: shape.routes,
+        min_hops: shape.min_hops,
+        pins,
+        allow_overlap: o.allow_overlap,
+    })
+    .map_err(UsageError::of)?;
+    Ok(RunConfig {
+        dst,
+        relays: pool,
+        routes: plan,
+        min_hops: shape.min_hops,
+        allow_overlap: o.allow_overlap,
+        mode: shape.mode,
+        duration: o.duration,
+        omit: o.omit,
+        interval: o.interval,
+        setup_timeout: o.setup_timeout,
+        io_timeout: o.io_timeout,
+        stall_timeout: o.stall_timeout,
+        probe_rtt: o.probe_rtt,
+        probe_interval: o.probe_interval,
+        token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
+        redial: o.redial,
+        tuning: o.tuning.tuning(),
+        links: None,
+        load_started: CancellationToken::new(),
+    })
+}
+
+/// The lab's emulated links as what a run dials through.
+pub(super) fn wired(links: Links) -> Arc<dyn PathWiring> {
+    Arc::new(links)
+}
+
+/// `IDX=NODE[,NODE..]` where NODE is a URI, a node id from the pool, or a lab name.
+fn parse_via(
+    v: &str,
+    pool: &[NodeAddr],
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<(usize, Vec<NodeAddr>), UsageError> {
+    let bad = |why: String| UsageError(format!("invalid --via '{v}': {why}"));
+    let (idx, list) = v
+        .split_once('=')
+        .ok_or_else(|| bad("expected IDX=NODE[,NODE..]".to_string()))?;
+    let idx: usize = idx
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("route index '{idx}' is not a number")))?;
+    let mut nodes = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let node = if let Some(n) = lab_name(name) {
+            n
+        } else if let Ok(id) = name.parse::<NodeId>() {
+            *pool
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| bad(format!("node id {id} is not in the relay list")))?
+        } else {
+            name.parse::<NodeAddr>().map_err(|e| bad(e.to_string()))?
+        };
+        nodes.push(node);
+    }
+    Ok((idx, nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_accepts_ids_lab_names_and_uris() {
+        let node = |n: u8| NodeAddr {
+            id: NodeId([n; 16]),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let pool = vec![node(1), node(2)];
+        let lab = |s: &str| (s == "r1").then(|| node(2));
+        let (i, n) = parse_via(&format!("3={},r1", node(1).id), &pool, &lab).unwrap();
+        assert_eq!((i, n), (3, vec![node(1), node(2)]));
+        let (_, n) = parse_via(&format!("0={}", node(7).uri()), &pool, &lab).unwrap();
+        assert_eq!(n, vec![node(7)]);
+        for bad in ["x=r1", "2", "1=nonsense", &format!("1={}", node(9).id)] {
+            let err = parse_via(bad, &pool, &lab).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn relays_file_skips_comments_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relays");
+        let id = NodeId([1; 16]);
+        std::fs::write(&path, format!("# pool\n\nmbw://{id}@127.0.0.1:1 # r0\n")).unwrap();
+        assert_eq!(read_relays_file(&path).unwrap().len(), 1);
+        std::fs::write(&path, "mbw://bad\n").unwrap();
+        let err = read_relays_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

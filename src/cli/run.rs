@@ -1,0 +1,170 @@
+//! `run` and `lab`: one measurement, its events to the outputs, its summary to an exit code.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{LabArgs, Live, RunArgs, RunOpts};
+use super::config::{build_config, node_pool, random_token, token_bytes, wired};
+use super::{
+    interrupt_token, UsageError, EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_NO_ROUTE, EXIT_OK,
+    EXIT_PARTIAL,
+};
+use crate::client::run::{self, RunConfig};
+use crate::lab::emulation::Links;
+use crate::lab::Lab;
+use crate::report::events::Summary;
+use crate::report::sink::{EventSink, SinkConfig};
+use crate::wire::addr::NodeAddr;
+use crate::wire::close::Cause;
+
+/// `run`: routes to real nodes.
+pub(super) async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
+    let (dst, pool) = node_pool(&a.to, &a.relays, a.relays_file.as_deref())?;
+    let cfg = build_config(dst, pool, a.opts.shape(), &a.opts.measure, &|_| None)?;
+    measure_and_report(cfg, &a.opts).await
+}
+
+/// `lab`: a destination and relays in this process (or as children), then one run against them.
+pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
+    // Lab nodes are never open: they require the given token or a fresh random one.
+    let token = match token_bytes(a.opts.measure.token.as_deref())? {
+        Some(t) => t,
+        None => random_token()?,
+    };
+    let lab = Lab::start(
+        a.relay_count,
+        token.clone(),
+        a.processes,
+        a.opts.measure.tuning.tuning(),
+    )
+    .await?;
+    let names = lab.relays.clone();
+    let by_name = move |s: &str| -> Option<NodeAddr> {
+        let k: usize = s.strip_prefix('r')?.parse().ok()?;
+        names.get(k).copied()
+    };
+    let links_stop = CancellationToken::new();
+    let links = a
+        .links
+        .links()
+        .map(|(relay, direct)| wired(Links::new(relay, direct, links_stop.clone())));
+    let shape = a.opts.shape();
+    let cfg = match build_config(
+        lab.dst,
+        lab.relays.clone(),
+        shape,
+        &a.opts.measure,
+        &by_name,
+    ) {
+        Ok(c) => RunConfig { token, links, ..c },
+        Err(e) => {
+            lab.stop().await;
+            return Err(e.into());
+        }
+    };
+    for f in &a.faults {
+        if let Err(e) = lab.inject(*f, cfg.load_started.clone()) {
+            lab.stop().await;
+            return Err(UsageError(e).into());
+        }
+    }
+    if !a.opts.json {
+        let _ = writeln!(
+            std::io::stderr(),
+            "lab: destination {} and {} relay(s) on 127.0.0.1",
+            crate::report::human::short(&lab.dst.id.to_string()),
+            lab.relays.len()
+        );
+    }
+    let code = measure_and_report(cfg, &a.opts).await;
+    links_stop.cancel();
+    lab.stop().await;
+    code
+}
+
+/// Runs `cfg` with its events going where `o` says, and maps the summary to an exit code.
+async fn measure_and_report(cfg: RunConfig, o: &RunOpts) -> anyhow::Result<i32> {
+    let sink = Arc::new(open_sink(o)?);
+    let gone = sink.stdout_gone();
+    let summary = run::run(&cfg, sink.clone(), interrupt_token()).await;
+    if summary.routes_established == 0 {
+        // Every route failed. A pinned id that does not match is a wrong URI: bad input.
+        let mismatch = summary
+            .routes
+            .iter()
+            .filter(|r| r.cause == Some(Cause::IdMismatch))
+            .find_map(|r| r.error.as_deref());
+        if let Some(e) = mismatch {
+            return Err(UsageError(format!("wrong node id in URI: {e}")).into());
+        }
+    }
+    if gone.is_cancelled() {
+        // stdout closed (`| head`): the reader has what it wanted; end quietly.
+        return Ok(EXIT_OK);
+    }
+    if let Some(e) = sink.stdout_error() {
+        // The run went on (a --json-file has it all); stdout lost output from here.
+        return Err(anyhow::anyhow!("cannot write to stdout: {e}"));
+    }
+    let (code, why) = verdict(&summary, o.measure.allow_partial);
+    if let (Some(why), false) = (why, o.json) {
+        let _ = writeln!(std::io::stderr(), "mux-bw: error: {why}");
+    }
+    Ok(code)
+}
+
+/// The outputs `o` asks for: NDJSON on stdout or human output, `--json-file`, the live view.
+fn open_sink(o: &RunOpts) -> Result<EventSink, UsageError> {
+    use std::io::IsTerminal;
+    let sink_cfg = SinkConfig {
+        json: o.json,
+        json_file: o.json_file.clone(),
+        live: match o.live {
+            Live::Always => true,
+            Live::Never => false,
+            Live::Auto => std::io::stderr().is_terminal(),
+        },
+        quiet: false,
+    };
+    EventSink::new(Instant::now(), &sink_cfg).map_err(|e| {
+        let path = o.json_file.as_deref().unwrap_or(Path::new("")).display();
+        UsageError(format!("cannot create --json-file '{path}': {e}"))
+    })
+}
+
+/// What a finished run means to the shell: its exit code and, unless it is 0, why (for human
+/// output; the summary event says the same to `--json` readers). Ctrl-C wins over the rest.
+fn verdict(s: &Summary, allow_partial: bool) -> (i32, Option<String>) {
+    let all_failed = s.routes_established > 0 && s.routes_failed == s.routes_established;
+    let partial = s.partial && !allow_partial;
+    let why = if s.routes_established == 0 {
+        Some("no route could be established".to_string())
+    } else if s.interrupted {
+        None
+    } else if all_failed {
+        Some("every route failed during the run".to_string())
+    } else if partial {
+        Some(format!(
+            "only {} of {} planned routes were established (--allow-partial accepts that)",
+            s.routes_established, s.routes_planned
+        ))
+    } else {
+        None
+    };
+    let code = if s.interrupted {
+        EXIT_INTERRUPTED
+    } else if s.routes_established == 0 {
+        EXIT_NO_ROUTE
+    } else if all_failed {
+        EXIT_ALL_FAILED
+    } else if partial {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    };
+    (code, why)
+}

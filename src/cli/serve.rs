@@ -1,0 +1,78 @@
+//! `serve` and `relay`: a node from flags, its URI announced on stdout (and `--node-file`),
+//! served until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::args::NodeArgs;
+use super::config::token_bytes;
+use super::{interrupt_token, write_stdout, UsageError, EXIT_OK};
+use crate::node::{self, Limits, NodeConfig, Role};
+use crate::wire::identity::{Identity, IdentityError};
+
+/// `serve` or `relay`: a node until SIGINT/SIGTERM.
+pub(super) async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
+    let listen = a.listen.unwrap_or_else(|| match role {
+        Role::Destination => SocketAddr::from(([0, 0, 0, 0], 7600)),
+        Role::Relay => SocketAddr::from(([0, 0, 0, 0], 7601)),
+    });
+    let token = token_bytes(a.token.as_deref())?;
+    if token.is_none() && !a.open {
+        return Err(UsageError(
+            "a node needs --token T (or MUX_BW_TOKEN) so only your clients can use it; pass --open to accept anyone"
+                .to_string(),
+        )
+        .into());
+    }
+    let identity = match &a.identity {
+        // A key file that cannot be read, written or used is bad input, like any flag.
+        Some(path) => Identity::load_or_create(path).map_err(|e| match e {
+            IdentityError::Cert(_) => anyhow::Error::from(e),
+            _ => UsageError::of(e).into(),
+        })?,
+        None => Identity::ephemeral()?,
+    };
+    let shutdown = interrupt_token();
+    let cfg = NodeConfig {
+        role,
+        id: identity.id,
+        token,
+        header_timeout: a.header_timeout,
+        limits: Limits {
+            max_hops: a.max_hops,
+            max_routes_per_client: a.max_routes_per_client,
+            max_connections: a.max_connections,
+            max_setup_timeout: a.max_setup_timeout,
+            ..Limits::default()
+        },
+        drain_timeout: a.drain_timeout,
+        tuning: a.tuning.tuning(),
+        faults: node::Faults::default(),
+    };
+    let running = node::start(listen, &identity, cfg, shutdown.clone())?;
+    let uri = running.addr.uri();
+    let announced = match &a.node_file {
+        Some(path) => std::fs::write(path, format!("{uri}\n")).map_err(|e| {
+            UsageError(format!("cannot write node file '{}': {e}", path.display())).into()
+        }),
+        None => Ok(()),
+    }
+    // A closed stdout only means nobody reads the URI; the node serves on.
+    .and_then(|()| write_stdout(&format!("{uri}\n")));
+    if let Err(e) = announced {
+        shutdown.cancel();
+        let _ = running.task.await;
+        return Err(e);
+    }
+    let what = match role {
+        Role::Destination => "destination",
+        Role::Relay => "relay",
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "mux-bw {what} listening on {} (Ctrl-C to stop)",
+        running.local
+    );
+    let _ = running.task.await;
+    Ok(EXIT_OK)
+}
