@@ -119,6 +119,26 @@ fn family(addr: &SocketAddr) -> &'static str {
 
 /// Plans every route, or says why it cannot. Deterministic: relays are used in pool order.
 pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
+    check_request(req)?;
+    let owner = check_pins(req)?;
+    let mut assigned = req.pins.clone();
+    assigned.extend(assign_unpinned(req, &owner)?);
+    let routes: Vec<PlannedRoute> = (0..req.routes)
+        .map(|i| {
+            let mut path = assigned.remove(&i).unwrap_or_default();
+            path.push(req.dst);
+            PlannedRoute {
+                index: i as u32,
+                path,
+            }
+        })
+        .collect();
+    routes.iter().try_for_each(check_families)?;
+    Ok(routes)
+}
+
+/// The counts are in range and the pool lists no node twice (nor the destination).
+fn check_request(req: &PlanRequest) -> Result<(), PlanError> {
     if req.routes == 0 {
         return Err(PlanError::NoRoutes);
     }
@@ -134,7 +154,12 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
             return Err(PlanError::Pool(r.id));
         }
     }
-    // Pinned routes: check shape and cross-route disjointness.
+    Ok(())
+}
+
+/// Checks each pinned route's shape and, unless overlap is allowed, that no two share a relay.
+/// Returns which route first pinned each relay.
+fn check_pins(req: &PlanRequest) -> Result<BTreeMap<NodeId, usize>, PlanError> {
     let mut owner: BTreeMap<NodeId, usize> = BTreeMap::new();
     for (&index, mids) in &req.pins {
         if index >= req.routes {
@@ -168,74 +193,80 @@ pub fn plan(req: &PlanRequest) -> Result<Vec<PlannedRoute>, PlanError> {
             owner.entry(m.id).or_insert(index);
         }
     }
+    Ok(owner)
+}
+
+/// Intermediates for every unpinned route: `min_hops - 1` each, in pool order, from relays no
+/// pin took (or cycling through the whole pool with overlap allowed).
+fn assign_unpinned(
+    req: &PlanRequest,
+    owner: &BTreeMap<NodeId, usize>,
+) -> Result<BTreeMap<usize, Vec<NodeAddr>>, PlanError> {
     let per_route = req.min_hops - 1;
     let unpinned: Vec<usize> = (0..req.routes)
         .filter(|i| !req.pins.contains_key(i))
         .collect();
-    let mut assigned: BTreeMap<usize, Vec<NodeAddr>> = req.pins.clone();
-    if per_route > 0 && !unpinned.is_empty() {
-        if req.allow_overlap {
-            if req.pool.len() < per_route {
-                return Err(PlanError::TooFewForOneRoute {
-                    min_hops: req.min_hops,
-                    needed: per_route,
-                    given: req.pool.len(),
-                });
-            }
-            for (k, &i) in unpinned.iter().enumerate() {
+    if per_route == 0 || unpinned.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if req.allow_overlap {
+        if req.pool.len() < per_route {
+            return Err(PlanError::TooFewForOneRoute {
+                min_hops: req.min_hops,
+                needed: per_route,
+                given: req.pool.len(),
+            });
+        }
+        return Ok(unpinned
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
                 let mids = (0..per_route)
                     .map(|j| req.pool[(k * per_route + j) % req.pool.len()])
                     .collect();
-                assigned.insert(i, mids);
-            }
-        } else {
-            let free: Vec<NodeAddr> = req
-                .pool
-                .iter()
-                .filter(|r| !owner.contains_key(&r.id))
-                .copied()
-                .collect();
-            let needed = unpinned.len() * per_route;
-            if free.len() < needed {
-                let pinned: usize = req.pins.values().map(Vec::len).sum();
-                return Err(PlanError::TooFewRelays {
-                    routes: req.routes,
-                    min_hops: req.min_hops,
-                    needed: needed + pinned,
-                    given: free.len() + owner.len(),
-                });
-            }
-            for (k, &i) in unpinned.iter().enumerate() {
-                assigned.insert(i, free[k * per_route..(k + 1) * per_route].to_vec());
-            }
-        }
+                (i, mids)
+            })
+            .collect());
     }
-    let routes: Vec<PlannedRoute> = (0..req.routes)
-        .map(|i| {
-            let mut path = assigned.remove(&i).unwrap_or_default();
-            path.push(req.dst);
-            PlannedRoute {
-                index: i as u32,
-                path,
-            }
-        })
+    let free: Vec<NodeAddr> = req
+        .pool
+        .iter()
+        .filter(|r| !owner.contains_key(&r.id))
+        .copied()
         .collect();
-    for r in &routes {
-        if let Some(w) = r
-            .path
-            .windows(2)
-            .find(|w| w[0].addr.is_ipv4() != w[1].addr.is_ipv4())
-        {
-            return Err(PlanError::MixedFamilies {
-                index: r.index as usize,
-                from: w[0].id,
-                from_addr: w[0].addr,
-                to: w[1].id,
-                to_addr: w[1].addr,
-            });
-        }
+    let needed = unpinned.len() * per_route;
+    if free.len() < needed {
+        let pinned: usize = req.pins.values().map(Vec::len).sum();
+        return Err(PlanError::TooFewRelays {
+            routes: req.routes,
+            min_hops: req.min_hops,
+            needed: needed + pinned,
+            given: free.len() + owner.len(),
+        });
     }
-    Ok(routes)
+    Ok(unpinned
+        .iter()
+        .zip(free.chunks_exact(per_route))
+        .map(|(&i, mids)| (i, mids.to_vec()))
+        .collect())
+}
+
+/// Consecutive hops of a route use the same IP version (a relay dials from its own socket).
+fn check_families(r: &PlannedRoute) -> Result<(), PlanError> {
+    match r
+        .path
+        .windows(2)
+        .find(|w| w[0].addr.is_ipv4() != w[1].addr.is_ipv4())
+    {
+        Some(w) => Err(PlanError::MixedFamilies {
+            index: r.index as usize,
+            from: w[0].id,
+            from_addr: w[0].addr,
+            to: w[1].id,
+            to_addr: w[1].addr,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

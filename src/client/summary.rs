@@ -69,10 +69,87 @@ pub(crate) fn summarize(
     interrupted: bool,
 ) -> Summary {
     let mut routes = Vec::with_capacity(cfg.routes.len());
-    let mut aggregate_bytes = 0;
-    let mut failed = 0;
-    let mut established = 0;
-    let setup_failed = |route_index: u32, path: Vec<String>, f: &SetupFailure| RouteSummary {
+    for ((slot, base), now) in slots.iter().zip(baseline).zip(end) {
+        if slot.established.load(Ordering::Relaxed) {
+            routes.push(established_route(slot, (base, now), cfg.mode, measured));
+        } else if let Some((_, f)) = setup_errors.iter().find(|(r, _)| r.index == slot.index) {
+            let path = slot.path().iter().map(|n| n.id.to_string()).collect();
+            routes.push(setup_failed_route(slot.index, path, f));
+        }
+    }
+    for (route, f) in setup_errors {
+        if !slots.iter().any(|s| s.index == route.index) {
+            routes.push(setup_failed_route(route.index, route.path_ids(), f));
+        }
+    }
+    routes.sort_by_key(|r| r.route_index);
+    let established = slots
+        .iter()
+        .filter(|s| s.established.load(Ordering::Relaxed))
+        .count();
+    let aggregate_bytes = routes
+        .iter()
+        .map(|r| directional(cfg.mode, (r.bytes_sent, r.bytes_received)))
+        .sum();
+    Summary {
+        version: env!("CARGO_PKG_VERSION"),
+        protocol_version: PROTOCOL_VERSION,
+        routes_planned: cfg.routes.len(),
+        routes_established: established,
+        partial: established < cfg.routes.len(),
+        routes_failed: routes.iter().filter(|r| r.state == "failed").count(),
+        duration_ns: measured.as_nanos() as u64,
+        aggregate_bytes,
+        aggregate_bps: bps(aggregate_bytes, measured),
+        interrupted,
+        late_samples: 0,   // the sampler sets it
+        events_dropped: 0, // the sink sets it
+        rtt: None,         // the run sets it, with the probes
+        routes,
+    }
+}
+
+/// A route that came up: what it moved between the two readings, and how it ended.
+fn established_route(
+    slot: &Slot,
+    (base, now): (&Reading, &Reading),
+    mode: Mode,
+    measured: Duration,
+) -> RouteSummary {
+    let path: Vec<String> = slot.path().iter().map(|n| n.id.to_string()).collect();
+    let counts = (
+        now.counts.0.saturating_sub(base.counts.0),
+        now.counts.1.saturating_sub(base.counts.1),
+    );
+    let error = slot.error();
+    RouteSummary {
+        route_index: slot.index,
+        hops: path.len(),
+        path,
+        state: if error.is_some() {
+            "failed"
+        } else if slot.stalled.load(Ordering::Relaxed) {
+            "stalled"
+        } else {
+            "up"
+        },
+        bytes_sent: counts.0,
+        bytes_received: counts.1,
+        mean_bps: bps(directional(mode, counts), measured),
+        sent_packets: now.link.sent_packets.saturating_sub(base.link.sent_packets),
+        lost_packets: now.link.lost_packets.saturating_sub(base.link.lost_packets),
+        failures: slot.failures.load(Ordering::Relaxed),
+        redials: slot.redials.load(Ordering::Relaxed),
+        failed_hop: error.as_ref().and_then(|e| e.failed_hop),
+        node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
+        cause: error.as_ref().map(|e| e.cause),
+        error: error.map(|e| e.message),
+    }
+}
+
+/// A route that never came up, with why.
+fn setup_failed_route(route_index: u32, path: Vec<String>, f: &SetupFailure) -> RouteSummary {
+    RouteSummary {
         route_index,
         hops: path.len(),
         path,
@@ -88,69 +165,6 @@ pub(crate) fn summarize(
         redials: 0,
         failed_hop: f.failed_hop,
         node: f.node.map(|n| n.to_string()),
-    };
-    for ((slot, base), now) in slots.iter().zip(baseline).zip(end) {
-        let path = slot.path();
-        let path_ids: Vec<String> = path.iter().map(|n| n.id.to_string()).collect();
-        if !slot.established.load(Ordering::Relaxed) {
-            if let Some((_, f)) = setup_errors.iter().find(|(r, _)| r.index == slot.index) {
-                routes.push(setup_failed(slot.index, path_ids, f));
-            }
-            continue;
-        }
-        established += 1;
-        let counts = (
-            now.counts.0.saturating_sub(base.counts.0),
-            now.counts.1.saturating_sub(base.counts.1),
-        );
-        let error = slot.error();
-        failed += usize::from(error.is_some());
-        aggregate_bytes += directional(cfg.mode, counts);
-        routes.push(RouteSummary {
-            route_index: slot.index,
-            hops: path_ids.len(),
-            path: path_ids,
-            state: if error.is_some() {
-                "failed"
-            } else if slot.stalled.load(Ordering::Relaxed) {
-                "stalled"
-            } else {
-                "up"
-            },
-            bytes_sent: counts.0,
-            bytes_received: counts.1,
-            mean_bps: bps(directional(cfg.mode, counts), measured),
-            sent_packets: now.link.sent_packets.saturating_sub(base.link.sent_packets),
-            lost_packets: now.link.lost_packets.saturating_sub(base.link.lost_packets),
-            failures: slot.failures.load(Ordering::Relaxed),
-            redials: slot.redials.load(Ordering::Relaxed),
-            failed_hop: error.as_ref().and_then(|e| e.failed_hop),
-            node: error.as_ref().and_then(|e| e.node).map(|n| n.to_string()),
-            cause: error.as_ref().map(|e| e.cause),
-            error: error.map(|e| e.message),
-        });
-    }
-    for (route, f) in setup_errors {
-        if !slots.iter().any(|s| s.index == route.index) {
-            routes.push(setup_failed(route.index, route.path_ids(), f));
-        }
-    }
-    routes.sort_by_key(|r| r.route_index);
-    Summary {
-        version: env!("CARGO_PKG_VERSION"),
-        protocol_version: PROTOCOL_VERSION,
-        routes_planned: cfg.routes.len(),
-        routes_established: established,
-        partial: established < cfg.routes.len(),
-        routes_failed: failed,
-        duration_ns: measured.as_nanos() as u64,
-        aggregate_bytes,
-        aggregate_bps: bps(aggregate_bytes, measured),
-        interrupted,
-        late_samples: 0,   // the sampler sets it
-        events_dropped: 0, // the sink sets it
-        rtt: None,         // the run sets it, with the probes
-        routes,
     }
 }
 
