@@ -199,7 +199,6 @@ async fn mux(
 ) -> Measured {
     let relays = routes * (min_hops - 1);
     let token = b"bench".to_vec();
-    let links_stop = CancellationToken::new();
     let lab = Lab::start(relays, token.clone(), false, *tuning)
         .await
         .expect("lab");
@@ -232,7 +231,7 @@ async fn mux(
         tuning: *tuning,
         links: link.map(|l| {
             let wired: Arc<dyn mux_bw::client::wiring::PathWiring> =
-                Arc::new(Links::new(l, l, links_stop.clone()));
+                Arc::new(Links::new(l, l));
             wired
         }),
         load_started: CancellationToken::new(),
@@ -255,7 +254,6 @@ async fn mux(
     };
     let sink = Arc::new(EventSink::new(Instant::now(), &sink).expect("sink"));
     let summary = run::run(&cfg, sink, CancellationToken::new()).await;
-    links_stop.cancel();
     lab.stop().await;
     assert_eq!(
         summary.routes_established, routes,

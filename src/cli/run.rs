@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
 
 use super::args::{LabArgs, Live, RunArgs, RunOpts};
 use super::config::{build_config, node_pool, random_token, token_bytes, wired};
@@ -47,11 +46,10 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;
         names.get(k).copied()
     };
-    let links_stop = CancellationToken::new();
     let links = a
         .links
         .links()
-        .map(|(relay, direct)| wired(Links::new(relay, direct, links_stop.clone())));
+        .map(|(relay, direct)| wired(Links::new(relay, direct)));
     let shape = a.opts.shape();
     let cfg = match build_config(
         lab.dst,
@@ -81,7 +79,6 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         );
     }
     let code = measure_and_report(cfg, &a.opts).await;
-    links_stop.cancel();
     lab.stop().await;
     code
 }

@@ -224,10 +224,9 @@ impl Sweep<'_> {
 
     /// Measures `cfg` (through the emulated links, if any) into `file` and reads it back.
     async fn measure_into(&self, mut cfg: RunConfig, file: &Path) -> sweep::Outcome {
-        let links_stop = CancellationToken::new();
         cfg.links = self
             .links
-            .map(|(relay, direct)| wired(Links::new(relay, direct, links_stop.clone())));
+            .map(|(relay, direct)| wired(Links::new(relay, direct)));
         let sink_cfg = SinkConfig {
             json_file: Some(file.to_path_buf()),
             quiet: true,
@@ -240,7 +239,6 @@ impl Sweep<'_> {
                 read_outcome(file)
             }
         };
-        links_stop.cancel();
         outcome
     }
 }

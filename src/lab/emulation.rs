@@ -35,6 +35,8 @@ pub struct Links {
     /// Proxy address per directed link (from `None` = the client); locked only to look up or
     /// insert, never across I/O.
     proxies: Mutex<HashMap<(Option<NodeId>, NodeId), SocketAddr>>,
+    /// Stops every proxy task; cancelled when the links are dropped, so no proxy outlives the
+    /// run that dials through it.
     shutdown: CancellationToken,
     seed: u64,
 }
@@ -50,8 +52,8 @@ impl std::fmt::Debug for Links {
 
 impl Links {
     /// Links shaped by `relay_link` (any link touching a relay) and `direct_link` (client to
-    /// destination); proxies stop when `shutdown` fires.
-    pub fn new(relay_link: LinkSpec, direct_link: LinkSpec, shutdown: CancellationToken) -> Self {
+    /// destination); their proxies stop when the `Links` is dropped.
+    pub fn new(relay_link: LinkSpec, direct_link: LinkSpec) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -59,7 +61,7 @@ impl Links {
             relay_link,
             direct_link,
             proxies: Mutex::new(HashMap::new()),
-            shutdown,
+            shutdown: CancellationToken::new(),
             seed,
         }
     }
@@ -101,6 +103,12 @@ impl Links {
         let addr = spawn_proxy(to.addr, spec, seed, self.shutdown.clone())?;
         proxies.insert((from, to.id), addr);
         Ok(addr)
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -283,13 +291,12 @@ mod tests {
                 let _ = echo.send_to(&b[..n], a).await;
             }
         });
-        let stop = CancellationToken::new();
         let spec = LinkSpec {
             rate: Some(Rate(100_000_000)),
             delay: Duration::from_millis(30),
             loss: 0.0,
         };
-        let links = Links::new(spec, spec, stop.clone());
+        let links = Links::new(spec, spec);
         let node = NodeAddr {
             id: NodeId([1; 16]),
             addr: echo_addr,
@@ -309,7 +316,7 @@ mod tests {
         let rtt = t.elapsed();
         assert!(rtt >= Duration::from_millis(60), "{rtt:?}");
         assert!(rtt < Duration::from_millis(500), "{rtt:?}");
-        stop.cancel();
+        drop(links);
     }
 
     #[test]
@@ -324,7 +331,7 @@ mod tests {
                 delay: Duration::ZERO,
                 loss: 0.0,
             };
-            let links = Links::new(none, none, CancellationToken::new());
+            let links = Links::new(none, none);
             let node = NodeAddr {
                 id: NodeId([1; 16]),
                 addr: "127.0.0.1:9".parse().unwrap(),
