@@ -1,0 +1,266 @@
+//! The destination's side of a route: it proves the route and acknowledges it, then sinks,
+//! sources or echoes payload by mode, reports the bytes that arrived (`Report` datagrams every
+//! `REPORT_INTERVAL`), answers pings, and closes the connection when the client's half ends.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, RecvStream, SendStream};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::admit::{refuse, Route};
+use super::or_stall;
+use crate::wire::close::Cause;
+use crate::wire::datagram::Datagram;
+use crate::wire::mode::Mode;
+use crate::wire::proof::{ReportKey, Signer, TAG_LEN};
+use crate::wire::setup::{SetupReply, SetupRequest, PAYLOAD_CHUNK};
+use crate::wire::transport::{self, CLOSE_DONE, CLOSE_SHUTDOWN};
+
+/// How often the destination tells an `up` client how many bytes arrived.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(20);
+
+/// After the client finished its stream, how long the destination waits for the client to close
+/// the connection (so replies still in flight are not discarded) before dropping it anyway.
+const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How the client's half of a route's stream ended, as the destination saw it.
+enum End {
+    /// Reset by the client: the run is over (`pump` resets its stream when it stops).
+    Reset,
+    /// Finished cleanly by the client.
+    Finished,
+    /// The connection was lost, or this node stopped.
+    Lost,
+}
+
+/// Serves an admitted route as its destination until the route ends, the connection closes or
+/// the node shuts down (`shutdown`).
+pub(super) async fn destination(
+    conn: &Connection,
+    route: Route,
+    signer: &Signer,
+    stall: &CancellationToken,
+    shutdown: &CancellationToken,
+) {
+    let Route {
+        mut send,
+        recv,
+        req,
+    } = route;
+    let Some(key) = acknowledge(conn, &mut send, &req, signer).await else {
+        return;
+    };
+    info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
+    tokio::select! {
+        end = far_end(conn, &req, send, recv, &key, stall) => close_after(conn, end, shutdown).await,
+        _ = conn.closed() => {},
+        _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+    }
+}
+
+/// Proves the route and acks it; the key seals the route's reports and pongs. `None` if the
+/// route cannot be proved (refused) or the ack cannot be sent.
+async fn acknowledge(
+    conn: &Connection,
+    send: &mut SendStream,
+    req: &SetupRequest,
+    signer: &Signer,
+) -> Option<ReportKey> {
+    let (proof, key) = match signer.answer(req.route_index, req.mode, &req.client_key) {
+        Ok(x) => x,
+        Err(e) => {
+            let message = format!("cannot prove this route: {e}");
+            refuse(conn, send, req.hop_index, Cause::Refused, &message).await;
+            return None;
+        }
+    };
+    send.write_all(&SetupReply::Ack { proof }.encode())
+        .await
+        .ok()?;
+    Some(key)
+}
+
+/// Closes the connection once the client's half ended as `end`.
+async fn close_after(conn: &Connection, end: End, shutdown: &CancellationToken) {
+    match end {
+        // The client reset its stream: the route is over. Close at once, so the slot is free for
+        // the next run whether or not the client's own close arrives.
+        End::Reset => conn.close(CLOSE_DONE, b"route over"),
+        // The client finished its stream. Dropping the connection now could discard replies
+        // still in flight, so let the client close it (bounded).
+        End::Finished => tokio::select! {
+            _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, conn.closed()) => {}
+            _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+        },
+        End::Lost => {}
+    }
+}
+
+/// The destination's side of an established route, for every mode. Payload bytes that arrive
+/// are reported back in `Report` datagrams every `REPORT_INTERVAL`, so the client measures
+/// goodput at the destination, not bytes buffered at its own sender; `Ping`s are answered.
+/// The client's half of the stream decides when the route is over, in every mode.
+async fn far_end(
+    conn: &Connection,
+    req: &SetupRequest,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    key: &ReportKey,
+    stall: &CancellationToken,
+) -> End {
+    let mode = req.mode;
+    let received = AtomicU64::new(0);
+    // Every report gets the next sequence number, so the client can refuse replays.
+    let seq = AtomicU32::new(0);
+    let report = |received: u64| {
+        let d = key.seal(Datagram::Report {
+            seq: seq.fetch_add(1, Ordering::Relaxed),
+            received,
+            tag: [0; TAG_LEN],
+        });
+        // A lost report is harmless: the next one carries the newer total.
+        let _ = conn.send_datagram(d.encode().into());
+    };
+    let reports = async {
+        if !mode.client_sends() {
+            return std::future::pending().await;
+        }
+        report_progress(&received, &report, stall).await
+    };
+    tokio::select! {
+        end = carry(mode, &mut recv, &mut send, &received, stall) => {
+            report(received.load(Ordering::Relaxed));
+            end
+        }
+        end = reports => end,
+        end = answer_pings(conn, key, req.hop_index, stall) => end,
+    }
+}
+
+/// Moves the route's payload as `mode` asks, counting what arrives into `received`, until the
+/// client's half ends.
+async fn carry(
+    mode: Mode,
+    recv: &mut RecvStream,
+    send: &mut SendStream,
+    received: &AtomicU64,
+    stall: &CancellationToken,
+) -> End {
+    match mode {
+        Mode::Up => sink(recv, received, stall).await,
+        Mode::Echo => echo(recv, send, received, stall).await,
+        Mode::Down | Mode::Bidir => {
+            // Sourcing ends only with the connection, or when the client stops reading; the end
+            // of the route is still the end of the client's half.
+            let source = async {
+                source(send, stall).await;
+                std::future::pending().await
+            };
+            tokio::select! {
+                end = sink(recv, received, stall) => end,
+                end = source => end,
+            }
+        }
+    }
+}
+
+/// Every `REPORT_INTERVAL`, reports the count in `received` if it changed. Never ends.
+async fn report_progress(
+    received: &AtomicU64,
+    report: &impl Fn(u64),
+    stall: &CancellationToken,
+) -> End {
+    let mut reported = 0;
+    let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        or_stall(stall, tick.tick()).await;
+        let now = received.load(Ordering::Relaxed);
+        if now != reported {
+            report(now);
+            reported = now;
+        }
+    }
+}
+
+/// Answers the client's `Ping`s (sealed with `key`) and the `HopPing`s for this node's hop (`hop_index`)
+/// until the connection is lost.
+async fn answer_pings(
+    conn: &Connection,
+    key: &ReportKey,
+    hop_index: u8,
+    stall: &CancellationToken,
+) -> End {
+    while let Ok(d) = or_stall(stall, conn.read_datagram()).await {
+        match Datagram::decode(&d) {
+            Ok(Datagram::Ping { seq }) => {
+                let pong = key.seal(Datagram::Pong {
+                    seq,
+                    tag: [0; TAG_LEN],
+                });
+                let _ = conn.send_datagram(pong.encode().into());
+            }
+            Ok(Datagram::HopPing { hop, seq }) if hop == hop_index => {
+                let _ = conn.send_datagram(Datagram::HopPong { hop, seq }.encode().into());
+            }
+            _ => {}
+        }
+    }
+    End::Lost
+}
+
+/// How the client's half ended: finished (`None`), reset, or lost with the connection.
+fn end_of(e: Option<quinn::ReadError>) -> End {
+    match e {
+        None => End::Finished,
+        Some(quinn::ReadError::Reset(_)) => End::Reset,
+        Some(_) => End::Lost,
+    }
+}
+
+async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) -> End {
+    let mut bufs = transport::chunk_batch();
+    loop {
+        match or_stall(stall, recv.read_chunks(&mut bufs)).await {
+            Ok(Some(n)) => {
+                received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+            }
+            Ok(None) => return end_of(None),
+            Err(e) => return end_of(Some(e)),
+        }
+    }
+}
+
+async fn source(send: &mut SendStream, stall: &CancellationToken) {
+    let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
+    while or_stall(stall, send.write_chunk(payload.clone()))
+        .await
+        .is_ok()
+    {}
+}
+
+async fn echo(
+    recv: &mut RecvStream,
+    send: &mut SendStream,
+    received: &AtomicU64,
+    stall: &CancellationToken,
+) -> End {
+    let mut bufs = transport::chunk_batch();
+    loop {
+        let n = match or_stall(stall, recv.read_chunks(&mut bufs)).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return end_of(None),
+            Err(e) => return end_of(Some(e)),
+        };
+        received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+        if or_stall(stall, send.write_all_chunks(&mut bufs[..n]))
+            .await
+            .is_err()
+        {
+            return End::Lost;
+        }
+    }
+}
