@@ -230,8 +230,7 @@ async fn mux(
         redial: false,
         tuning: *tuning,
         links: link.map(|l| {
-            let wired: Arc<dyn mux_bw::client::wiring::PathWiring> =
-                Arc::new(Links::new(l, l));
+            let wired: Arc<dyn mux_bw::client::wiring::PathWiring> = Arc::new(Links::new(l, l));
             wired
         }),
         load_started: CancellationToken::new(),

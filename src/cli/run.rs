@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-
 use super::args::{LabArgs, Live, RunArgs, RunOpts};
 use super::config::{build_config, node_pool, random_token, token_bytes, wired};
 use super::{

@@ -24,9 +24,14 @@ use crate::client::wiring::PathWiring;
 use crate::report::events::{ErrorEvent, Event, ProbePhase, RouteEstablished, Start, Summary};
 use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
+use crate::wire::close;
 use crate::wire::mode::Mode;
 use crate::wire::setup::PROTOCOL_VERSION;
 use crate::wire::transport::{self, SetupFailure};
+
+/// How much longer than `pump::END_WAIT` a run waits for its pumps before aborting them: they
+/// end their routes on their own, this only bounds a pump stuck in a write.
+const PUMP_END_SLACK: Duration = Duration::from_secs(1);
 
 /// Commit this binary was built from.
 pub const GIT_SHA: &str = env!("MUX_BW_GIT_SHA");
@@ -130,7 +135,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         None => None,
     };
     // Pumps end their routes on cancel (`pump::END_WAIT` at most); bound the wait anyway.
-    let _ = tokio::time::timeout(pump::END_WAIT + Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(pump::END_WAIT + PUMP_END_SLACK, async {
         while pumps.join_next().await.is_some() {}
     })
     .await;
@@ -295,7 +300,7 @@ async fn drain_endpoints(ctx: &RouteCtx) {
         .collect();
     let mut draining = JoinSet::new();
     for ep in endpoints {
-        ep.close(transport::CLOSE_DONE, b"run over");
+        ep.close(close::CLOSE_DONE, b"run over");
         draining.spawn(async move { ep.wait_idle().await });
     }
     let _ = tokio::time::timeout(DRAIN, async {

@@ -50,10 +50,14 @@ pub(crate) struct Sampler {
     pub(crate) late_after: Duration,
 }
 
+/// The least lateness that counts: a few ticks of tokio's 1 ms timer, which any sleep may
+/// overshoot without the sample being wrong.
+const MIN_LATE: Duration = Duration::from_millis(5);
+
 /// How late a sample may be taken before it counts as late: a tenth of the interval, and never
-/// less than a few timer ticks.
+/// less than `MIN_LATE`.
 pub(crate) fn late_after(interval: Duration) -> Duration {
-    (interval / 10).max(Duration::from_millis(5))
+    (interval / 10).max(MIN_LATE)
 }
 
 impl Sampler {

@@ -19,7 +19,7 @@ use crate::client::wiring::PathWiring;
 use crate::report::events::{ErrorEvent, Event, RouteFailure, RouteRedial, RouteSetupFailed};
 use crate::report::sink::EventSink;
 use crate::wire::addr::NodeAddr;
-use crate::wire::close::Cause;
+use crate::wire::close::{self, Cause};
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
 use crate::wire::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
@@ -71,8 +71,11 @@ pub(crate) fn proof_failure(e: &ProofError, path: &[NodeAddr]) -> String {
 
 /// Redial attempts per failure before a route stays down.
 pub const MAX_REDIALS: u32 = 5;
-/// Pause before the first redial attempt; doubled per attempt, capped at 2 s.
+/// Pause before the first redial attempt; doubled per attempt, up to `MAX_REDIAL_BACKOFF`.
 pub(crate) const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest pause between redial attempts: five attempts then span about 5 s, short enough that
+/// a redialed route still measures something in a 10 s run.
+const MAX_REDIAL_BACKOFF: Duration = Duration::from_secs(2);
 
 impl RouteCtx {
     pub(crate) fn up_order(&self) -> std::sync::MutexGuard<'_, Vec<RouteRef>> {
@@ -124,8 +127,7 @@ impl RouteCtx {
         match half.finish(self.dst, index, self.mode, &link.proof) {
             Ok(key) => Ok((link, key)),
             Err(e) => {
-                link.conn
-                    .close(transport::CLOSE_REFUSED, b"route proof failed");
+                link.conn.close(close::CLOSE_REFUSED, b"route proof failed");
                 Err(SetupFailure::unattributed(
                     Cause::Forged,
                     proof_failure(&e, path),
@@ -264,7 +266,7 @@ pub(crate) fn register(
         ctx.sink.emit(Event::Error(ErrorEvent {
             error: e.to_string(),
         }));
-        link.conn.close(transport::CLOSE_DONE, b"duplicate route");
+        link.conn.close(close::CLOSE_DONE, b"duplicate route");
         return None;
     }
     *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
@@ -287,7 +289,7 @@ pub(crate) async fn redial(ctx: &RouteCtx, slot: &Slot) -> Option<(Proven, Vec<N
             _ = tokio::time::sleep(backoff) => {}
             _ = ctx.cancel.cancelled() => return None,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(MAX_REDIAL_BACKOFF);
         let picked = ctx
             .spares()
             .map(|mut s| s.pick(slot.index, old.len(), &old, Instant::now()))?;

@@ -10,11 +10,23 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, Faults, NodeConfig, Role, RunningNode};
+use crate::node::{self, Faults, NodeConfig, Role, RunningNode, HANDSHAKE_TIMEOUT};
 use crate::wire::addr::NodeAddr;
 use crate::wire::identity::{Identity, IdentityError};
 use crate::wire::setup::MAX_ROUTES;
 use crate::wire::transport::{EndpointError, Tuning};
+
+/// How long `stop` waits for each node to finish before giving up on it (a child is then
+/// killed): a lab node drains in `LAB_DRAIN`, so this is only reached by a stuck one.
+const NODE_STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// How long lab nodes let routes drain on stop: the run is over by then, so only the close
+/// handshakes are left.
+const LAB_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long a lab node process may take to print its address: it only generates a key and
+/// binds a socket, so this is reached only by a broken binary or an overloaded host.
+const CHILD_START_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the lab could not start.
 #[derive(Debug, thiserror::Error)]
@@ -166,31 +178,20 @@ impl Lab {
         Ok(())
     }
 
-    /// Process ids of node processes (empty for in-process nodes).
-    pub fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| match n {
-                LabNode::Process(c) => c.id(),
-                LabNode::Task(..) => None,
-            })
-            .collect()
-    }
-
     /// Stops every node and waits (bounded) for them to finish.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for n in self.nodes {
             match n {
                 LabNode::Task(running, _) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(3), running.task).await;
+                    let _ = tokio::time::timeout(NODE_STOP_WAIT, running.task).await;
                 }
                 LabNode::Process(mut child) => {
                     if let Some(pid) = child.id() {
                         signal(pid, libc::SIGCONT); // a stalled node must run to handle SIGTERM
                         signal(pid, libc::SIGTERM);
                     }
-                    if tokio::time::timeout(Duration::from_secs(3), child.wait())
+                    if tokio::time::timeout(NODE_STOP_WAIT, child.wait())
                         .await
                         .is_err()
                     {
@@ -262,9 +263,9 @@ fn start_task(
         role,
         id: identity.id,
         token: Some(token.to_vec()),
-        header_timeout: Duration::from_secs(5),
+        header_timeout: HANDSHAKE_TIMEOUT,
         limits: lab_limits(),
-        drain_timeout: Duration::from_secs(1),
+        drain_timeout: LAB_DRAIN,
         tuning: *tuning,
         faults: faults.clone(),
     };
@@ -324,9 +325,15 @@ async fn spawn_process(
         .take()
         .ok_or_else(|| LabError::Startup("no stdout".to_string()))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+    let line = tokio::time::timeout(CHILD_START_WAIT, lines.next_line())
         .await
-        .map_err(|_| LabError::Startup(format!("{} printed no address in 10s", role_name(role))))?
+        .map_err(|_| {
+            LabError::Startup(format!(
+                "{} printed no address in {}",
+                role_name(role),
+                humantime::format_duration(CHILD_START_WAIT)
+            ))
+        })?
         .map_err(|e| LabError::Startup(e.to_string()))?
         .ok_or_else(|| LabError::Startup(format!("{} exited at start", role_name(role))))?;
     let addr = line

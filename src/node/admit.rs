@@ -14,8 +14,9 @@ use tracing::{debug, warn};
 
 use super::{Limits, NodeConfig, Role};
 use crate::wire::close::Cause;
+use crate::wire::close::CLOSE_REFUSED;
 use crate::wire::setup::{self, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
-use crate::wire::transport::{CLOSE_REFUSED, HOP_SELF};
+use crate::wire::transport::HOP_SELF;
 
 /// How long a refusal waits for the peer to take its nack before closing the connection: a
 /// round trip on any usable link, yet short enough that a peer that never reads costs little.

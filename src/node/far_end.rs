@@ -13,11 +13,12 @@ use tracing::info;
 use super::admit::{refuse, Route};
 use super::or_stall;
 use crate::wire::close::Cause;
+use crate::wire::close::{CLOSE_DONE, CLOSE_SHUTDOWN};
 use crate::wire::datagram::Datagram;
 use crate::wire::mode::Mode;
 use crate::wire::proof::{ReportKey, Signer, TAG_LEN};
 use crate::wire::setup::{SetupReply, SetupRequest, PAYLOAD_CHUNK};
-use crate::wire::transport::{self, CLOSE_DONE, CLOSE_SHUTDOWN};
+use crate::wire::transport;
 
 /// How often the destination tells an `up` client how many bytes arrived.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(20);

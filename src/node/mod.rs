@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::wire::close::{CLOSE_KILLED, CLOSE_SHUTDOWN};
 use crate::wire::identity::NodeId;
 use crate::wire::proof::Signer;
 use crate::wire::setup;
-use crate::wire::transport::{self, CLOSE_KILLED, CLOSE_SHUTDOWN};
+use crate::wire::transport;
 use admit::{Gates, Peers, Permits};
 
 pub use far_end::REPORT_INTERVAL;

@@ -14,10 +14,11 @@ use super::admit::{refuse, Route};
 use super::{or_stall, Faults};
 use crate::wire::addr::NodeAddr;
 use crate::wire::close::{Attribution, Cause};
+use crate::wire::close::{CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_SHUTDOWN};
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
 use crate::wire::setup::{SetupReply, SetupRequest};
-use crate::wire::transport::{self, CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_SHUTDOWN};
+use crate::wire::transport;
 
 /// Relays an admitted route: onward setup within the client's budget (at most `max_setup`),
 /// then the splice, until the route ends, `faults.kill` fires or the node shuts down

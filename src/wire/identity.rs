@@ -33,11 +33,6 @@ impl NodeId {
         let ee = webpki::EndEntityCert::try_from(cert).ok()?;
         Some(Self::from_spki(ee.subject_public_key_info().as_ref()))
     }
-
-    /// The first 8 hex digits, for human output.
-    pub fn short(&self) -> String {
-        self.to_string()[..8].to_string()
-    }
 }
 
 impl fmt::Display for NodeId {

@@ -15,10 +15,7 @@ use crate::wire::identity::{Identity, NodeId};
 use crate::wire::setup::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
 use crate::wire::tls;
 
-use crate::wire::close::{cause_of, Cause};
-pub use crate::wire::close::{
-    CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_REFUSED, CLOSE_SHUTDOWN,
-};
+use crate::wire::close::{cause_of, Cause, CLOSE_REFUSED};
 
 /// Nack hop value meaning "the node that sent this reply"; the dialer rewrites it to that node's
 /// index in the path (used when the header could not be parsed far enough to know the index).
@@ -113,14 +110,22 @@ pub(crate) fn varint(v: u64) -> VarInt {
 /// cannot make the node buffer megabytes.
 pub const STRANGER_WINDOW: u64 = 16 << 10;
 
+/// Idle time after which QUIC closes a connection: longer than any `--io-timeout` default and
+/// than a stall the tool must report itself (as a route event, not as a vanished connection).
+const IDLE_TIMEOUT_MS: u32 = 30_000;
+
+/// Keep-alive period: well under `IDLE_TIMEOUT_MS`, so a route that is quiet on purpose (echo
+/// waiting, a relay between reports) is never closed as idle.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// Unread datagrams buffered per connection: reports and probes are tens of bytes, read at once.
 const DATAGRAM_BUFFER: usize = 64 << 10;
 
 fn transport_config(t: &Tuning, accepting: bool) -> Arc<quinn::TransportConfig> {
     use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
     let mut c = quinn::TransportConfig::default();
-    c.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
-    c.keep_alive_interval(Some(Duration::from_secs(5)));
+    c.max_idle_timeout(Some(VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
+    c.keep_alive_interval(Some(KEEP_ALIVE));
     c.stream_receive_window(varint(t.stream_window));
     c.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
     if accepting {
