@@ -109,7 +109,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     let (idle, idle_route) = idle_baseline(cfg, &ctx, &stop).await;
 
     // Load: every pump starts at the same instant.
-    let load_start = Instant::now();
+    let load_start = tokio::time::Instant::now();
     ctx.go.cancel();
     cfg.load_started.cancel();
     let prober = cfg
@@ -120,7 +120,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     let deadline = {
         let (at, pumps) = (sampler.deadline, ctx.cancel.clone());
         tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
+            tokio::time::sleep_until(at).await;
             pumps.cancel();
         })
     };

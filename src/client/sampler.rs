@@ -1,9 +1,12 @@
 //! Samples every route's counters at interval boundaries (measured, never scheduled, time),
-//! cuts the warm-up, flags late samples, and watches for stalls.
+//! cuts the warm-up, flags late samples, and watches for stalls. Its clock is tokio's, so its
+//! logic is tested with paused time (no sleeps, no flakes).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +107,7 @@ impl Sampler {
                 due = due.min(self.omit_end);
             }
             let stopped = tokio::select! {
-                _ = tokio::time::sleep_until(due.into()) => false,
+                _ = tokio::time::sleep_until(due) => false,
                 _ = check.tick() => {
                     self.check_stalls(cfg, slots, sink, Instant::now());
                     // Without --redial a failed route stays down: once all are down, stop.
@@ -126,13 +129,8 @@ impl Sampler {
             self.late_samples += u32::from(late);
             // Intervals are cut at the end of the warm-up, so one that began in it is all warm-up.
             let omitted = interval_start < self.omit_end && !cfg.omit.is_zero();
-            let mut sample = self.sample(
-                cfg.mode,
-                slots,
-                interval_start - sink.start(),
-                now - sink.start(),
-                omitted,
-            );
+            let t0 = Instant::from_std(sink.start());
+            let mut sample = self.sample(cfg.mode, slots, interval_start - t0, now - t0, omitted);
             sample.late = late;
             sink.emit(Event::Sample(sample));
             if self.baseline_at.is_none() && now >= self.omit_end {
@@ -254,5 +252,189 @@ impl Sampler {
         );
         summary.late_samples = self.late_samples;
         summary
+    }
+}
+
+/// The sampler on tokio's paused clock: every instant below is exact, so the figures are too.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::sink::SinkConfig;
+    use crate::wire::addr::test_node;
+    use serde_json::Value;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn config(omit: Duration, duration: Duration) -> RunConfig {
+        RunConfig {
+            dst: test_node(0),
+            relays: Vec::new(),
+            routes: vec![PlannedRoute {
+                index: 0,
+                path: vec![test_node(0)],
+            }],
+            min_hops: 1,
+            allow_overlap: false,
+            mode: Mode::Up,
+            duration,
+            omit,
+            interval: Duration::from_secs(1),
+            setup_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(1),
+            probe_rtt: false,
+            probe_interval: Duration::from_millis(100),
+            token: Vec::new(),
+            redial: false,
+            tuning: Default::default(),
+            links: None,
+            load_started: CancellationToken::new(),
+        }
+    }
+
+    /// Adds `bytes` to the route's confirmed count at each offset from now.
+    fn feed(slot: &Arc<Slot>, at: &[(u64, u64)]) {
+        let (slot, start, at) = (slot.clone(), Instant::now(), at.to_vec());
+        tokio::spawn(async move {
+            for (ms, bytes) in at {
+                tokio::time::sleep_until(start + MS * ms as u32).await;
+                slot.counters.sent.fetch_add(bytes, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// What one sampled run produced: its events (as written to a file) and summary.
+    struct Outcome {
+        samples: Vec<Value>,
+        stalls: Vec<Value>,
+        summary: Summary,
+    }
+
+    /// Runs the sampler over one established route as `client::run` does (the load ends at the
+    /// deadline by a timer of its own); `stop_at` plays Ctrl-C.
+    async fn sample(cfg: &RunConfig, slot: &Arc<Slot>, stop_at: Option<Duration>) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("run.ndjson");
+        let sink_cfg = SinkConfig {
+            json_file: Some(file.clone()),
+            quiet: true,
+            ..SinkConfig::default()
+        };
+        let sink = EventSink::new(Instant::now().into_std(), &sink_cfg).unwrap();
+        let slots = vec![slot.clone()];
+        let mut sampler = Sampler::new(cfg, &slots, Instant::now());
+        let (stop, load_over) = (CancellationToken::new(), CancellationToken::new());
+        let (at, over) = (sampler.deadline, load_over.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            over.cancel();
+        });
+        if let Some(after) = stop_at {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                stop.cancel();
+            });
+        }
+        let end = sampler.run(cfg, &slots, &sink, &stop, &load_over).await;
+        let summary = sampler.summary(cfg, &slots, &[], end, stop.is_cancelled());
+        sink.emit(Event::Summary(summary.clone())); // returns once the file has it all
+        let events: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |ty: &str| events.iter().filter(|e| e["type"] == ty).cloned().collect();
+        Outcome {
+            samples: of("sample"),
+            stalls: of("route_stalled"),
+            summary,
+        }
+    }
+
+    fn up_route() -> Arc<Slot> {
+        let slot = Arc::new(Slot::new(0, vec![test_node(0)]));
+        slot.established.store(true, Ordering::Relaxed);
+        slot
+    }
+
+    fn field(samples: &[Value], key: &str) -> Vec<Value> {
+        samples.iter().map(|s| s[key].clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_end_on_interval_boundaries_and_the_warm_up_is_left_out() {
+        let slot = up_route();
+        // 1000 bytes every 10 ms, off the 100 ms grid: 800 kbit/s throughout.
+        let at: Vec<(u64, u64)> = (0..300).map(|k| (5 + 10 * k, 1000)).collect();
+        feed(&slot, &at);
+        let cfg = config(Duration::from_secs(1), Duration::from_secs(2));
+        let o = sample(&cfg, &slot, None).await;
+        let ends = field(&o.samples, "interval_end_ns");
+        assert_eq!(ends, [1_000_000_000u64, 2_000_000_000, 3_000_000_000]);
+        assert_eq!(field(&o.samples, "omitted"), [true, false, false]);
+        assert_eq!(field(&o.samples, "late"), [false, false, false]);
+        assert!(o.samples.iter().all(|s| s["aggregate_bps"] == 800_000));
+        assert_eq!(o.summary.duration_ns, 2_000_000_000);
+        assert_eq!(
+            o.summary.aggregate_bytes, 200_000,
+            "the warm-up's bytes counted"
+        );
+        assert_eq!(o.summary.aggregate_bps, 800_000);
+        assert_eq!(o.summary.late_samples, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_sample_stretches_its_interval_instead_of_inflating_the_rate() {
+        let slot = up_route();
+        feed(&slot, &[(500, 100_000), (1500, 100_000), (2500, 100_000)]);
+        // Something holds the runtime from 0.9 s to 1.2 s: the 1 s sample is 200 ms late.
+        tokio::spawn(async {
+            tokio::time::sleep(MS * 900).await;
+            tokio::time::advance(MS * 300).await;
+        });
+        let cfg = config(Duration::ZERO, Duration::from_secs(3));
+        let o = sample(&cfg, &slot, None).await;
+        let ends = field(&o.samples, "interval_end_ns");
+        assert_eq!(ends, [1_200_000_000u64, 2_200_000_000, 3_000_000_000]);
+        assert_eq!(field(&o.samples, "late"), [true, false, false]);
+        // 100 000 bytes over the 1.2 s really measured, not over the 1 s scheduled (800 000).
+        let rates = field(&o.samples, "aggregate_bps");
+        assert_eq!(rates, [666_666u64, 800_000, 1_000_000]);
+        assert_eq!(o.summary.late_samples, 1);
+        assert_eq!(o.summary.aggregate_bps, 800_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_route_is_stalled_once_and_recovers_when_bytes_move() {
+        let slot = up_route();
+        feed(&slot, &[(250, 1000), (450, 1000), (3550, 1000)]);
+        let cfg = config(Duration::ZERO, Duration::from_secs(4));
+        let o = sample(&cfg, &slot, None).await;
+        assert_eq!(o.stalls.len(), 1, "{:?}", o.stalls);
+        // The 0.45 s bytes are seen by the 0.5 s check; one stall timeout later it fires.
+        assert_eq!(o.stalls[0]["stalled_ns"], 1_000_000_000u64);
+        let states: Vec<Value> = o
+            .samples
+            .iter()
+            .map(|s| s["routes"][0]["state"].clone())
+            .collect();
+        assert_eq!(states, ["up", "stalled", "stalled", "up"]);
+        assert!(!slot.stalled.load(Ordering::Relaxed));
+        assert_eq!(o.summary.routes[0].state, "up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopped_during_the_warm_up_measures_nothing() {
+        let slot = up_route();
+        feed(&slot, &[(100, 50_000), (300, 50_000)]);
+        let cfg = config(Duration::from_secs(2), Duration::from_secs(2));
+        let o = sample(&cfg, &slot, Some(MS * 500)).await;
+        assert_eq!(field(&o.samples, "omitted"), [true]);
+        assert_eq!(field(&o.samples, "interval_end_ns"), [500_000_000u64]);
+        assert!(o.summary.interrupted);
+        assert_eq!(o.summary.duration_ns, 0);
+        assert_eq!(o.summary.aggregate_bytes, 0);
+        assert_eq!(o.summary.aggregate_bps, 0);
     }
 }
