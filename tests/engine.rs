@@ -48,7 +48,8 @@ fn killed_relay_gives_exactly_one_attributed_route_failure() {
     assert_eq!(f["route_index"], 1, "{f}");
     assert!(f["bytes_sent_before_failure"].as_u64().unwrap() > 0, "{f}");
     let elapsed = f["elapsed_ns"].as_u64().unwrap() as f64 / 1e9;
-    assert!((1.4..2.5).contains(&elapsed), "elapsed {elapsed}s");
+    // Not before the kill at 1.5 s, and well before the run's end (an order-of-magnitude guard).
+    assert!((1.4..4.0).contains(&elapsed), "elapsed {elapsed}s");
     assert_eq!(f["failed_hop"], 0, "{f}");
     assert_eq!(f["node"], relay_id(&events, 1).as_str(), "{f}");
 
@@ -362,23 +363,34 @@ fn closed_stdout_ends_the_run_quietly_with_exit_0() {
 
 #[test]
 fn sigint_ends_with_a_summary_valid_ndjson_and_exit_130() {
-    let child = Command::new(bin())
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
         .args(["lab", "--json", "--duration", "30s", "--interval", "200ms"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // SIGINT once the load is running (the first sample), not after a guessed sleep.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let sampled = line.contains("\"type\":\"sample\"");
+        stdout.push(line);
+        if sampled {
+            break;
+        }
+    }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout.extend(lines.map(Result::unwrap));
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
     let events: Vec<Value> = stdout
-        .lines()
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
         .collect();
     let last = events.last().unwrap();
