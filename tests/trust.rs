@@ -426,3 +426,58 @@ fn sweep_runs_back_to_back_get_every_route() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stdout.contains("PARTIAL"), "{}", out.stdout);
 }
+
+/// `lab --json | (sleep 3; cat)`: a reader that takes nothing for 3 s used to block every
+/// `emit` once the pipe was full (here within a second: a sample every 10 ms), so pumps and
+/// the sampler stalled with it. Writes now go through the sink's own
+/// threads: the run measures its whole duration and about the same aggregate as with a reader
+/// that keeps up (order-of-magnitude guard; docs/PERFORMANCE.md has the measured figures).
+#[test]
+fn a_reader_that_sleeps_does_not_change_the_measurement() {
+    let args = [
+        "lab",
+        "--json",
+        "--routes",
+        "4",
+        "--duration",
+        "4s",
+        "--interval",
+        "10ms",
+    ];
+    let measure = |sleep_first: Duration| {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env_remove("MUX_BW_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(sleep_first);
+        let mut text = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let summary: Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["type"] == "summary")
+            .expect("a summary");
+        summary
+    };
+    let prompt = measure(Duration::ZERO);
+    let slow = measure(Duration::from_secs(3));
+    let rate = |s: &Value| s["aggregate_bps"].as_f64().unwrap();
+    let measured = slow["duration_ns"].as_f64().unwrap() / 1e9;
+    assert!((3.8..4.2).contains(&measured), "measured {measured}s of 4s");
+    let ratio = rate(&slow) / rate(&prompt);
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "slow reader {} vs prompt {} bit/s",
+        rate(&slow),
+        rate(&prompt)
+    );
+}
