@@ -430,8 +430,9 @@ fn sweep_runs_back_to_back_get_every_route() {
 /// `lab --json | (sleep 3; cat)`: a reader that takes nothing for 3 s used to block every
 /// `emit` once the pipe was full (here within a second: a sample every 10 ms), so pumps and
 /// the sampler stalled with it. Writes now go through the sink's own
-/// threads: the run measures its whole duration and about the same aggregate as with a reader
-/// that keeps up (order-of-magnitude guard; docs/PERFORMANCE.md has the measured figures).
+/// threads: the run measures its whole duration and the same aggregate as with a reader that
+/// keeps up. Measured (release, 2 cores): slow/prompt 0.96 to 1.02 now, 0.73 before the sink
+/// had threads; the guard is 0.8 to 1.25.
 #[test]
 fn a_reader_that_sleeps_does_not_change_the_measurement() {
     let args = [
@@ -475,7 +476,7 @@ fn a_reader_that_sleeps_does_not_change_the_measurement() {
     assert!((3.8..4.2).contains(&measured), "measured {measured}s of 4s");
     let ratio = rate(&slow) / rate(&prompt);
     assert!(
-        (0.5..2.0).contains(&ratio),
+        (0.8..1.25).contains(&ratio),
         "slow reader {} vs prompt {} bit/s",
         rate(&slow),
         rate(&prompt)
