@@ -76,7 +76,7 @@ pub(crate) fn summarize(
         route_index,
         hops: path.len(),
         path,
-        state: "setup_failed",
+        state: "setup_failed".into(),
         bytes_sent: 0,
         bytes_received: 0,
         mean_bps: 0,
@@ -116,7 +116,8 @@ pub(crate) fn summarize(
                 "stalled"
             } else {
                 "up"
-            },
+            }
+            .into(),
             bytes_sent: counts.0,
             bytes_received: counts.1,
             mean_bps: bps(directional(cfg.mode, counts), measured),
@@ -137,7 +138,7 @@ pub(crate) fn summarize(
     }
     routes.sort_by_key(|r| r.route_index);
     Summary {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
         routes_planned: cfg.routes.len(),
         routes_established: established,
