@@ -6,14 +6,15 @@ CARGO ?= cargo
 build:
 	$(CARGO) build --release
 
-## fmt check, clippy -D warnings, docs -D warnings, then the whole test suite.
+## fmt check, clippy -D warnings (functions capped at 80 lines, clippy.toml), docs -D warnings,
+## then the whole test suite.
 test: lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings -W clippy::too_many_lines
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 
 fmt:

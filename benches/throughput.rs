@@ -434,6 +434,68 @@ fn main() {
     // over rounds: other load on the machine drifts by tens of percent over minutes, and a ratio
     // of two medians taken from different moments would carry that drift.
     let rounds = if full { 7 } else { 1 };
+    let samples = run_rounds(&all, rounds, full);
+    let mut rows: Vec<Row> = all
+        .iter()
+        .zip(&samples)
+        .map(|((name, _), s)| Row {
+            name: name.clone(),
+            bps: median(&s.iter().map(|s| s.bps).collect::<Vec<_>>()),
+            peak_rss_mib: s.iter().map(|s| s.rss).fold(0.0, f64::max),
+            cpu_ns_per_byte: median(&s.iter().map(|s| s.cpu_ns_per_byte).collect::<Vec<_>>()),
+        })
+        .collect();
+    if full {
+        if let Some(bps) = iperf3(secs.as_secs() + 1) {
+            eprintln!("{:<34} {:>6.2} Gbit/s", "iperf3 TCP, loopback", bps / 1e9);
+            rows.push(Row {
+                name: "iperf3 TCP, loopback".into(),
+                bps,
+                peak_rss_mib: 0.0,
+                cpu_ns_per_byte: 0.0,
+            });
+        }
+    }
+    let mut ratios = ratios(&all, &samples);
+    if let Some(r) = rows.iter().find(|r| r.name.contains("1gbit x 25ms")) {
+        ratios.insert("long_path_vs_link_rate".into(), json!(r.bps / 1e9));
+        println!("{:<28} {:>8.2}", "long_path_vs_link_rate", r.bps / 1e9);
+    }
+    println!(
+        "\n{:<34} {:>8} {:>12} {:>14}",
+        "case (median over rounds)", "Gbit/s", "CPU ns/B", "peak RSS MiB"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>8.2} {:>12.2} {:>14.1}",
+            r.name,
+            r.bps / 1e9,
+            r.cpu_ns_per_byte,
+            r.peak_rss_mib
+        );
+    }
+    let report = json!({
+        "cases": rows.iter().map(|r| json!({
+            "case": r.name,
+            "bps": r.bps,
+            "cpu_ns_per_byte": r.cpu_ns_per_byte,
+            "peak_rss_mib": r.peak_rss_mib,
+        })).collect::<Vec<_>>(),
+        "ratios": ratios,
+        "seconds_per_case": secs.as_secs_f64(),
+        "rounds": rounds,
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
+    if full {
+        match std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Runs every case once per round, each in its own process; the samples per case.
+fn run_rounds(all: &[(String, Case)], rounds: usize, full: bool) -> Vec<Vec<Sample>> {
     let exe = std::env::current_exe().expect("own path");
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
     for round in 0..rounds {
@@ -472,27 +534,14 @@ fn main() {
             samples[k].push(s);
         }
     }
-    let mut rows: Vec<Row> = all
-        .iter()
-        .zip(&samples)
-        .map(|((name, _), s)| Row {
-            name: name.clone(),
-            bps: median(&s.iter().map(|s| s.bps).collect::<Vec<_>>()),
-            peak_rss_mib: s.iter().map(|s| s.rss).fold(0.0, f64::max),
-            cpu_ns_per_byte: median(&s.iter().map(|s| s.cpu_ns_per_byte).collect::<Vec<_>>()),
-        })
-        .collect();
-    if full {
-        if let Some(bps) = iperf3(secs.as_secs() + 1) {
-            eprintln!("{:<34} {:>6.2} Gbit/s", "iperf3 TCP, loopback", bps / 1e9);
-            rows.push(Row {
-                name: "iperf3 TCP, loopback".into(),
-                bps,
-                peak_rss_mib: 0.0,
-                cpu_ns_per_byte: 0.0,
-            });
-        }
-    }
+    samples
+}
+
+/// Each ratio of `RATIOS`, taken within each round, printed with its median, min and max.
+fn ratios(
+    all: &[(String, Case)],
+    samples: &[Vec<Sample>],
+) -> serde_json::Map<String, serde_json::Value> {
     let case = |name: &str| all.iter().position(|(n, _)| n == name);
     let mut ratios = serde_json::Map::new();
     println!(
@@ -518,39 +567,5 @@ fn main() {
             json!({"median": med, "min": lo, "max": hi, "per_round": per_round}),
         );
     }
-    if let Some(r) = rows.iter().find(|r| r.name.contains("1gbit x 25ms")) {
-        ratios.insert("long_path_vs_link_rate".into(), json!(r.bps / 1e9));
-        println!("{:<28} {:>8.2}", "long_path_vs_link_rate", r.bps / 1e9);
-    }
-    println!(
-        "\n{:<34} {:>8} {:>12} {:>14}",
-        "case (median over rounds)", "Gbit/s", "CPU ns/B", "peak RSS MiB"
-    );
-    for r in &rows {
-        println!(
-            "{:<34} {:>8.2} {:>12.2} {:>14.1}",
-            r.name,
-            r.bps / 1e9,
-            r.cpu_ns_per_byte,
-            r.peak_rss_mib
-        );
-    }
-    let report = json!({
-        "cases": rows.iter().map(|r| json!({
-            "case": r.name,
-            "bps": r.bps,
-            "cpu_ns_per_byte": r.cpu_ns_per_byte,
-            "peak_rss_mib": r.peak_rss_mib,
-        })).collect::<Vec<_>>(),
-        "ratios": ratios,
-        "seconds_per_case": secs.as_secs_f64(),
-        "rounds": rounds,
-    });
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
-    if full {
-        match std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")) {
-            Ok(()) => println!("wrote {}", path.display()),
-            Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-        }
-    }
+    ratios
 }

@@ -155,3 +155,47 @@ fn plot_draws_a_valid_svg_with_the_failure_marked() {
         .count();
     assert!(lines >= 4, "{lines} polylines");
 }
+
+/// A saved run whose sample lost a route's `route_index` is refused by `compare` and `plot`,
+/// naming the file, the line and the field: read with a default, it would be route 0, the
+/// very fallback this tool exists to expose.
+#[test]
+fn a_saved_run_missing_a_route_index_is_refused_not_read_as_route_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = save(
+        dir.path(),
+        "whole.ndjson",
+        &["--routes", "2", "--duration", "1s", "--interval", "250ms"],
+    );
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("\"type\":\"sample\""))
+        .expect("a sample");
+    let mut sample: serde_json::Value = serde_json::from_str(&lines[at]).unwrap();
+    let route = sample["routes"][1]
+        .as_object_mut()
+        .expect("two routes sampled");
+    assert!(route.remove("route_index").is_some());
+    lines[at] = sample.to_string();
+    let broken = dir.path().join("broken.ndjson");
+    std::fs::write(&broken, lines.join("\n") + "\n").unwrap();
+    let broken = broken.to_string_lossy().into_owned();
+
+    let svg = dir.path().join("broken.svg");
+    let svg_path = svg.to_string_lossy().into_owned();
+    for args in [
+        vec!["compare", &saved, &broken],
+        vec!["plot", &broken, "-o", &svg_path],
+    ] {
+        let out = run(&args, LIMIT);
+        assert_eq!(out.code, 2, "{args:?}: {}{}", out.stdout, out.stderr);
+        let want = format!(
+            "'{broken}' line {}: sample field `routes[1].route_index`: missing",
+            at + 1
+        );
+        assert!(out.stderr.contains(&want), "{args:?}: {}", out.stderr);
+    }
+    assert!(!svg.exists(), "plot drew a broken run");
+}

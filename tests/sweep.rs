@@ -60,34 +60,7 @@ fn matrix_matches_the_saved_runs() {
     assert_eq!(cells.len(), 6);
     let first_mean = cells[0]["mean_bps"].as_f64().unwrap();
     for c in &cells {
-        let slug = format!("r{}-h{}-up", c["routes"], c["min_hops"]);
-        let rates: Vec<f64> = (1..=2)
-            .map(|k| {
-                let text =
-                    std::fs::read_to_string(out.join(format!("{slug}-run{k}.ndjson"))).unwrap();
-                let summary: Value = text
-                    .lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                    .find(|e| e["type"] == "summary")
-                    .unwrap();
-                summary["aggregate_bps"].as_f64().unwrap()
-            })
-            .collect();
-        let mean = (rates[0] + rates[1]) / 2.0;
-        let sd = ((rates[0] - mean).powi(2) + (rates[1] - mean).powi(2)).sqrt();
-        assert!(
-            (c["mean_bps"].as_f64().unwrap() - mean).abs() < 1e-6,
-            "{slug}: {c}"
-        );
-        assert!(
-            (c["stddev_bps"].as_f64().unwrap() - sd).abs() < 1e-6,
-            "{slug}: {c}"
-        );
-        let ratio = c["ratio_to_first"].as_f64().unwrap();
-        assert!((ratio - mean / first_mean).abs() < 1e-9);
-        // The printed matrix shows the same mean.
-        let shown = format!("{:.1} ± {:.1} Mbit/s", mean / 1e6, sd / 1e6);
-        assert!(res.stdout.contains(&shown), "{shown} not in {}", res.stdout);
+        check_cell(c, &out, first_mean, &res.stdout);
     }
     // Disjoint relay routes scale; direct routes share the one direct link.
     let mean = |r: u64, h: u64| {
@@ -103,6 +76,37 @@ fn matrix_matches_the_saved_runs() {
     assert!(std::fs::read_to_string(&md)
         .unwrap()
         .starts_with("| routes |"));
+}
+
+/// One cell of the matrix: its mean and stddev are those of its saved runs' summaries, and the
+/// printed matrix shows the same.
+fn check_cell(c: &Value, out: &std::path::Path, first_mean: f64, stdout: &str) {
+    let slug = format!("r{}-h{}-up", c["routes"], c["min_hops"]);
+    let rates: Vec<f64> = (1..=2)
+        .map(|k| {
+            let text = std::fs::read_to_string(out.join(format!("{slug}-run{k}.ndjson"))).unwrap();
+            let summary: Value = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|e| e["type"] == "summary")
+                .unwrap();
+            summary["aggregate_bps"].as_f64().unwrap()
+        })
+        .collect();
+    let mean = (rates[0] + rates[1]) / 2.0;
+    let sd = ((rates[0] - mean).powi(2) + (rates[1] - mean).powi(2)).sqrt();
+    assert!(
+        (c["mean_bps"].as_f64().unwrap() - mean).abs() < 1e-6,
+        "{slug}: {c}"
+    );
+    assert!(
+        (c["stddev_bps"].as_f64().unwrap() - sd).abs() < 1e-6,
+        "{slug}: {c}"
+    );
+    let ratio = c["ratio_to_first"].as_f64().unwrap();
+    assert!((ratio - mean / first_mean).abs() < 1e-9);
+    let shown = format!("{:.1} ± {:.1} Mbit/s", mean / 1e6, sd / 1e6);
+    assert!(stdout.contains(&shown), "{shown} not in {stdout}");
 }
 
 #[test]

@@ -249,7 +249,7 @@ fn read_outcome(file: &Path) -> sweep::Outcome {
         Ok(r) => r,
         Err(e) => return sweep::Outcome::Failed(e.to_string()),
     };
-    if run.summary["routes_established"].as_u64() == Some(0) {
+    if run.summary.routes_established == 0 {
         return sweep::Outcome::Failed("no route could be established".to_string());
     }
     let stats = compare::stats(&run);
@@ -257,6 +257,6 @@ fn read_outcome(file: &Path) -> sweep::Outcome {
         bps: stats.mean_bps,
         failures: stats.failures,
         loss: stats.first_link_loss,
-        routes: run.summary["routes_established"].as_u64().unwrap_or(0) as usize,
+        routes: run.summary.routes_established,
     }
 }

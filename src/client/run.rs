@@ -83,10 +83,10 @@ pub struct RunConfig {
 /// `interrupt` ends the run early with a summary (Ctrl-C); so does a closed stdout.
 pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationToken) -> Summary {
     sink.emit(Event::Start(Start {
-        tool: "mux-bw",
-        version: env!("CARGO_PKG_VERSION"),
+        tool: "mux-bw".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
-        git_sha: GIT_SHA,
+        git_sha: GIT_SHA.into(),
         config: config_view(cfg),
     }));
     let stop = interrupt.child_token();

@@ -92,7 +92,7 @@ pub(crate) fn summarize(
         .map(|r| directional(cfg.mode, (r.bytes_sent, r.bytes_received)))
         .sum();
     Summary {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
         routes_planned: cfg.routes.len(),
         routes_established: established,
@@ -132,7 +132,8 @@ fn established_route(
             "stalled"
         } else {
             "up"
-        },
+        }
+        .into(),
         bytes_sent: counts.0,
         bytes_received: counts.1,
         mean_bps: bps(directional(mode, counts), measured),
@@ -153,7 +154,7 @@ fn setup_failed_route(route_index: u32, path: Vec<String>, f: &SetupFailure) -> 
         route_index,
         hops: path.len(),
         path,
-        state: "setup_failed",
+        state: "setup_failed".into(),
         bytes_sent: 0,
         bytes_received: 0,
         mean_bps: 0,

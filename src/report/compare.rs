@@ -30,7 +30,7 @@ pub struct RunStats {
     /// Median RTT under load, ns, when probed.
     pub loaded_rtt_p50_ns: Option<f64>,
     /// Share of the routes' first-link packets QUIC declared lost (all routes together);
-    /// `None` for runs saved before mux-bw counted them, or when nothing was sent.
+    /// `None` when nothing was sent.
     pub first_link_loss: Option<f64>,
 }
 
@@ -81,13 +81,9 @@ pub fn stats(run: &Run) -> RunStats {
         .filter(|i| !i.omitted)
         .map(|i| i.aggregate_bps)
         .collect();
-    let routes = s["routes"].as_array().cloned().unwrap_or_default();
-    let route_rates: Vec<f64> = routes
-        .iter()
-        .filter(|r| r["state"] != "setup_failed")
-        .filter_map(|r| r["mean_bps"].as_f64())
-        .collect();
-    let mut hops: Vec<u64> = routes.iter().filter_map(|r| r["hops"].as_u64()).collect();
+    let set_up = || s.routes.iter().filter(|r| r.state != "setup_failed");
+    let route_rates: Vec<f64> = set_up().map(|r| r.mean_bps as f64).collect();
+    let mut hops: Vec<usize> = s.routes.iter().map(|r| r.hops).collect();
     hops.sort_unstable();
     hops.dedup();
     let hops = match (hops.first(), hops.last()) {
@@ -95,34 +91,27 @@ pub fn stats(run: &Run) -> RunStats {
         (Some(a), Some(b)) => format!("{a}-{b}"),
         _ => "-".to_string(),
     };
-    let setup_failed = routes
+    let setup_failed = s
+        .routes
         .iter()
-        .filter(|r| r["state"] == "setup_failed")
+        .filter(|r| r.state == "setup_failed")
         .count() as u64;
-    let pump_failures: u64 = routes.iter().filter_map(|r| r["failures"].as_u64()).sum();
-    let packets = |key: &str| -> Option<u64> {
-        routes
-            .iter()
-            .filter(|r| r["state"] != "setup_failed")
-            .map(|r| r[key].as_u64())
-            .sum()
-    };
-    let first_link_loss = match (packets("lost_packets"), packets("sent_packets")) {
-        (Some(lost), Some(sent)) => ratio(lost as f64, sent as f64),
-        _ => None,
-    };
+    let pump_failures: u64 = s.routes.iter().map(|r| u64::from(r.failures)).sum();
+    let lost: u64 = set_up().map(|r| r.lost_packets).sum();
+    let sent: u64 = set_up().map(|r| r.sent_packets).sum();
+    let loaded = s.rtt.as_ref().and_then(|rtt| rtt.loaded.as_ref());
     RunStats {
         label: run.label.clone(),
-        routes: s["routes_planned"].as_u64().unwrap_or(routes.len() as u64),
+        routes: s.routes_planned as u64,
         hops,
-        mean_bps: s["aggregate_bps"].as_f64().unwrap_or(0.0),
+        mean_bps: s.aggregate_bps as f64,
         median_bps: quantile(&rates, 0.5),
         p10_bps: quantile(&rates, 0.1),
         route_min_bps: route_rates.iter().copied().reduce(f64::min).unwrap_or(0.0),
         route_max_bps: route_rates.iter().copied().reduce(f64::max).unwrap_or(0.0),
         failures: setup_failed + pump_failures,
-        loaded_rtt_p50_ns: s["rtt"]["loaded"]["p50_ns"].as_f64(),
-        first_link_loss,
+        loaded_rtt_p50_ns: loaded.map(|l| l.p50_ns as f64),
+        first_link_loss: ratio(lost as f64, sent as f64),
     }
 }
 
@@ -222,25 +211,31 @@ fn short_label(l: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::events::{Event, RouteSummary};
+    use crate::report::runfile::fixtures::{ndjson, route, rtt, sample, start, summary};
     use crate::report::runfile::parse;
+    use crate::wire::mode::Mode;
 
-    fn run(label: &str, mode: &str, agg: u64, rates: &[u64], rtt_p50: Option<u64>) -> Run {
-        let mut text = format!(
-            r#"{{"type":"start","tool":"mux-bw","schema":1,"t_ns":0,"config":{{"mode":"{mode}"}}}}"#
-        );
-        for (i, r) in rates.iter().enumerate() {
-            text += &format!(
-                "\n{{\"type\":\"sample\",\"schema\":1,\"t_ns\":1,\"interval_end_ns\":{},\"omitted\":false,\"aggregate_bps\":{r},\"routes\":[]}}",
-                (i + 1) * 1_000_000_000
-            );
+    fn saved(label: &str, events: &[Event]) -> Run {
+        parse(label, &ndjson(events)).unwrap()
+    }
+
+    fn with_summary(agg: u64, routes: Vec<RouteSummary>, rtt_p50: Option<u64>) -> Event {
+        let mut s = summary(agg, routes);
+        if let Event::Summary(s) = &mut s {
+            s.rtt = rtt_p50.map(rtt);
         }
-        let rtt = rtt_p50.map_or("null".to_string(), |p| {
-            format!(r#"{{"loaded":{{"p50_ns":{p}}}}}"#)
-        });
-        text += &format!(
-            "\n{{\"type\":\"summary\",\"schema\":1,\"t_ns\":9,\"routes_planned\":2,\"aggregate_bps\":{agg},\"rtt\":{rtt},\"routes\":[{{\"state\":\"up\",\"hops\":2,\"mean_bps\":10,\"failures\":0}},{{\"state\":\"up\",\"hops\":2,\"mean_bps\":30,\"failures\":1}}]}}"
-        );
-        parse(label, &text).unwrap()
+        s
+    }
+
+    fn run(label: &str, agg: u64, rates: &[u64], rtt_p50: Option<u64>) -> Run {
+        let mut events = vec![start(Mode::Up, 2)];
+        for (i, r) in (1..).zip(rates) {
+            events.push(sample(i * 1_000_000_000, *r, vec![]));
+        }
+        let routes = vec![route("up", 10, 0), route("up", 30, 1)];
+        events.push(with_summary(agg, routes, rtt_p50));
+        saved(label, &events)
     }
 
     #[test]
@@ -257,23 +252,12 @@ mod tests {
 
     #[test]
     fn compares_every_run_with_the_first() {
-        let a = run(
-            "runs/direct.ndjson",
-            "up",
-            100,
-            &[90, 100, 110],
-            Some(2_000_000),
-        );
-        let b = run(
-            "runs/mux.ndjson",
-            "up",
-            362,
-            &[350, 362, 370],
-            Some(2_800_000),
-        );
+        let a = run("runs/direct.ndjson", 100, &[90, 100, 110], Some(2_000_000));
+        let b = run("runs/mux.ndjson", 362, &[350, 362, 370], Some(2_800_000));
         let c = compare(&[a, b]);
         assert_eq!(c.runs[0].median_bps, 100.0);
         assert_eq!(c.runs[0].p10_bps, 90.0);
+        assert_eq!(c.runs[1].routes, 2);
         assert_eq!(c.runs[1].route_min_bps, 10.0);
         assert_eq!(c.runs[1].route_max_bps, 30.0);
         assert_eq!(c.runs[1].failures, 1);
@@ -290,22 +274,29 @@ mod tests {
 
     #[test]
     fn no_ratio_against_a_run_that_moved_nothing() {
-        let a = run("a", "up", 0, &[0], None);
-        let b = run("b", "up", 10, &[10], None);
+        let a = run("a", 0, &[0], None);
+        let b = run("b", 10, &[10], None);
         let c = compare(&[a, b]);
         assert_eq!(c.ratios[0].throughput, None);
         assert!(render(&c).contains("moved no data"));
     }
 
     #[test]
-    fn loss_is_pooled_over_routes_and_absent_for_older_runs() {
-        let with_packets = r#"{"type":"start","tool":"mux-bw","schema":1,"t_ns":0,"config":{"mode":"up"}}
-{"type":"summary","schema":1,"t_ns":9,"routes_planned":3,"aggregate_bps":5,"rtt":null,"routes":[{"state":"up","hops":2,"mean_bps":1,"failures":0,"sent_packets":1000,"lost_packets":10},{"state":"failed","hops":2,"mean_bps":1,"failures":1,"sent_packets":3000,"lost_packets":90},{"state":"setup_failed","hops":2,"mean_bps":0,"failures":0,"sent_packets":0,"lost_packets":0}]}"#;
-        let c = compare(&[
-            parse("new", with_packets).unwrap(),
-            run("old", "up", 5, &[5], None),
-        ]);
+    fn loss_is_pooled_over_routes_and_absent_when_nothing_was_sent() {
+        let packets = |state, failures, sent, lost| RouteSummary {
+            sent_packets: sent,
+            lost_packets: lost,
+            ..route(state, 1, failures)
+        };
+        let routes = vec![
+            packets("up", 0, 1000, 10),
+            packets("failed", 1, 3000, 90),
+            packets("setup_failed", 0, 0, 0),
+        ];
+        let with_packets = saved("new", &[start(Mode::Up, 3), with_summary(5, routes, None)]);
+        let c = compare(&[with_packets, run("none", 5, &[5], None)]);
         assert_eq!(c.runs[0].first_link_loss, Some(0.025));
+        assert_eq!(c.runs[0].failures, 2);
         assert_eq!(c.runs[1].first_link_loss, None);
         let text = render(&c);
         assert!(text.contains(" 2.50% "), "{text}");

@@ -1,11 +1,13 @@
 //! The event stream: every fact a run reports, as serde types, and their JSON encoding. Field
 //! names are a contract (extend freely, rename never). See docs/EVENTS.md. A leaf: it imports
-//! only wire types; `report::sink` writes these events out.
+//! only wire types; `report::sink` writes these events out and `report::runfile` reads saved
+//! runs back into the same types.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::wire::close::Cause;
 use crate::wire::mode::Mode;
@@ -14,7 +16,7 @@ use crate::wire::mode::Mode;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One event. Serialized with a `type` tag in snake_case.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// First event of a run: versions and the whole validated configuration.
@@ -40,22 +42,22 @@ pub enum Event {
 }
 
 /// `start` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Start {
     /// Always "mux-bw".
-    pub tool: &'static str,
+    pub tool: Cow<'static, str>,
     /// Crate version.
-    pub version: &'static str,
+    pub version: Cow<'static, str>,
     /// Setup protocol version spoken.
     pub protocol_version: u16,
     /// Commit the binary was built from (`unknown` outside a git checkout).
-    pub git_sha: &'static str,
+    pub git_sha: Cow<'static, str>,
     /// The validated configuration.
     pub config: ConfigView,
 }
 
 /// The run configuration as reported in `start`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ConfigView {
     /// Destination URI.
     pub to: String,
@@ -90,15 +92,17 @@ pub struct ConfigView {
     /// QUIC windows and congestion controller of the client's connections.
     pub tuning: TuningView,
     /// The lab's emulated links, when any.
+    #[serde(deserialize_with = "present")]
     pub links: Option<LinksView>,
     /// Planned path (node ids after the client) of each route, by route index.
     pub planned_paths: Vec<Vec<String>>,
 }
 
 /// One emulated link kind as reported in `start`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LinkView {
     /// Bottleneck, bits/s; absent when unlimited.
+    #[serde(deserialize_with = "present")]
     pub rate_bps: Option<u64>,
     /// One-way delay.
     pub delay_ns: u64,
@@ -107,7 +111,7 @@ pub struct LinkView {
 }
 
 /// The lab's emulated links as reported in `start`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LinksView {
     /// Every link that touches a relay.
     pub relay: LinkView,
@@ -116,7 +120,7 @@ pub struct LinksView {
 }
 
 /// QUIC settings as reported in `start`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TuningView {
     /// Per-stream receive window, bytes.
     pub stream_window: u64,
@@ -125,7 +129,7 @@ pub struct TuningView {
     /// Send buffer, bytes.
     pub send_window: u64,
     /// `cubic`, `bbr` or `newreno`.
-    pub congestion: &'static str,
+    pub congestion: Cow<'static, str>,
     /// UDP send buffer asked for, bytes (0 = OS default).
     pub socket_send_buffer: u64,
     /// UDP receive buffer asked for, bytes (0 = OS default).
@@ -138,7 +142,7 @@ impl From<crate::wire::transport::Tuning> for TuningView {
             stream_window: t.stream_window,
             conn_window: t.conn_window,
             send_window: t.send_window,
-            congestion: t.congestion.as_str(),
+            congestion: t.congestion.as_str().into(),
             socket_send_buffer: t.socket_send_buffer as u64,
             socket_recv_buffer: t.socket_recv_buffer as u64,
         }
@@ -146,7 +150,7 @@ impl From<crate::wire::transport::Tuning> for TuningView {
 }
 
 /// `route_established` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteEstablished {
     /// Route index.
     pub route_index: u32,
@@ -159,7 +163,7 @@ pub struct RouteEstablished {
 }
 
 /// `route_setup_failed` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteSetupFailed {
     /// Route index.
     pub route_index: u32,
@@ -178,7 +182,7 @@ pub struct RouteSetupFailed {
 }
 
 /// `route_failure` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteFailure {
     /// Route index.
     pub route_index: u32,
@@ -201,7 +205,7 @@ pub struct RouteFailure {
 }
 
 /// `route_redial` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteRedial {
     /// Route index (unchanged by the redial).
     pub route_index: u32,
@@ -216,7 +220,7 @@ pub struct RouteRedial {
 }
 
 /// `route_stalled` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteStalled {
     /// Route index.
     pub route_index: u32,
@@ -229,7 +233,7 @@ pub struct RouteStalled {
 }
 
 /// When a probe was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbePhase {
     /// Before any load: the baseline.
@@ -239,7 +243,7 @@ pub enum ProbePhase {
 }
 
 /// `probe` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Probe {
     /// Idle or loaded.
     pub phase: ProbePhase,
@@ -254,7 +258,7 @@ pub struct Probe {
 }
 
 /// Distribution of one phase's RTTs.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RttStats {
     /// Probes answered.
     pub count: u64,
@@ -275,25 +279,29 @@ pub struct RttStats {
 }
 
 /// RTT part of the summary.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RttSummary {
     /// Route of the idle baseline: the first route that came up; when none was up before the
     /// load started, the first route probed under load; `null` if no probe ran.
+    #[serde(deserialize_with = "present")]
     pub route_index: Option<u32>,
     /// Every route loaded probes ran on, in order: the first route that came up and is still
     /// up, so a failover adds one.
     pub routes_probed: Vec<u32>,
     /// Baseline before load, if any probe was answered.
+    #[serde(deserialize_with = "present")]
     pub idle: Option<RttStats>,
     /// Under load, if any probe was answered.
+    #[serde(deserialize_with = "present")]
     pub loaded: Option<RttStats>,
     /// Loaded p50 minus idle p50 (may be negative from noise); only when every probe ran on
     /// `route_index`.
+    #[serde(deserialize_with = "present")]
     pub latency_increase_ns: Option<i64>,
 }
 
 /// Per-route part of a `sample`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteSample {
     /// Route index.
     pub route_index: u32,
@@ -313,14 +321,16 @@ pub struct RouteSample {
     pub lost_packets: u64,
     /// Congestion window of the first link at the end of the interval, bytes; absent while the
     /// route is down.
+    #[serde(deserialize_with = "present")]
     pub cwnd_bytes: Option<u64>,
     /// QUIC's smoothed RTT of the first link at the end of the interval; absent while the route
     /// is down.
+    #[serde(deserialize_with = "present")]
     pub link_rtt_ns: Option<u64>,
 }
 
 /// Lifecycle state of an established route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteState {
     /// Pumping.
@@ -332,7 +342,7 @@ pub enum RouteState {
 }
 
 /// `sample` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Sample {
     /// Start of the interval, since run start.
     pub interval_start_ns: u64,
@@ -353,7 +363,7 @@ pub struct Sample {
 }
 
 /// Per-route part of the `summary`.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RouteSummary {
     /// Route index.
     pub route_index: u32,
@@ -363,7 +373,7 @@ pub struct RouteSummary {
     pub hops: usize,
     /// `up` (ran to the end), `stalled` (up, but moved no bytes for `--stall-timeout` at the
     /// end), `failed`, or `setup_failed`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     /// Goodput bytes delivered to the far end.
     pub bytes_sent: u64,
     /// Bytes received by the client.
@@ -371,8 +381,10 @@ pub struct RouteSummary {
     /// Mean goodput in the run's direction over the load phase, bits/s.
     pub mean_bps: u64,
     /// Why it failed, if it did.
+    #[serde(deserialize_with = "present")]
     pub error: Option<String>,
     /// Machine-readable cause of that failure.
+    #[serde(deserialize_with = "present")]
     pub cause: Option<Cause>,
     /// Packets sent on the first link over the measured part, retransmissions included.
     pub sent_packets: u64,
@@ -391,10 +403,10 @@ pub struct RouteSummary {
 }
 
 /// `summary` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     /// Crate version (as in `start`).
-    pub version: &'static str,
+    pub version: Cow<'static, str>,
     /// Setup protocol version (as in `start`).
     pub protocol_version: u16,
     /// Routes asked for.
@@ -420,16 +432,28 @@ pub struct Summary {
     /// (`report::sink`, at most `QUEUE` events wait per output); 0 unless the output stalled.
     pub events_dropped: u64,
     /// RTT statistics, with `--probe-rtt`.
+    #[serde(deserialize_with = "present")]
     pub rtt: Option<RttSummary>,
     /// One entry per planned route.
     pub routes: Vec<RouteSummary>,
 }
 
 /// `error` event.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorEvent {
     /// What went wrong.
     pub error: String,
+}
+
+/// Reads an `Option` the writer always writes (`null` when there is none): a saved run without
+/// the field is refused, not read as `None`. (Fields the writer leaves out when `None` carry
+/// `skip_serializing_if` instead, and their absence means `None`.)
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::deserialize(d)
 }
 
 /// One NDJSON line: the event plus the fields every event carries.

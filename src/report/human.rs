@@ -4,99 +4,120 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::report::events::{Event, RouteState, Summary};
+use crate::report::events::{
+    Event, RouteEstablished, RouteFailure, RouteRedial, RouteSetupFailed, RouteStalled, RouteState,
+    RouteSummary, RttSummary, Sample, Start, Summary,
+};
 
 /// One progress line for an event, or `None` for events shown otherwise.
 pub fn line(event: &Event, t: Duration) -> Option<String> {
-    let ts = format!("[+{:.2}s]", t.as_secs_f64());
-    Some(match event {
-        Event::Start(s) => {
-            format!(
-                "{ts} mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}",
-                s.version,
-                short_uri(&s.config.to),
-                s.config.routes,
-                s.config.min_hops,
-                s.config.mode.as_str(),
-                humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
-            ) + &match &s.config.links {
-                Some(l) => format!(
-                    " · emulated links: relay {}, direct {}",
-                    link_text(&l.relay),
-                    link_text(&l.direct)
-                ),
-                None => String::new(),
-            }
-        }
-        Event::RouteEstablished(e) => {
-            let via = via(&e.path);
-            format!(
-                "{ts} R{} ✓ established {via} ({} hop{}, setup {})",
-                e.route_index,
-                e.hops,
-                if e.hops == 1 { "" } else { "s" },
-                fmt_duration(Duration::from_nanos(e.setup_ns))
-            )
-        }
-        Event::RouteSetupFailed(e) => {
-            let at = match (e.failed_hop, &e.node) {
-                (Some(h), Some(n)) => format!(" at hop {h} (node {})", short(n)),
-                (Some(h), None) => format!(" at hop {h}"),
-                _ => String::new(),
-            };
-            format!("{ts} R{} ✗ setup-failed{at} err={}", e.route_index, e.error)
-        }
-        Event::RouteFailure(e) => format!(
-            "{ts} R{} ✗ pump-failed before={}/{} after {} err={}{}",
-            e.route_index,
-            fmt_bytes(e.bytes_sent_before_failure),
-            fmt_bytes(e.bytes_received_before_failure),
-            fmt_duration(Duration::from_nanos(e.elapsed_ns)),
-            e.error,
-            at_hop(e.failed_hop, e.node.as_deref()),
-        ),
-        Event::RouteStalled(e) => format!(
-            "{ts} R{} ⚠ stalled: no bytes for {} (sent {}, received {})",
-            e.route_index,
-            fmt_duration(Duration::from_nanos(e.stalled_ns)),
-            fmt_bytes(e.bytes_sent),
-            fmt_bytes(e.bytes_received),
-        ),
-        Event::RouteRedial(e) => {
-            let via = via(&e.path);
-            format!(
-                "{ts} R{} ↻ redialed {via} (attempt {}, setup {})",
-                e.route_index,
-                e.attempt,
-                fmt_duration(Duration::from_nanos(e.setup_ns))
-            )
-        }
+    let text = match event {
+        Event::Start(s) => start_text(s),
+        Event::RouteEstablished(e) => established_text(e),
+        Event::RouteSetupFailed(e) => setup_failed_text(e),
+        Event::RouteFailure(e) => failure_text(e),
+        Event::RouteStalled(e) => stalled_text(e),
+        Event::RouteRedial(e) => redial_text(e),
+        Event::Sample(s) => sample_text(s),
+        Event::Error(e) => format!("error: {}", e.error),
         // Probes are many; the summary shows their distribution.
         Event::Probe(_) => return None,
-        Event::Sample(s) => {
-            let mut l = format!(
-                "{ts} {}/{} routes  {:>10}",
-                s.active_routes,
-                s.routes.len(),
-                fmt_rate(s.aggregate_bps)
-            );
-            for r in &s.routes {
-                let rate = r.sent_bps.max(r.received_bps);
-                match r.state {
-                    RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
-                    RouteState::Stalled => write!(l, "  R{} 0!", r.route_index),
-                    RouteState::Failed => write!(l, "  R{} -", r.route_index),
-                }
-                .ok()?;
-            }
-            if s.omitted {
-                l.push_str("  (omitted)");
-            }
-            l
-        }
-        Event::Error(e) => format!("{ts} error: {}", e.error),
         Event::Summary(_) => return None,
-    })
+    };
+    Some(format!("[+{:.2}s] {text}", t.as_secs_f64()))
+}
+
+fn start_text(s: &Start) -> String {
+    let links = match &s.config.links {
+        Some(l) => format!(
+            " · emulated links: relay {}, direct {}",
+            link_text(&l.relay),
+            link_text(&l.direct)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}{links}",
+        s.version,
+        short_uri(&s.config.to),
+        s.config.routes,
+        s.config.min_hops,
+        s.config.mode.as_str(),
+        humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
+    )
+}
+
+fn established_text(e: &RouteEstablished) -> String {
+    format!(
+        "R{} ✓ established {} ({} hop{}, setup {})",
+        e.route_index,
+        via(&e.path),
+        e.hops,
+        if e.hops == 1 { "" } else { "s" },
+        fmt_duration(Duration::from_nanos(e.setup_ns))
+    )
+}
+
+fn setup_failed_text(e: &RouteSetupFailed) -> String {
+    let at = match (e.failed_hop, &e.node) {
+        (Some(h), Some(n)) => format!(" at hop {h} (node {})", short(n)),
+        (Some(h), None) => format!(" at hop {h}"),
+        _ => String::new(),
+    };
+    format!("R{} ✗ setup-failed{at} err={}", e.route_index, e.error)
+}
+
+fn failure_text(e: &RouteFailure) -> String {
+    format!(
+        "R{} ✗ pump-failed before={}/{} after {} err={}{}",
+        e.route_index,
+        fmt_bytes(e.bytes_sent_before_failure),
+        fmt_bytes(e.bytes_received_before_failure),
+        fmt_duration(Duration::from_nanos(e.elapsed_ns)),
+        e.error,
+        at_hop(e.failed_hop, e.node.as_deref()),
+    )
+}
+
+fn stalled_text(e: &RouteStalled) -> String {
+    format!(
+        "R{} ⚠ stalled: no bytes for {} (sent {}, received {})",
+        e.route_index,
+        fmt_duration(Duration::from_nanos(e.stalled_ns)),
+        fmt_bytes(e.bytes_sent),
+        fmt_bytes(e.bytes_received),
+    )
+}
+
+fn redial_text(e: &RouteRedial) -> String {
+    format!(
+        "R{} ↻ redialed {} (attempt {}, setup {})",
+        e.route_index,
+        via(&e.path),
+        e.attempt,
+        fmt_duration(Duration::from_nanos(e.setup_ns))
+    )
+}
+
+fn sample_text(s: &Sample) -> String {
+    let mut l = format!(
+        "{}/{} routes  {:>10}",
+        s.active_routes,
+        s.routes.len(),
+        fmt_rate(s.aggregate_bps)
+    );
+    for r in &s.routes {
+        let rate = r.sent_bps.max(r.received_bps);
+        let _ = match r.state {
+            RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
+            RouteState::Stalled => write!(l, "  R{} 0!", r.route_index),
+            RouteState::Failed => write!(l, "  R{} -", r.route_index),
+        };
+    }
+    if s.omitted {
+        l.push_str("  (omitted)");
+    }
+    l
 }
 
 /// Share of the first link's packets lost, or "-" when none were sent.
@@ -108,7 +129,7 @@ fn fmt_loss(lost: u64, sent: u64) -> String {
     }
 }
 
-/// The end-of-run table: one row per route and a total.
+/// The end-of-run table: one row per route, the RTT lines when probed, and a total.
 pub fn summary_table(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -117,76 +138,91 @@ pub fn summary_table(s: &Summary) -> String {
         "route", "hops", "state", "sent", "received", "mean rate", "loss"
     );
     for r in &s.routes {
-        let detail = match &r.error {
-            Some(e) => format!("{e}{}", at_hop(r.failed_hop, r.node.as_deref())),
-            None => r
-                .path
-                .iter()
-                .map(|p| short(p))
-                .collect::<Vec<_>>()
-                .join(" → "),
-        };
-        let detail = match (r.failures, r.redials) {
-            (0, 0) => detail,
-            (f, n) => format!("{detail} ({f} failure(s), redialed {n}×)"),
-        };
-        let _ = writeln!(
-            out,
-            "R{:<4} {:<6} {:<13} {:>12} {:>12} {:>14} {:>7}  {}",
-            r.route_index,
-            r.hops,
-            r.state,
-            fmt_bytes(r.bytes_sent),
-            fmt_bytes(r.bytes_received),
-            fmt_rate(r.mean_bps),
-            fmt_loss(r.lost_packets, r.sent_packets),
-            detail
-        );
+        let _ = writeln!(out, "{}", route_row(r));
     }
     if let Some(rtt) = &s.rtt {
-        let list = |idx: &[u32]| {
-            let names: Vec<String> = idx.iter().map(|i| format!("R{i}")).collect();
-            if names.is_empty() {
-                "-".to_string()
-            } else {
-                names.join(",")
-            }
-        };
-        let idle_on = list(rtt.route_index.as_slice());
-        let loaded_on = list(&rtt.routes_probed);
-        for (phase, on, stats) in [
-            ("idle", &idle_on, &rtt.idle),
-            ("loaded", &loaded_on, &rtt.loaded),
-        ] {
-            let _ = match stats {
-                Some(st) => {
-                    let ms = |ns: u64| ns as f64 / 1e6;
-                    writeln!(
-                        out,
-                        "rtt {phase:<6} {on}: min {:.2} p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms, {} RPM ({} probes, {} lost)",
-                        ms(st.min_ns),
-                        ms(st.p50_ns),
-                        ms(st.p90_ns),
-                        ms(st.p99_ns),
-                        ms(st.max_ns),
-                        st.rpm,
-                        st.count,
-                        st.lost
-                    )
-                }
-                None => writeln!(out, "rtt {phase:<6} {on}: no answer"),
-            };
-        }
-        if let Some(inc) = rtt.latency_increase_ns {
-            let _ = writeln!(
-                out,
-                "latency increase under load: {:+.2} ms",
-                inc as f64 / 1e6
-            );
-        }
+        rtt_lines(&mut out, rtt);
     }
-    let _ = write!(
-        out,
+    out.push_str(&total_line(s));
+    out
+}
+
+/// One route's row: its counters, then its path, or its error and where it happened.
+fn route_row(r: &RouteSummary) -> String {
+    let detail = match &r.error {
+        Some(e) => format!("{e}{}", at_hop(r.failed_hop, r.node.as_deref())),
+        None => r
+            .path
+            .iter()
+            .map(|p| short(p))
+            .collect::<Vec<_>>()
+            .join(" → "),
+    };
+    let detail = match (r.failures, r.redials) {
+        (0, 0) => detail,
+        (f, n) => format!("{detail} ({f} failure(s), redialed {n}×)"),
+    };
+    format!(
+        "R{:<4} {:<6} {:<13} {:>12} {:>12} {:>14} {:>7}  {}",
+        r.route_index,
+        r.hops,
+        r.state,
+        fmt_bytes(r.bytes_sent),
+        fmt_bytes(r.bytes_received),
+        fmt_rate(r.mean_bps),
+        fmt_loss(r.lost_packets, r.sent_packets),
+        detail
+    )
+}
+
+/// The idle and loaded RTT distributions, on which routes, and the increase under load.
+fn rtt_lines(out: &mut String, rtt: &RttSummary) {
+    let list = |idx: &[u32]| {
+        let names: Vec<String> = idx.iter().map(|i| format!("R{i}")).collect();
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        }
+    };
+    let idle_on = list(rtt.route_index.as_slice());
+    let loaded_on = list(&rtt.routes_probed);
+    for (phase, on, stats) in [
+        ("idle", &idle_on, &rtt.idle),
+        ("loaded", &loaded_on, &rtt.loaded),
+    ] {
+        let _ = match stats {
+            Some(st) => {
+                let ms = |ns: u64| ns as f64 / 1e6;
+                writeln!(
+                    out,
+                    "rtt {phase:<6} {on}: min {:.2} p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms, {} RPM ({} probes, {} lost)",
+                    ms(st.min_ns),
+                    ms(st.p50_ns),
+                    ms(st.p90_ns),
+                    ms(st.p99_ns),
+                    ms(st.max_ns),
+                    st.rpm,
+                    st.count,
+                    st.lost
+                )
+            }
+            None => writeln!(out, "rtt {phase:<6} {on}: no answer"),
+        };
+    }
+    if let Some(inc) = rtt.latency_increase_ns {
+        let _ = writeln!(
+            out,
+            "latency increase under load: {:+.2} ms",
+            inc as f64 / 1e6
+        );
+    }
+}
+
+/// The last line: routes up and failed, bytes, time and rate, and what makes the figures
+/// suspect (interrupted, partial, late samples).
+fn total_line(s: &Summary) -> String {
+    let mut out = format!(
         "total {}/{} routes up, {} failed, {} in {:.2}s = {}{}",
         s.routes_established - s.routes_failed,
         s.routes_planned,
@@ -303,7 +339,6 @@ fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::events::RouteFailure;
 
     #[test]
     fn units() {

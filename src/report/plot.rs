@@ -5,6 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::report::events::ProbePhase;
 use crate::report::runfile::Run;
 
 /// Why a plot could not be drawn.
@@ -88,6 +89,7 @@ fn time_chart<'a, 'b>(
     Ok(chart)
 }
 
+/// Goodput over time: one line per route, the aggregate, and a marker at each route failure.
 fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let t_max = run.intervals.last().map_or(1.0, |i| i.t).max(1e-3);
     let y_max = run
@@ -99,10 +101,33 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let title = format!(
         "{}: {} route(s), mode {}",
         run.label.rsplit('/').next().unwrap_or(&run.label),
-        run.config["routes"],
-        run.config["mode"].as_str().unwrap_or("?")
+        run.config.routes,
+        run.config.mode.as_str()
     );
     let mut chart = time_chart(area, &title, 20, t_max, y_max, "goodput (Mbit/s)")?;
+    route_lines(&mut chart, run)?;
+    let aggregate = steps(
+        run.intervals
+            .iter()
+            .map(|i| (i.start, i.t, i.aggregate_bps / 1e6)),
+    );
+    chart
+        .draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?
+        .label("aggregate")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    if !run.failures.is_empty() {
+        failure_markers(&mut chart, run, y_max)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// One line per route sampled, in route order, labelled with its path.
+fn route_lines(chart: &mut TimeChart<'_, '_>, run: &Run) -> DrawResult {
     let mut indices: Vec<u32> = run
         .intervals
         .iter()
@@ -118,58 +143,53 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
                 .find(|(r, _)| r == idx)
                 .map(|(_, bps)| (i.start, i.t, bps / 1e6))
         }));
-        let label = match run.paths.get(idx) {
-            Some(path) => {
-                let mids: Vec<&str> = path[..path.len().saturating_sub(1)]
-                    .iter()
-                    .map(|n| n.get(..8).unwrap_or(n))
-                    .collect();
-                if mids.is_empty() {
-                    format!("R{idx} direct")
-                } else {
-                    format!("R{idx} via {}", mids.join(","))
-                }
-            }
-            None => format!("R{idx}"),
-        };
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(label)
+            .label(route_label(run, *idx))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    let aggregate = steps(
-        run.intervals
-            .iter()
-            .map(|i| (i.start, i.t, i.aggregate_bps / 1e6)),
-    );
-    chart
-        .draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?
-        .label("aggregate")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
-    if !run.failures.is_empty() {
-        chart
-            .draw_series(run.failures.iter().map(|(t, _, _)| {
-                PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))
-            }))?
-            .label("route failure")
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x + 10, y - 8), (x + 10, y + 8)], RED.stroke_width(2))
-            });
-        chart.draw_series(run.failures.iter().map(|(t, idx, _)| {
-            Text::new(
-                format!("R{idx} failed"),
-                (*t, y_max * 0.97),
-                ("sans-serif", 14).into_font().color(&RED),
-            )
-        }))?;
+    Ok(())
+}
+
+/// `R2 via a,b` (the intermediates' short ids), `R2 direct`, or `R2` when no path was seen.
+fn route_label(run: &Run, idx: u32) -> String {
+    match run.paths.get(&idx) {
+        Some(path) => {
+            let mids: Vec<&str> = path[..path.len().saturating_sub(1)]
+                .iter()
+                .map(|n| n.get(..8).unwrap_or(n))
+                .collect();
+            if mids.is_empty() {
+                format!("R{idx} direct")
+            } else {
+                format!("R{idx} via {}", mids.join(","))
+            }
+        }
+        None => format!("R{idx}"),
     }
+}
+
+/// A red vertical line at each route failure, with `R<i> failed` at its top.
+fn failure_markers(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> DrawResult {
     chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+        .draw_series(
+            run.failures.iter().map(|(t, _, _)| {
+                PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))
+            }),
+        )?
+        .label("route failure")
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x + 10, y - 8), (x + 10, y + 8)], RED.stroke_width(2))
+        });
+    chart.draw_series(run.failures.iter().map(|(t, idx, _)| {
+        Text::new(
+            format!("R{idx} failed"),
+            (*t, y_max * 0.97),
+            ("sans-serif", 14).into_font().color(&RED),
+        )
+    }))?;
     Ok(())
 }
 
@@ -183,7 +203,10 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let y_max = run.probes.iter().map(|p| p.2).fold(0.1, f64::max) * 1.1;
     let title = "RTT probes: idle baseline, then under load";
     let mut chart = time_chart(area, title, 18, t_max, y_max, "RTT (ms)")?;
-    for (phase, color) in [("idle", PALETTE[2]), ("loaded", PALETTE[3])] {
+    for (phase, label, color) in [
+        (ProbePhase::Idle, "idle", PALETTE[2]),
+        (ProbePhase::Loaded, "loaded", PALETTE[3]),
+    ] {
         let points: Vec<(f64, f64)> = run
             .probes
             .iter()
@@ -196,7 +219,7 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )?
-            .label(phase)
+            .label(label)
             .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
     }
     chart

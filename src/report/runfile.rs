@@ -1,13 +1,19 @@
 //! Reading saved runs: the NDJSON a run wrote (`--json`, `--json-file`), parsed back for
-//! `compare`, `plot` and `sweep`. Lenient about fields it does not know (the format grows),
-//! strict about what makes a file a mux-bw run of this schema.
+//! `compare`, `plot` and `sweep` through the very types the writer serializes
+//! (`report::events`). Every line must be an `Event`: a missing field or one of the wrong type
+//! is an error naming the file, the line and the field path, never a default. Lenient only
+//! about fields it does not know (the format grows); strict about what makes a file a mux-bw
+//! run of this schema.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::report::events::SCHEMA_VERSION;
+use crate::report::events::{ConfigView, Event, ProbePhase, Sample, Summary, SCHEMA_VERSION};
+use crate::wire::mode::Mode;
 
 /// Why a file is not a run this version can read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +36,29 @@ pub enum RunFileError {
     /// The run never finished.
     #[error("'{0}' has no summary event: the run was cut short before it ended")]
     NoSummary(String),
+    /// A line lacks a field its event always has, or has one of the wrong type.
+    #[error("'{file}' line {line}: {event} field `{path}`: {problem}")]
+    Field {
+        /// The file name (or `-`).
+        file: String,
+        /// 1-based line number.
+        line: usize,
+        /// The event's `type` (`event` when the line has none).
+        event: String,
+        /// Where in the event, e.g. `routes[0].route_index`.
+        path: String,
+        /// `missing`, or what is wrong with the value.
+        problem: String,
+    },
+    /// A line is an event type this version does not know.
+    #[error(
+        "'{0}' line {1}: unknown event type '{2}' (this mux-bw reads schema {SCHEMA_VERSION}; \
+         written by a newer mux-bw?)"
+    )]
+    UnknownEvent(String, usize, String),
+    /// A `start` after the first line: two runs in one file.
+    #[error("'{0}' line {1}: a second start event: a saved run holds one run")]
+    SecondStart(String, usize),
 }
 
 /// One interval of a run.
@@ -53,17 +82,17 @@ pub struct Run {
     /// The file name (or `-`).
     pub label: String,
     /// `start.config`.
-    pub config: Value,
+    pub config: ConfigView,
     /// Every sample.
     pub intervals: Vec<Interval>,
     /// (seconds since start, route index, error) of each `route_failure`.
     pub failures: Vec<(f64, u32, String)>,
     /// (seconds since start, phase, RTT ms) of each answered probe.
-    pub probes: Vec<(f64, String, f64)>,
+    pub probes: Vec<(f64, ProbePhase, f64)>,
     /// Route index → path of node ids, from `route_established`/`route_redial`.
     pub paths: BTreeMap<u32, Vec<String>>,
     /// The `summary` event.
-    pub summary: Value,
+    pub summary: Summary,
 }
 
 /// Largest saved run read: a 7-day run sampled every second with 1024 routes is about this size.
@@ -94,154 +123,488 @@ fn parse_reader(label: &str, r: impl BufRead) -> Result<Run, RunFileError> {
     parse_limited(label, r, MAX_RUN_FILE, MAX_LINE)
 }
 
+/// The steps: bounded lines, each one JSON, the first a mux-bw `start`, every one an `Event`
+/// added to the run, and a `summary` at the end.
 fn parse_limited(
     label: &str,
     r: impl BufRead,
     max_file: u64,
     max_line: u64,
 ) -> Result<Run, RunFileError> {
-    let mut r = r.take(max_file + 1);
-    let mut run: Option<Run> = None;
-    let mut line = Vec::new();
-    let mut total = 0u64;
-    for i in 1.. {
-        line.clear();
-        let n = (&mut r)
-            .take(max_line + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| RunFileError::Read(label.to_string(), e.to_string()))?;
-        total += n as u64;
-        if total > max_file {
-            return Err(RunFileError::TooLarge(label.into(), "as a whole", max_file));
-        }
-        if line.len() as u64 > max_line {
-            return Err(RunFileError::TooLarge(
-                label.into(),
-                "has a line that",
-                max_line,
-            ));
-        }
-        if n == 0 {
-            break;
-        }
-        let text =
-            std::str::from_utf8(&line).map_err(|_| RunFileError::NotJson(label.into(), i))?;
+    let mut lines = Lines {
+        label,
+        r: r.take(max_file + 1),
+        max_file,
+        max_line,
+        total: 0,
+        number: 0,
+        buf: Vec::new(),
+    };
+    let mut run: Option<Partial> = None;
+    while let Some((n, text)) = lines.next_line()? {
         if text.trim().is_empty() {
             continue;
         }
-        let e: Value =
-            serde_json::from_str(text).map_err(|_| RunFileError::NotJson(label.into(), i))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|_| RunFileError::NotJson(label.into(), n))?;
         match &mut run {
-            None => run = Some(start_run(label, &e)?),
-            Some(run) => absorb(run, &e),
+            None => run = Some(Partial::start(label, n, &v)?),
+            Some(run) => {
+                let (t_ns, event) = read_event(label, n, &v)?;
+                run.absorb(label, n, t_ns, event)?;
+            }
         }
     }
-    let run = run.ok_or_else(|| RunFileError::NotMuxBw(label.into()))?;
-    if run.summary.is_null() {
-        return Err(RunFileError::NoSummary(label.into()));
-    }
-    Ok(run)
+    run.ok_or_else(|| RunFileError::NotMuxBw(label.into()))?
+        .finish(label)
 }
 
-fn secs(ev: &Value, key: &str) -> f64 {
-    ev[key].as_f64().unwrap_or(0.0) / 1e9
+/// The lines of a reader, each at most `max_line` bytes and all at most `max_file`.
+struct Lines<'a, R> {
+    label: &'a str,
+    r: std::io::Take<R>,
+    max_file: u64,
+    max_line: u64,
+    total: u64,
+    number: usize,
+    buf: Vec<u8>,
 }
 
-/// A run from its first event, which must be a mux-bw `start` of this schema.
-fn start_run(label: &str, start: &Value) -> Result<Run, RunFileError> {
-    if start["type"] != "start" || start["tool"] != "mux-bw" {
-        return Err(RunFileError::NotMuxBw(label.into()));
+impl<R: BufRead> Lines<'_, R> {
+    /// The next line and its 1-based number, `None` at the end.
+    fn next_line(&mut self) -> Result<Option<(usize, &str)>, RunFileError> {
+        let label = self.label;
+        self.buf.clear();
+        let n = (&mut self.r)
+            .take(self.max_line + 1)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| RunFileError::Read(label.to_string(), e.to_string()))?;
+        self.total += n as u64;
+        if self.total > self.max_file {
+            let max = self.max_file;
+            return Err(RunFileError::TooLarge(label.into(), "as a whole", max));
+        }
+        if self.buf.len() as u64 > self.max_line {
+            let max = self.max_line;
+            return Err(RunFileError::TooLarge(label.into(), "has a line that", max));
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let text = std::str::from_utf8(&self.buf)
+            .map_err(|_| RunFileError::NotJson(label.into(), self.number))?;
+        Ok(Some((self.number, text)))
     }
-    let schema = start["schema"].as_u64().unwrap_or(0);
-    if schema != u64::from(SCHEMA_VERSION) {
-        return Err(RunFileError::Schema(label.into(), schema));
+}
+
+/// The fields that say what a line is.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(rename = "type")]
+    kind: String,
+    schema: u64,
+}
+
+/// The time every line carries.
+#[derive(Deserialize)]
+struct Stamp {
+    t_ns: u64,
+}
+
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// `v` as a `T`, or where in it and why not.
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, PathError> {
+    serde_path_to_error::deserialize(v)
+}
+
+/// The event of the line `v` (line `line` of `label`) and its `t_ns`: its schema must be this
+/// version's, and every field its type has must be there.
+fn read_event(label: &str, line: usize, v: &Value) -> Result<(u64, Event), RunFileError> {
+    let field = |event: &str, e: PathError| field_error(label, line, event, &e);
+    let header: Header = typed(v).map_err(|e| field("event", e))?;
+    if header.schema != u64::from(SCHEMA_VERSION) {
+        return Err(RunFileError::Schema(label.into(), header.schema));
     }
-    Ok(Run {
-        label: label.to_string(),
-        config: start["config"].clone(),
-        intervals: Vec::new(),
-        failures: Vec::new(),
-        probes: Vec::new(),
-        paths: BTreeMap::new(),
-        summary: Value::Null,
+    let stamp: Stamp = typed(v).map_err(|e| field(&header.kind, e))?;
+    match event_of(&header.kind, v) {
+        None => Err(RunFileError::UnknownEvent(label.into(), line, header.kind)),
+        Some(event) => Ok((stamp.t_ns, event.map_err(|e| field(&header.kind, e))?)),
+    }
+}
+
+/// The event `v` is, by its `type`; `None` for a type this version does not know. Each variant
+/// is read as its own type (not through `Event`'s internally tagged `Deserialize`, which would
+/// lose the path to a bad field); a test reads back every variant the writer writes.
+fn event_of(kind: &str, v: &Value) -> Option<Result<Event, PathError>> {
+    Some(match kind {
+        "start" => typed(v).map(Event::Start),
+        "route_established" => typed(v).map(Event::RouteEstablished),
+        "route_setup_failed" => typed(v).map(Event::RouteSetupFailed),
+        "route_failure" => typed(v).map(Event::RouteFailure),
+        "route_stalled" => typed(v).map(Event::RouteStalled),
+        "route_redial" => typed(v).map(Event::RouteRedial),
+        "sample" => typed(v).map(Event::Sample),
+        "probe" => typed(v).map(Event::Probe),
+        "summary" => typed(v).map(Event::Summary),
+        "error" => typed(v).map(Event::Error),
+        _ => return None,
     })
 }
 
-/// Adds one event to the run.
-fn absorb(run: &mut Run, e: &Value) {
-    let mode_is_up = run.config["mode"] == "up";
-    let bidir = run.config["mode"] == "bidir";
-    let index = || e["route_index"].as_u64().unwrap_or(0) as u32;
-    match e["type"].as_str().unwrap_or("") {
-        "sample" => run.intervals.push(Interval {
-            start: secs(e, "interval_start_ns"),
-            t: secs(e, "interval_end_ns"),
-            omitted: e["omitted"].as_bool().unwrap_or(false),
-            aggregate_bps: e["aggregate_bps"].as_f64().unwrap_or(0.0),
-            routes: e["routes"]
-                .as_array()
-                .map(|rs| {
-                    rs.iter()
-                        .map(|r| {
-                            let (s, rcv) = (
-                                r["sent_bps"].as_f64().unwrap_or(0.0),
-                                r["received_bps"].as_f64().unwrap_or(0.0),
-                            );
-                            let bps = if bidir {
-                                s + rcv
-                            } else if mode_is_up {
-                                s
-                            } else {
-                                rcv
-                            };
-                            (r["route_index"].as_u64().unwrap_or(0) as u32, bps)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }),
-        "route_failure" => run.failures.push((
-            secs(e, "t_ns"),
-            index(),
-            e["error"].as_str().unwrap_or("").to_string(),
-        )),
-        "probe" => {
-            if let Some(rtt) = e["rtt_ns"].as_f64() {
-                let phase = e["phase"].as_str().unwrap_or("").to_string();
-                run.probes.push((secs(e, "t_ns"), phase, rtt / 1e6));
+/// A field error with its whole path: serde names a missing field in its message and the path
+/// up to the struct that lacks it, so the two are joined (`routes[0]` + `route_index`).
+fn field_error(label: &str, line: usize, event: &str, e: &PathError) -> RunFileError {
+    let at = e.path().to_string();
+    let message = e.inner().to_string();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'));
+    let (path, problem) = match missing {
+        Some(name) if at == "." => (name.to_string(), "missing".to_string()),
+        Some(name) => (format!("{at}.{name}"), "missing".to_string()),
+        None => (at, message),
+    };
+    RunFileError::Field {
+        file: label.into(),
+        line,
+        event: event.into(),
+        path,
+        problem,
+    }
+}
+
+/// A run being read: what its lines said so far.
+struct Partial {
+    config: ConfigView,
+    intervals: Vec<Interval>,
+    failures: Vec<(f64, u32, String)>,
+    probes: Vec<(f64, ProbePhase, f64)>,
+    paths: BTreeMap<u32, Vec<String>>,
+    summary: Option<Summary>,
+}
+
+impl Partial {
+    /// A run from its first line, which must be a mux-bw `start` of this schema.
+    fn start(label: &str, line: usize, v: &Value) -> Result<Self, RunFileError> {
+        if v["type"] != "start" || v["tool"] != "mux-bw" {
+            return Err(RunFileError::NotMuxBw(label.into()));
+        }
+        let Event::Start(start) = read_event(label, line, v)?.1 else {
+            return Err(RunFileError::NotMuxBw(label.into()));
+        };
+        Ok(Partial {
+            config: start.config,
+            intervals: Vec::new(),
+            failures: Vec::new(),
+            probes: Vec::new(),
+            paths: BTreeMap::new(),
+            summary: None,
+        })
+    }
+
+    /// Adds the event of line `line`, emitted `t_ns` after the start.
+    fn absorb(
+        &mut self,
+        label: &str,
+        line: usize,
+        t_ns: u64,
+        event: Event,
+    ) -> Result<(), RunFileError> {
+        let t = t_ns as f64 / 1e9;
+        match event {
+            Event::Start(_) => return Err(RunFileError::SecondStart(label.into(), line)),
+            Event::Sample(s) => self.intervals.push(interval(self.config.mode, &s)),
+            Event::RouteFailure(f) => self.failures.push((t, f.route_index, f.error)),
+            Event::Probe(p) => {
+                if let Some(rtt) = p.rtt_ns {
+                    self.probes.push((t, p.phase, rtt as f64 / 1e6));
+                }
             }
+            Event::RouteEstablished(e) => {
+                self.paths.insert(e.route_index, e.path);
+            }
+            Event::RouteRedial(e) => {
+                self.paths.insert(e.route_index, e.path);
+            }
+            Event::Summary(s) => self.summary = Some(s),
+            Event::RouteSetupFailed(_) | Event::RouteStalled(_) | Event::Error(_) => {}
         }
-        "route_established" | "route_redial" => {
-            let path = e["path"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .filter_map(|n| n.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            run.paths.insert(index(), path);
+        Ok(())
+    }
+
+    /// The run, once it has its summary.
+    fn finish(self, label: &str) -> Result<Run, RunFileError> {
+        let summary = self
+            .summary
+            .ok_or_else(|| RunFileError::NoSummary(label.into()))?;
+        Ok(Run {
+            label: label.to_string(),
+            config: self.config,
+            intervals: self.intervals,
+            failures: self.failures,
+            probes: self.probes,
+            paths: self.paths,
+            summary,
+        })
+    }
+}
+
+/// A sample as an interval, each route's rate in the run's direction (both ways for `bidir`).
+fn interval(mode: Mode, s: &Sample) -> Interval {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let routes = s
+        .routes
+        .iter()
+        .map(|r| {
+            let (sent, received) = (r.sent_bps as f64, r.received_bps as f64);
+            let bps = match mode {
+                Mode::Bidir => sent + received,
+                Mode::Up => sent,
+                Mode::Down | Mode::Echo => received,
+            };
+            (r.route_index, bps)
+        })
+        .collect();
+    Interval {
+        start: secs(s.interval_start_ns),
+        t: secs(s.interval_end_ns),
+        omitted: s.omitted,
+        aggregate_bps: s.aggregate_bps as f64,
+        routes,
+    }
+}
+
+/// Whole, valid events to build saved runs from in tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::Duration;
+
+    use crate::report::events::*;
+    use crate::wire::close::Cause;
+    use crate::wire::mode::Mode;
+
+    pub(crate) fn start(mode: Mode, routes: usize) -> Event {
+        Event::Start(Start {
+            tool: "mux-bw".into(),
+            version: "0.1.0".into(),
+            protocol_version: 1,
+            git_sha: "unknown".into(),
+            config: ConfigView {
+                to: "mbw://00000000000000000000000000000001@127.0.0.1:9".into(),
+                relays: vec![],
+                routes,
+                min_hops: 1,
+                mode,
+                duration_ns: 3_000_000_000,
+                omit_ns: 0,
+                stall_timeout_ns: 1_000_000_000,
+                probe_rtt: false,
+                probe_interval_ns: 100_000_000,
+                interval_ns: 1_000_000_000,
+                setup_timeout_ns: 1_000_000_000,
+                io_timeout_ns: 1_000_000_000,
+                allow_overlap: false,
+                redial: false,
+                tuning: TuningView {
+                    stream_window: 1,
+                    conn_window: 2,
+                    send_window: 3,
+                    congestion: "cubic".into(),
+                    socket_send_buffer: 0,
+                    socket_recv_buffer: 0,
+                },
+                links: Some(LinksView {
+                    relay: LinkView {
+                        rate_bps: Some(20_000_000),
+                        delay_ns: 5_000_000,
+                        loss: 0.0,
+                    },
+                    direct: LinkView {
+                        rate_bps: None,
+                        delay_ns: 0,
+                        loss: 0.01,
+                    },
+                }),
+                planned_paths: vec![vec!["d".into()]],
+            },
+        })
+    }
+
+    pub(crate) fn route_sample(route_index: u32, sent_bps: u64, received_bps: u64) -> RouteSample {
+        RouteSample {
+            route_index,
+            bytes_sent: 10,
+            bytes_received: 20,
+            sent_bps,
+            received_bps,
+            state: RouteState::Up,
+            lost_packets: 0,
+            cwnd_bytes: Some(12_000),
+            link_rtt_ns: None,
         }
-        "summary" => run.summary = e.clone(),
-        _ => {}
+    }
+
+    pub(crate) fn sample(end_ns: u64, aggregate_bps: u64, routes: Vec<RouteSample>) -> Event {
+        Event::Sample(Sample {
+            interval_start_ns: end_ns.saturating_sub(1_000_000_000),
+            interval_end_ns: end_ns,
+            omitted: false,
+            active_routes: routes.len(),
+            aggregate_bps,
+            late: false,
+            routes,
+        })
+    }
+
+    pub(crate) fn route(state: &'static str, mean_bps: u64, failures: u32) -> RouteSummary {
+        RouteSummary {
+            route_index: 0,
+            path: vec!["r".into(), "d".into()],
+            hops: 2,
+            state: state.into(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            mean_bps,
+            error: None,
+            cause: None,
+            sent_packets: 0,
+            lost_packets: 0,
+            failures,
+            redials: 0,
+            failed_hop: None,
+            node: None,
+        }
+    }
+
+    pub(crate) fn summary(aggregate_bps: u64, routes: Vec<RouteSummary>) -> Event {
+        Event::Summary(Summary {
+            version: "0.1.0".into(),
+            protocol_version: 1,
+            routes_planned: routes.len(),
+            routes_established: routes.len(),
+            partial: false,
+            routes_failed: 0,
+            duration_ns: 3_000_000_000,
+            aggregate_bytes: 0,
+            aggregate_bps,
+            interrupted: false,
+            late_samples: 0,
+            events_dropped: 0,
+            rtt: None,
+            routes,
+        })
+    }
+
+    pub(crate) fn rtt(loaded_p50_ns: u64) -> RttSummary {
+        let stats = |p50_ns| RttStats {
+            count: 3,
+            lost: 0,
+            min_ns: 1,
+            p50_ns,
+            p90_ns: p50_ns,
+            p99_ns: p50_ns,
+            max_ns: p50_ns,
+            rpm: 1,
+        };
+        RttSummary {
+            route_index: Some(0),
+            routes_probed: vec![0],
+            idle: Some(stats(1_000_000)),
+            loaded: Some(stats(loaded_p50_ns)),
+            latency_increase_ns: Some(-5),
+        }
+    }
+
+    /// The events as a saved run: one line each, `t_ns` its position.
+    pub(crate) fn ndjson(events: &[Event]) -> String {
+        let lines: Vec<String> = (0..)
+            .zip(events)
+            .map(|(i, e)| to_json_line(e, Duration::from_nanos(i)))
+            .collect();
+        lines.join("\n") + "\n"
+    }
+
+    /// One of every event, the way the writer fills them in.
+    pub(crate) fn every_event() -> Vec<Event> {
+        let path = vec!["r1".to_string(), "d".to_string()];
+        let mut with_rtt = summary(5, vec![route("up", 5, 0)]);
+        if let Event::Summary(s) = &mut with_rtt {
+            s.rtt = Some(rtt(2_000_000));
+        }
+        vec![
+            start(Mode::Bidir, 1),
+            Event::RouteEstablished(RouteEstablished {
+                route_index: 0,
+                path: path.clone(),
+                hops: 2,
+                setup_ns: 7,
+            }),
+            Event::RouteSetupFailed(RouteSetupFailed {
+                route_index: 1,
+                failed_hop: Some(0),
+                node: Some("r2".into()),
+                error: "refused".into(),
+                cause: Cause::Refused,
+                path: path.clone(),
+            }),
+            Event::RouteFailure(RouteFailure {
+                route_index: 0,
+                error: "write timed out".into(),
+                cause: Cause::Timeout,
+                bytes_sent_before_failure: 1,
+                bytes_received_before_failure: 2,
+                elapsed_ns: 3,
+                failed_hop: None,
+                node: None,
+            }),
+            Event::RouteStalled(RouteStalled {
+                route_index: 0,
+                stalled_ns: 1,
+                bytes_sent: 2,
+                bytes_received: 3,
+            }),
+            Event::RouteRedial(RouteRedial {
+                route_index: 0,
+                attempt: 1,
+                path,
+                hops: 2,
+                setup_ns: 9,
+            }),
+            sample(1_000_000_000, 8, vec![route_sample(0, 8, 1)]),
+            Event::Probe(Probe {
+                phase: ProbePhase::Loaded,
+                route_index: 0,
+                rtt_ns: None,
+                error: Some("lost".into()),
+            }),
+            Event::Error(ErrorEvent {
+                error: "oops".into(),
+            }),
+            with_rtt,
+        ]
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::*;
     use super::*;
-
-    const START: &str =
-        r#"{"type":"start","tool":"mux-bw","schema":1,"t_ns":0,"config":{"mode":"up","routes":1}}"#;
-    const SUMMARY: &str = r#"{"type":"summary","schema":1,"t_ns":9,"aggregate_bps":5,"routes":[]}"#;
 
     #[test]
     fn reads_a_run_and_refuses_other_files() {
-        let sample = r#"{"type":"sample","schema":1,"t_ns":5,"interval_end_ns":1000000000,"omitted":false,"aggregate_bps":8,"routes":[{"route_index":0,"sent_bps":8,"received_bps":0}]}"#;
-        let run = parse("a", &format!("{START}\n{sample}\n{SUMMARY}\n")).unwrap();
+        let text = ndjson(&[
+            start(Mode::Up, 1),
+            sample(1_000_000_000, 8, vec![route_sample(0, 8, 3)]),
+            summary(5, vec![]),
+        ]);
+        let run = parse("a", &text).unwrap();
         assert_eq!(run.intervals.len(), 1);
         assert_eq!(run.intervals[0].routes, vec![(0, 8.0)]);
-        assert_eq!(run.summary["aggregate_bps"], 5);
+        assert_eq!(run.intervals[0].t, 1.0);
+        assert_eq!(run.summary.aggregate_bps, 5);
+        assert_eq!(run.config.mode, Mode::Up);
 
         assert_eq!(
             parse("b", "hello\n").unwrap_err(),
@@ -251,16 +614,147 @@ mod tests {
             parse("c", "{\"type\":\"x\"}\n").unwrap_err(),
             RunFileError::NotMuxBw("c".into())
         );
-        let v2 = START.replace("\"schema\":1", "\"schema\":2");
+        let first = text.lines().next().unwrap();
+        let v2 = first.replace("\"schema\":1", "\"schema\":2");
         assert_eq!(
             parse("d", &v2).unwrap_err(),
             RunFileError::Schema("d".into(), 2)
         );
         assert_eq!(
-            parse("e", START).unwrap_err(),
+            parse("e", first).unwrap_err(),
             RunFileError::NoSummary("e".into())
         );
         assert!(parse("f", "").is_err());
+    }
+
+    #[test]
+    fn every_event_reads_back_as_written() {
+        let events = every_event();
+        // Adding a variant to `Event` breaks this match until `every_event` has one.
+        let variant = |e: &Event| match e {
+            Event::Start(_) => 0,
+            Event::RouteEstablished(_) => 1,
+            Event::RouteSetupFailed(_) => 2,
+            Event::RouteFailure(_) => 3,
+            Event::RouteStalled(_) => 4,
+            Event::RouteRedial(_) => 5,
+            Event::Sample(_) => 6,
+            Event::Probe(_) => 7,
+            Event::Error(_) => 8,
+            Event::Summary(_) => 9,
+        };
+        let seen: std::collections::BTreeSet<i32> = events.iter().map(variant).collect();
+        assert_eq!(seen.len(), 10, "every_event lacks a variant");
+        for (i, written) in ndjson(&events).lines().enumerate() {
+            let v: Value = serde_json::from_str(written).unwrap();
+            let (t_ns, read) = read_event("x", i + 1, &v).unwrap();
+            let t = std::time::Duration::from_nanos(t_ns);
+            assert_eq!(crate::report::events::to_json_line(&read, t), written);
+            // `Event`'s own Deserialize (the tags of the writer) agrees.
+            let derived: Event = serde_json::from_str(written).unwrap();
+            assert_eq!(crate::report::events::to_json_line(&derived, t), written);
+        }
+        let run = parse("all", &ndjson(&events)).unwrap();
+        assert_eq!(run.failures, vec![(3e-9, 0, "write timed out".to_string())]);
+        assert_eq!(
+            run.intervals[0].routes,
+            vec![(0, 9.0)],
+            "bidir counts both ways"
+        );
+        assert_eq!(run.paths[&0], vec!["r1".to_string(), "d".to_string()]);
+    }
+
+    /// Line 2 of a saved run (start, sample, summary) edited by `edit`, read back.
+    fn edited_sample(edit: impl FnOnce(&mut Value)) -> RunFileError {
+        let text = ndjson(&[
+            start(Mode::Up, 1),
+            sample(1_000_000_000, 8, vec![route_sample(0, 8, 3)]),
+            summary(5, vec![]),
+        ]);
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let mut v: Value = serde_json::from_str(&lines[1]).unwrap();
+        edit(&mut v);
+        lines[1] = v.to_string();
+        parse("runs/a.ndjson", &lines.join("\n")).unwrap_err()
+    }
+
+    fn field(path: &str, problem: &str) -> RunFileError {
+        RunFileError::Field {
+            file: "runs/a.ndjson".into(),
+            line: 2,
+            event: "sample".into(),
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    #[test]
+    fn a_missing_or_malformed_field_names_the_line_and_its_path() {
+        let err = edited_sample(|v| {
+            v["routes"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("route_index");
+        });
+        assert_eq!(err, field("routes[0].route_index", "missing"));
+        assert_eq!(
+            err.to_string(),
+            "'runs/a.ndjson' line 2: sample field `routes[0].route_index`: missing"
+        );
+        let err = edited_sample(|v| v["routes"][0]["route_index"] = "1".into());
+        assert!(
+            matches!(&err, RunFileError::Field { path, problem, .. }
+                if path == "routes[0].route_index" && problem.starts_with("invalid type")),
+            "{err}"
+        );
+        let err = edited_sample(|v| {
+            v.as_object_mut().unwrap().remove("t_ns");
+        });
+        assert_eq!(err, field("t_ns", "missing"));
+        // An option the writer always writes (null when none) must be there too.
+        let err = edited_sample(|v| {
+            v["routes"][0].as_object_mut().unwrap().remove("cwnd_bytes");
+        });
+        assert_eq!(err, field("routes[0].cwnd_bytes", "missing"));
+        let err = edited_sample(|v| v["routes"][0]["state"] = "gone".into());
+        assert!(
+            matches!(&err, RunFileError::Field { path, .. } if path == "routes[0].state"),
+            "{err}"
+        );
+        // Fields this version does not know are fine: the format grows.
+        let text = ndjson(&[start(Mode::Up, 1), summary(5, vec![])]).replace("{", "{\"new\":1,");
+        assert!(parse("g", &text).is_ok());
+    }
+
+    #[test]
+    fn unknown_events_and_a_second_start_are_refused() {
+        let err = edited_sample(|v| v["type"] = "sampel".into());
+        assert_eq!(
+            err,
+            RunFileError::UnknownEvent("runs/a.ndjson".into(), 2, "sampel".into())
+        );
+        assert!(
+            err.to_string().contains("unknown event type 'sampel'"),
+            "{err}"
+        );
+        let err = edited_sample(|v| {
+            v.as_object_mut().unwrap().remove("type");
+        });
+        assert_eq!(
+            err,
+            RunFileError::Field {
+                file: "runs/a.ndjson".into(),
+                line: 2,
+                event: "event".into(),
+                path: "type".into(),
+                problem: "missing".into(),
+            }
+        );
+        let twice = ndjson(&[start(Mode::Up, 1), start(Mode::Up, 1), summary(5, vec![])]);
+        assert_eq!(
+            parse("h", &twice).unwrap_err(),
+            RunFileError::SecondStart("h".into(), 2)
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use quinn::{ConnectionError, VarInt};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::wire::identity::{NodeId, NODE_ID_LEN};
 
@@ -22,7 +22,7 @@ pub const CLOSE_KILLED: VarInt = VarInt::from_u32(4);
 
 /// What went wrong, for scripts (`jq 'group_by(.cause)'`); the event's `error` says it for
 /// people.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// A deadline fired: connect, setup reply, or a read, write or echo-window wait.

@@ -108,6 +108,11 @@ fn sweep_stale() {
     }
 }
 
+/// `ip -n NS ARGS..`, which must succeed.
+fn ip(ns: &str, args: &[&str]) {
+    must(&[&["ip", "-n", ns][..], args].concat());
+}
+
 /// Link shaping with tbf on the client's side of a link.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -156,14 +161,7 @@ impl Topology {
                 .collect(),
             procs: Vec::new(),
         };
-        let all: Vec<String> = [topo.client.clone(), topo.dst.clone()]
-            .into_iter()
-            .chain(topo.relays.clone())
-            .collect();
-        for n in &all {
-            must(&["ip", "netns", "add", n]);
-            must(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
+        topo.add_namespaces();
         // Direct link client <-> destination.
         veth(
             &topo.client,
@@ -174,93 +172,56 @@ impl Topology {
             "198.18.1.2/30",
         );
         shape(&topo.client, "direct", direct);
-        // Backbone bridge in the destination namespace.
-        must(&[
-            "ip", "-n", &topo.dst, "link", "add", "br0", "type", "bridge",
-        ]);
-        must(&[
-            "ip",
-            "-n",
-            &topo.dst,
-            "addr",
-            "add",
-            "198.18.100.1/24",
-            "dev",
-            "br0",
-        ]);
-        must(&["ip", "-n", &topo.dst, "link", "set", "br0", "up"]);
-        for (i, r) in topo.relays.clone().iter().enumerate() {
-            let net = 20 + i;
-            veth(
-                &topo.client,
-                &format!("r{i}"),
-                &format!("198.18.{net}.1/30"),
-                r,
-                "client",
-                &format!("198.18.{net}.2/30"),
-            );
-            shape(&topo.client, &format!("r{i}"), relay_links);
-            // Relay side of the backbone: a veth whose peer joins the bridge.
-            must(&[
-                "ip",
-                "-n",
-                r,
-                "link",
-                "add",
-                "bb",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &format!("bb{i}"),
-                "netns",
-                &topo.dst,
-            ]);
-            must(&[
-                "ip",
-                "-n",
-                r,
-                "addr",
-                "add",
-                &format!("198.18.100.{}/24", 10 + i),
-                "dev",
-                "bb",
-            ]);
-            must(&["ip", "-n", r, "link", "set", "bb", "up"]);
-            must(&[
-                "ip",
-                "-n",
-                &topo.dst,
-                "link",
-                "set",
-                &format!("bb{i}"),
-                "master",
-                "br0",
-            ]);
-            must(&[
-                "ip",
-                "-n",
-                &topo.dst,
-                "link",
-                "set",
-                &format!("bb{i}"),
-                "up",
-            ]);
+        topo.add_backbone();
+        for i in 0..relays {
+            topo.add_relay(i, relay_links);
         }
         // The client reaches the destination's backbone address only over the direct link
         // (a host route, not a default route), for runs that name that address.
-        must(&[
-            "ip",
-            "-n",
+        ip(
             &topo.client,
-            "route",
-            "add",
-            "198.18.100.1/32",
-            "via",
-            "198.18.1.2",
-        ]);
+            &["route", "add", "198.18.100.1/32", "via", "198.18.1.2"],
+        );
         topo.procs.reserve(relays + 1);
         topo
+    }
+
+    /// Every namespace of the topology, each with its loopback up.
+    fn add_namespaces(&self) {
+        let all = [&self.client, &self.dst].into_iter().chain(&self.relays);
+        for n in all {
+            must(&["ip", "netns", "add", n]);
+            ip(n, &["link", "set", "lo", "up"]);
+        }
+    }
+
+    /// The backbone: a bridge in the destination namespace that every relay joins.
+    fn add_backbone(&self) {
+        ip(&self.dst, &["link", "add", "br0", "type", "bridge"]);
+        ip(&self.dst, &["addr", "add", "198.18.100.1/24", "dev", "br0"]);
+        ip(&self.dst, &["link", "set", "br0", "up"]);
+    }
+
+    /// Relay `i`: a shaped link from the client, and a veth whose peer joins the backbone.
+    fn add_relay(&self, i: usize, link: Shape) {
+        let (r, net) = (&self.relays[i], 20 + i);
+        veth(
+            &self.client,
+            &format!("r{i}"),
+            &format!("198.18.{net}.1/30"),
+            r,
+            "client",
+            &format!("198.18.{net}.2/30"),
+        );
+        shape(&self.client, &format!("r{i}"), link);
+        let peer = format!("bb{i}");
+        let link_args = ["link", "add", "bb", "type", "veth", "peer", "name"];
+        ip(r, &[&link_args[..], &[&peer, "netns", &self.dst]].concat());
+        let addr = format!("198.18.100.{}/24", 10 + i);
+        ip(r, &["addr", "add", &addr, "dev", "bb"]);
+        ip(r, &["link", "set", "bb", "up"]);
+        ip(&self.dst, &["link", "set", &peer, "master", "br0"]);
+        ip(&self.dst, &["link", "set", &peer, "up"]);
     }
 
     /// Starts `mux-bw <role> --open` in `ns`; returns its URI with `ip` as host.
