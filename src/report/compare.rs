@@ -212,7 +212,7 @@ fn short_label(l: &str) -> &str {
 mod tests {
     use super::*;
     use crate::report::events::{Event, RouteSummary};
-    use crate::report::runfile::fixtures::{ndjson, route, rtt, sample, start, summary};
+    use crate::report::fixtures::{ndjson, route, rtt, sample, start, summary};
     use crate::report::runfile::parse;
     use crate::wire::mode::Mode;
 

@@ -3,6 +3,8 @@
 
 pub mod compare;
 pub mod events;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod human;
 pub mod live;
 pub mod plot;
