@@ -1,4 +1,5 @@
-//! Bad input never panics: one line on stderr naming the value, exit code 2.
+//! Bad input never panics: one error line on stderr naming the value, exit code 2. Errors found
+//! by clap keep the rest of clap's message (valid values, a "did you mean", the usage line).
 
 mod common;
 
@@ -9,13 +10,48 @@ use common::{run, NodeProc};
 const LIMIT: Duration = Duration::from_secs(20);
 const ID: &str = "00112233445566778899aabbccddeeff";
 
-/// Input rejected before anything runs: stderr is exactly the one error line.
+/// Input rejected before anything runs: stderr is the one error line naming the value, and for
+/// clap's errors the usage and tips that follow it.
 fn assert_usage_error(args: &[&str], needle: &str) {
-    let stderr = assert_exit_2(args, needle);
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?}: not one line: {stderr}"
+    let out = run(args, LIMIT);
+    assert_eq!(out.code, 2, "{args:?}: stderr {}", out.stderr);
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("mux-bw: error: "),
+        "{args:?}: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(needle),
+        "{args:?}: {} lacks {needle}",
+        out.stderr
+    );
+    let errors = out.stderr.lines().filter(|l| l.contains("error:")).count();
+    assert_eq!(errors, 1, "{args:?}: {}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        out.stderr.lines().count() == 1 || last == "For more information, try '--help'.",
+        "{args:?}: {}",
+        out.stderr
+    );
+}
+
+/// A newcomer's usage errors keep clap's whole message: the missing argument's name, the
+/// valid values, the "did you mean", the usage line (it used to be cut to the first line,
+/// "the following required arguments were not provided:", naming nothing).
+#[test]
+fn usage_errors_name_what_is_missing_and_what_would_do() {
+    assert_usage_error(&["run"], "--to <NODE>");
+    assert_usage_error(&["plot", "x.ndjson"], "--output <OUT.svg>");
+    assert_usage_error(&["compare"], "<RUN.ndjson>");
+    assert_usage_error(&["sweep"], "--to <NODE>");
+    assert_usage_error(
+        &["lab", "--route", "2"],
+        "a similar argument exists: '--routes'",
+    );
+    assert_usage_error(
+        &["lab", "--mode", "reverse"],
+        "[possible values: up, down, bidir, echo]",
     );
 }
 

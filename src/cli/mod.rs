@@ -132,11 +132,11 @@ fn clap_exit(e: clap::Error) -> i32 {
             EXIT_USAGE
         }
         _ => {
-            // One line: clap's first line already names the value and the flag.
+            // clap's whole message: the value and flag, the valid values or a "did you mean",
+            // the usage line. Only its first word becomes ours, like every other error.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let _ = writeln!(std::io::stderr(), "mux-bw: error: {first}");
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            let _ = write!(std::io::stderr(), "mux-bw: error: {text}");
             EXIT_USAGE
         }
     }
