@@ -342,3 +342,35 @@ fn a_relay_is_never_asked_to_cross_ip_versions() {
         &format!("relay {relay} at 127.0.0.1:2 (IPv4) cannot forward to {ID} at [::1]:1 (IPv6)"),
     );
 }
+
+/// `MUX_BW_TOKEN` exported in the shell used to make `serve --open` fail with "--open cannot be
+/// used with --token", though no `--token` was typed: an explicit `--open` wins over the
+/// environment, and says so. A typed `--token` with `--open` is still refused.
+#[test]
+fn open_wins_over_a_token_from_the_environment() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut node = Command::new(common::bin())
+        .args(["serve", "--open", "--listen", "127.0.0.1:0"])
+        .env("MUX_BW_TOKEN", "from-the-shell")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut uri = String::new();
+    BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut uri)
+        .unwrap();
+    let _ = node.kill();
+    let out = node.wait_with_output().unwrap();
+    assert!(uri.starts_with("mbw://"), "printed {uri:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--open given: ignoring MUX_BW_TOKEN"),
+        "{stderr}"
+    );
+    assert_usage_error(
+        &["serve", "--open", "--token", "t"],
+        "--open accepts anyone",
+    );
+}

@@ -101,9 +101,13 @@ pub(super) struct NodeArgs {
     /// Setup headers must carry this token (required unless --open).
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
     pub(super) token: Option<String>,
-    /// Accept routes from anyone, without a token.
-    #[arg(long, conflicts_with = "token")]
+    /// Accept routes from anyone, without a token (wins over MUX_BW_TOKEN in the environment,
+    /// not over a --token typed with it).
+    #[arg(long)]
     pub(super) open: bool,
+    /// Whether `token` came from MUX_BW_TOKEN rather than the command line (set after parsing).
+    #[arg(skip)]
+    pub(super) token_from_env: bool,
     /// Drop connections that send no setup header within this time (e.g. 5s, 500ms; at most 1m).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, MINUTE))]
     pub(super) header_timeout: Duration,

@@ -16,7 +16,7 @@ pub(super) async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         Role::Destination => SocketAddr::from(([0, 0, 0, 0], 7600)),
         Role::Relay => SocketAddr::from(([0, 0, 0, 0], 7601)),
     });
-    let token = token_bytes(a.token.as_deref())?;
+    let token = node_token(&a)?;
     if token.is_none() && !a.open {
         return Err(UsageError(
             "a node needs --token T (or MUX_BW_TOKEN) so only your clients can use it; pass --open to accept anyone"
@@ -75,4 +75,22 @@ pub(super) async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
     );
     let _ = running.task.await;
     Ok(EXIT_OK)
+}
+
+/// The node's token: `--token` or MUX_BW_TOKEN, except that an explicit `--open` wins over the
+/// environment (said on stderr); `--open` with a typed `--token` is a contradiction.
+fn node_token(a: &NodeArgs) -> Result<Option<Vec<u8>>, UsageError> {
+    match (a.open, a.token.is_some(), a.token_from_env) {
+        (true, true, false) => Err(UsageError(
+            "--open accepts anyone, --token only its holders: pass one of them".to_string(),
+        )),
+        (true, true, true) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "mux-bw: note: --open given: ignoring MUX_BW_TOKEN from the environment"
+            );
+            Ok(None)
+        }
+        _ => token_bytes(a.token.as_deref()),
+    }
 }
