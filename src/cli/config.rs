@@ -187,11 +187,8 @@ fn parse_via(
     for name in list.split(',').map(str::trim) {
         let node = if let Some(n) = lab_name(name) {
             n
-        } else if let Ok(id) = name.parse::<NodeId>() {
-            *pool
-                .iter()
-                .find(|p| p.id == id)
-                .ok_or_else(|| bad(format!("node id {id} is not in the relay list")))?
+        } else if is_id_prefix(name) {
+            by_id_prefix(name, pool).map_err(bad)?
         } else {
             name.parse::<NodeAddr>().map_err(|e| bad(e.to_string()))?
         };
@@ -200,9 +197,87 @@ fn parse_via(
     Ok((idx, nodes))
 }
 
+/// Shortest id prefix `--via` accepts: the 8 hex digits the tool prints for a node.
+const MIN_ID_PREFIX: usize = 8;
+
+/// 8 to 32 hex digits: a node id or a prefix of one, as printed in human output.
+fn is_id_prefix(s: &str) -> bool {
+    (MIN_ID_PREFIX..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The one relay of the pool whose id starts with `prefix`; otherwise why not, listing the
+/// candidates (those matching, or the whole pool when none does).
+fn by_id_prefix(prefix: &str, pool: &[NodeAddr]) -> Result<NodeAddr, String> {
+    let prefix = prefix.to_ascii_lowercase();
+    let matching: Vec<&NodeAddr> = pool
+        .iter()
+        .filter(|p| p.id.to_string().starts_with(&prefix))
+        .collect();
+    let list = |nodes: &[&NodeAddr]| {
+        let ids: Vec<String> = nodes.iter().take(16).map(|n| n.id.to_string()).collect();
+        let more = nodes.len().saturating_sub(ids.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("{}{more}", ids.join(", "))
+    };
+    match matching.as_slice() {
+        [one] => Ok(**one),
+        [] if pool.is_empty() => Err(format!(
+            "node id {prefix} given, but the relay list is empty"
+        )),
+        [] => Err(format!(
+            "no relay's id starts with {prefix}; the relays are {}",
+            list(&pool.iter().collect::<Vec<_>>())
+        )),
+        many => Err(format!(
+            "{prefix} is the start of {} relay ids: {}; give more digits",
+            many.len(),
+            list(many)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_accepts_an_unambiguous_id_prefix_of_eight_digits() {
+        let node = |id: [u8; 16]| NodeAddr {
+            id: NodeId(id),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let mut a = [0x05; 16];
+        a[4] = 0x11;
+        let mut b = [0x05; 16];
+        b[4] = 0x22;
+        let pool = vec![node(a), node(b), node([0x77; 16])];
+        let none = |_: &str| None;
+        // The 8 digits the tool prints pick one relay; upper case too.
+        let (_, n) = parse_via("1=77777777", &pool, &none).unwrap();
+        assert_eq!(n, vec![node([0x77; 16])]);
+        let (_, n) = parse_via("1=0505050511", &pool, &none).unwrap();
+        assert_eq!(n, vec![node(a)]);
+        let (_, n) = parse_via("1=0505050522", &pool, &none).unwrap();
+        assert_eq!(n, vec![node(b)]);
+        // Ambiguous: both candidates listed.
+        let err = parse_via("1=05050505", &pool, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("start of 2 relay ids"), "{err}");
+        assert!(err.contains(&NodeId(a).to_string()) && err.contains(&NodeId(b).to_string()));
+        // Unknown: the pool listed.
+        let err = parse_via("1=abcdef01", &pool, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no relay's id starts with abcdef01"), "{err}");
+        assert!(err.contains(&NodeId([0x77; 16]).to_string()), "{err}");
+        // Shorter than 8 digits is not an id.
+        assert!(parse_via("1=0505", &pool, &none).is_err());
+    }
 
     #[test]
     fn via_accepts_ids_lab_names_and_uris() {

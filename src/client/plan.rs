@@ -89,6 +89,9 @@ pub enum PlanError {
     /// The relay list names the destination or a relay twice.
     #[error("invalid relay list: node {0} is listed twice or is the destination")]
     Pool(NodeId),
+    /// Routes through relays, and not one relay given.
+    #[error("--min-hops {0} needs relays: pass --relay, --relays-file, or use lab")]
+    NoRelays(usize),
     /// Not enough relays for disjoint routes.
     #[error("--routes {routes} --min-hops {min_hops} needs {needed} disjoint relays, {given} given (pass --allow-overlap to share relays)")]
     TooFewRelays {
@@ -209,6 +212,9 @@ fn assign_unpinned(
     if per_route == 0 || unpinned.is_empty() {
         return Ok(BTreeMap::new());
     }
+    if req.pool.is_empty() {
+        return Err(PlanError::NoRelays(req.min_hops));
+    }
     if req.allow_overlap {
         if req.pool.len() < per_route {
             return Err(PlanError::TooFewForOneRoute {
@@ -317,6 +323,20 @@ mod tests {
     fn min_hops_one_is_direct_and_needs_no_relays() {
         let routes = plan(&req(3, 1, 0)).unwrap();
         assert!(routes.iter().all(|r| r.path == vec![node(0)]));
+    }
+
+    /// It used to suggest `--allow-overlap`, which then failed differently.
+    #[test]
+    fn routes_through_relays_with_no_relay_at_all_say_where_relays_come_from() {
+        for overlap in [false, true] {
+            let mut r = req(2, 2, 0);
+            r.allow_overlap = overlap;
+            let err = plan(&r).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "--min-hops 2 needs relays: pass --relay, --relays-file, or use lab"
+            );
+        }
     }
 
     #[test]
