@@ -14,7 +14,6 @@ use crate::client::run::RunConfig;
 use crate::client::wiring::PathWiring;
 use crate::lab::emulation::Links;
 use crate::wire::addr::NodeAddr;
-use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
 use crate::wire::setup::MAX_TOKEN_LEN;
 
@@ -243,6 +242,7 @@ fn by_id_prefix(prefix: &str, pool: &[NodeAddr]) -> Result<NodeAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::identity::NodeId;
 
     #[test]
     fn via_accepts_an_unambiguous_id_prefix_of_eight_digits() {
