@@ -234,6 +234,7 @@ async fn mux(
             wired
         }),
         load_started: CancellationToken::new(),
+        warnings: Vec::new(),
     };
     // CPU time over the measured window: the load phase starts when every route is up, then
     // the warm-up is omitted.

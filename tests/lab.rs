@@ -158,3 +158,46 @@ fn human_mode_prints_events_and_a_summary_table() {
     assert!(out.stderr.contains("2/2 routes"), "{}", out.stderr);
     assert!(out.stdout.contains("total 2/2 routes up"), "{}", out.stdout);
 }
+
+/// A `--fault` on a relay that no route uses used to be ignored in silence: the run looked like
+/// a fault test and was not. It is a warning on stderr and in `start.warnings`; a fault on a
+/// relay a route uses is not.
+#[test]
+fn a_fault_on_a_relay_no_route_uses_is_a_warning() {
+    let args = [
+        "lab",
+        "--json",
+        "--relays",
+        "4",
+        "--routes",
+        "1",
+        "--min-hops",
+        "2",
+        "--duration",
+        "1s",
+        "--fault",
+        "kill:3@500ms",
+        "--fault",
+        "stall:0@500ms",
+    ];
+    let out = run(&args, Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let warnings = of_type(&events, "start")[0]["warnings"].clone();
+    let warnings = warnings.as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0]
+        .as_str()
+        .unwrap()
+        .contains("relay r3: no planned route"));
+    assert!(
+        out.stderr.contains("mux-bw: warning: --fault on relay r3"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("relay r0"), "{}", out.stderr);
+}

@@ -68,6 +68,7 @@ async fn one_run(k: usize, dir: &std::path::Path) {
         tuning: Tuning::default(),
         links: Some(links),
         load_started: CancellationToken::new(),
+        warnings: Vec::new(),
     };
     // Every fifth run loses relay r0 mid-run: its route fails and redials through the spare.
     if k % 5 == 4 {

@@ -160,6 +160,7 @@ pub(super) fn build_config(
         tuning: o.tuning.tuning(),
         links: None,
         load_started: CancellationToken::new(),
+        warnings: Vec::new(),
     })
 }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::client::run::{self, RunConfig};
 use crate::lab::emulation::Links;
-use crate::lab::Lab;
+use crate::lab::{Fault, Lab};
 use crate::report::events::Summary;
 use crate::report::sink::{EventSink, SinkConfig};
 use crate::wire::addr::NodeAddr;
@@ -50,7 +50,7 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         .links()
         .map(|(relay, direct)| wired(Links::new(relay, direct)));
     let shape = a.opts.shape();
-    let cfg = match build_config(
+    let mut cfg = match build_config(
         lab.dst,
         lab.relays.clone(),
         shape,
@@ -69,6 +69,11 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
             return Err(UsageError(e).into());
         }
     }
+    cfg.warnings
+        .extend(idle_faults(&a.faults, &lab.relays, &cfg));
+    for w in &cfg.warnings {
+        let _ = writeln!(std::io::stderr(), "mux-bw: warning: {w}");
+    }
     if !a.opts.json {
         let _ = writeln!(
             std::io::stderr(),
@@ -80,6 +85,27 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
     let code = measure_and_report(cfg, &a.opts).await;
     lab.stop().await;
     code
+}
+
+/// A warning for each fault on a relay that no planned route goes through: it would fire and
+/// change nothing (unless `--redial` later picks that relay as a spare).
+fn idle_faults(faults: &[Fault], relays: &[NodeAddr], cfg: &RunConfig) -> Vec<String> {
+    let used = |relay: &NodeAddr| cfg.routes.iter().any(|r| r.path.contains(relay));
+    faults
+        .iter()
+        .filter(|f| relays.get(f.relay).is_some_and(|r| !used(r)))
+        .map(|f| {
+            let spare = if cfg.redial {
+                " unless --redial picks it as a spare"
+            } else {
+                ""
+            };
+            format!(
+                "--fault on relay r{}: no planned route goes through it, so it changes nothing{spare}",
+                f.relay
+            )
+        })
+        .collect()
 }
 
 /// Runs `cfg` with its events going where `o` says, and maps the summary to an exit code.

@@ -77,6 +77,8 @@ pub struct RunConfig {
     pub links: Option<Arc<dyn PathWiring>>,
     /// Cancelled when the load phase starts (the lab times its faults from it).
     pub load_started: CancellationToken,
+    /// Reported in `start.warnings` (the CLI also prints them before the run).
+    pub warnings: Vec<String>,
 }
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).
@@ -88,6 +90,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         protocol_version: PROTOCOL_VERSION,
         git_sha: GIT_SHA.into(),
         config: config_view(cfg),
+        warnings: cfg.warnings.clone(),
     }));
     let stop = interrupt.child_token();
     // Owned by the run: it ends when the run stops, whatever stopped it.

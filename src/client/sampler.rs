@@ -289,6 +289,7 @@ mod tests {
             tuning: Default::default(),
             links: None,
             load_started: CancellationToken::new(),
+            warnings: Vec::new(),
         }
     }
 

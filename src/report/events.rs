@@ -54,6 +54,9 @@ pub struct Start {
     pub git_sha: Cow<'static, str>,
     /// The validated configuration.
     pub config: ConfigView,
+    /// What this run will not do the way its flags may suggest (for example a `--fault` on a
+    /// relay that no planned route uses); also printed on stderr. Empty when none.
+    pub warnings: Vec<String>,
 }
 
 /// The run configuration as reported in `start`.

@@ -51,6 +51,7 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
             }),
             planned_paths: vec![vec!["d".into()]],
         },
+        warnings: vec![],
     })
 }
 
