@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::bin;
+use common::{bin, run};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -169,4 +169,14 @@ fn other_commands_report_a_full_stdout() {
             "{args:?}"
         );
     }
+}
+
+/// `-v` logs written to a file or a pipe used to carry ANSI colour codes: colour is for a
+/// terminal only (and never with NO_COLOR).
+#[test]
+fn logs_into_a_pipe_have_no_colour_codes() {
+    let out = run(&["lab", "-v", "--duration", "500ms"], Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(" INFO "), "no -v log lines: {}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
 }
