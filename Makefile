@@ -1,7 +1,7 @@
 # mux-bw — common tasks. `make demo` shows the tool working; `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: build test lint fmt bench demo clean schema netns-demo
+.PHONY: build test lint fmt bench demo clean schema netns-demo install
 
 build:
 	$(CARGO) build --release
@@ -23,6 +23,10 @@ fmt:
 bench:
 	$(CARGO) bench
 
+## Puts `mux-bw` on your PATH (~/.cargo/bin), for the README's commands after `make demo`.
+install:
+	$(CARGO) install --locked --path .
+
 ## The question mux-bw answers, on emulated links in one process: one direct route over a
 ## 100 mbit link, then 4 disjoint routes through relays over 50 mbit links each; then compare.
 DEMO_LINKS = --direct-rate 100mbit --link-rate 50mbit --link-delay 5ms --omit 1s --duration 5s --probe-rtt
@@ -31,7 +35,7 @@ demo: build
 	./target/release/mux-bw lab $(DEMO_LINKS) --routes 4 --min-hops 2 --json-file target/demo-mux.ndjson
 	./target/release/mux-bw compare target/demo-direct.ndjson target/demo-mux.ndjson
 
-## As root: namespaces with tbf-shaped links; direct (50 mbit) vs 4 routes through relays (4 x 20 mbit).
+## As root (no sudo needed or used): namespaces with tbf-shaped links; direct (50 mbit) vs 4 routes through relays (4 x 20 mbit).
 netns-demo:
 	$(CARGO) test --release --test netns -- --ignored --nocapture --test-threads 1 netns_demo
 

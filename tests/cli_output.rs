@@ -175,8 +175,39 @@ fn other_commands_report_a_full_stdout() {
 /// terminal only (and never with NO_COLOR).
 #[test]
 fn logs_into_a_pipe_have_no_colour_codes() {
-    let out = run(&["lab", "-v", "--duration", "500ms"], Duration::from_secs(30));
+    let out = run(
+        &["lab", "-v", "--duration", "500ms"],
+        Duration::from_secs(30),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains(" INFO "), "no -v log lines: {}", out.stderr);
+    assert!(
+        out.stderr.contains(" INFO "),
+        "no -v log lines: {}",
+        out.stderr
+    );
     assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+}
+
+/// `serve --help` and `relay --help` used to show one default naming both ports, and `lab
+/// --help` offered `--token` with no word on what it does in a lab.
+#[test]
+fn help_says_what_each_command_does_by_default() {
+    let help = |args: &[&str]| {
+        let out = run(args, Duration::from_secs(10));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    };
+    let serve = help(&["serve", "--help"]);
+    assert!(
+        serve.contains("0.0.0.0:7600") && !serve.contains("7601"),
+        "{serve}"
+    );
+    let relay = help(&["relay", "--help"]);
+    assert!(
+        relay.contains("0.0.0.0:7601") && !relay.contains("7600"),
+        "{relay}"
+    );
+    let lab = help(&["lab", "--help"]);
+    assert!(lab.contains("Token the lab's nodes require"), "{lab}");
+    assert!(lab.contains("a fresh random one"), "{lab}");
 }

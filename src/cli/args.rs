@@ -89,7 +89,7 @@ pub(super) struct PlotArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct NodeArgs {
-    /// UDP address to listen on [default: 0.0.0.0:7600 for serve, 0.0.0.0:7601 for relay; port 0 picks one].
+    /// UDP address to listen on (the default depends on the role; see `serve --help`).
     #[arg(long, value_name = "ADDR")]
     pub(super) listen: Option<SocketAddr>,
     /// Private key file; created (mode 0600) if absent. Without it the node id changes every start.

@@ -58,12 +58,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a destination node (the far end of routes: sink for up, source for down).
+    #[command(mut_arg("listen", |a| a.help(
+        "UDP address to listen on [default: 0.0.0.0:7600; port 0 picks one]"
+    )))]
     Serve(NodeArgs),
     /// Run an intermediate node that forwards routes to the next hop named in their setup.
+    #[command(mut_arg("listen", |a| a.help(
+        "UDP address to listen on [default: 0.0.0.0:7601; port 0 picks one]"
+    )))]
     Relay(NodeArgs),
     /// Measure: set up N routes to a destination through relays and pump data on each.
     Run(RunArgs),
     /// Start a destination and K relays in this process on 127.0.0.1, then run against them.
+    #[command(mut_arg("token", |a| a.help(
+        "Token the lab's nodes require and its client presents [default: a fresh random one]"
+    )))]
     Lab(LabArgs),
     /// Put saved runs (NDJSON from --json or --json-file) side by side, each against the first.
     Compare(CompareArgs),
