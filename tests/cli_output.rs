@@ -211,3 +211,21 @@ fn help_says_what_each_command_does_by_default() {
     assert!(lab.contains("Token the lab's nodes require"), "{lab}");
     assert!(lab.contains("a fresh random one"), "{lab}");
 }
+
+/// `mux-bw lab --duration 1s 2>&1 | head -2` used to exit 101 (a panic printing to the closed
+/// stderr). Both streams into one pipe that closes after two lines: the run ends without a
+/// panic, with exit 0 (the reader has what it wanted).
+#[test]
+fn both_streams_into_a_pipe_that_closes_early() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' lab --duration 1s 2>&1 | head -2 >/dev/null; echo \"rc=${{PIPESTATUS[0]}}\"",
+            bin()
+        ))
+        .env_remove("MUX_BW_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), "rc=0", "{stdout}");
+}
