@@ -18,6 +18,7 @@ use mux_bw::client::plan::{self, PlanRequest};
 use mux_bw::client::run::{self, RunConfig};
 use mux_bw::lab::emulation::Links;
 use mux_bw::lab::shaper::{LinkSpec, Rate};
+use mux_bw::lab::topology::LinkPlan;
 use mux_bw::lab::Lab;
 use mux_bw::report::sink::{EventSink, SinkConfig};
 use mux_bw::wire::identity::Identity;
@@ -230,7 +231,10 @@ async fn mux(
         redial: false,
         tuning: *tuning,
         links: link.map(|l| {
-            let wired: Arc<dyn mux_bw::client::wiring::PathWiring> = Arc::new(Links::new(l, l));
+            let wired: Arc<dyn mux_bw::client::wiring::PathWiring> = Arc::new(Links::new(
+                &LinkPlan::uniform(l, l, lab.relays.len()),
+                &lab.relays,
+            ));
             wired
         }),
         load_started: CancellationToken::new(),
@@ -357,6 +361,7 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
                     rate: Some(Rate(rate)),
                     delay,
                     loss: 0.0,
+                    queue: mux_bw::lab::shaper::QUEUE_TIME,
                 };
                 // A long path needs time to leave slow start: warm up longer.
                 mux(1, 1, &tuning, Some(link), warmup * 2, secs).await

@@ -12,6 +12,7 @@ use mux_bw::client::run::{self, RunConfig};
 use mux_bw::client::wiring::PathWiring;
 use mux_bw::lab::emulation::Links;
 use mux_bw::lab::shaper::{LinkSpec, Rate};
+use mux_bw::lab::topology::LinkPlan;
 use mux_bw::lab::{Fault, Lab};
 use mux_bw::report::sink::{EventSink, SinkConfig};
 use mux_bw::wire::mode::Mode;
@@ -46,8 +47,12 @@ async fn one_run(k: usize, dir: &std::path::Path) {
         rate: Some(Rate(50_000_000)),
         delay: Duration::from_millis(2),
         loss: 0.0,
+        queue: mux_bw::lab::shaper::QUEUE_TIME,
     };
-    let links: Arc<dyn PathWiring> = Arc::new(Links::new(link, link));
+    let links: Arc<dyn PathWiring> = Arc::new(Links::new(
+        &LinkPlan::uniform(link, link, lab.relays.len()),
+        &lab.relays,
+    ));
     let cfg = RunConfig {
         dst: lab.dst,
         relays: lab.relays.clone(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::parse::*;
+use super::UsageError;
 use crate::lab::shaper::{LinkSpec, Loss, Rate};
+use crate::lab::topology::{self, LinkPlan};
 use crate::lab::Fault;
 use crate::node::Limits;
 use crate::wire::mode::Mode;
@@ -157,29 +159,71 @@ pub(super) struct TuningArgs {
     pub(super) socket_recv_buffer: u64,
 }
 
+/// The value of a flag given exactly once (not as a per-relay list).
+fn only<T: Copy>(values: &[T]) -> Option<T> {
+    match values {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// Largest topology file read.
+const MAX_TOPOLOGY_FILE: u64 = 1 << 20;
+
 impl LinkArgs {
-    /// The emulated links (relay links, direct link), or `None` when no link flag was given.
-    pub(super) fn links(&self) -> Option<(LinkSpec, LinkSpec)> {
-        let any = self.link_rate.is_some()
-            || self.link_delay.is_some()
+    /// Whether any link flag was given.
+    pub(super) fn given(&self) -> bool {
+        !self.link_rate.is_empty()
+            || !self.link_delay.is_empty()
             || self.link_loss.is_some()
             || self.direct_rate.is_some()
-            || self.direct_delay.is_some();
-        if !any {
-            return None;
+            || self.direct_delay.is_some()
+            || self.topology.is_some()
+    }
+
+    /// The emulated links of a lab of `relays` relays, or `None` when no link flag was given.
+    pub(super) fn plan(&self, relays: usize) -> Result<Option<LinkPlan>, UsageError> {
+        if let Some(path) = &self.topology {
+            let cannot = |why: String| {
+                UsageError(format!(
+                    "cannot read --topology '{}': {why}",
+                    path.display()
+                ))
+            };
+            let bytes = crate::files::read_bounded(path, MAX_TOPOLOGY_FILE)
+                .map_err(|e| cannot(e.to_string()))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".to_string()))?;
+            return topology::parse(&path.display().to_string(), &text, relays)
+                .map(Some)
+                .map_err(UsageError);
         }
+        if !self.given() {
+            return Ok(None);
+        }
+        let rates =
+            topology::per_relay(&self.link_rate, relays, "--link-rate").map_err(UsageError)?;
+        let delays =
+            topology::per_relay(&self.link_delay, relays, "--link-delay").map_err(UsageError)?;
         let loss = self.link_loss.map_or(0.0, |l| l.0);
-        let relay = LinkSpec {
-            rate: self.link_rate,
-            delay: self.link_delay.unwrap_or_default(),
-            loss,
-        };
         let direct = LinkSpec {
-            rate: self.direct_rate.or(self.link_rate),
-            delay: self.direct_delay.or(self.link_delay).unwrap_or_default(),
+            rate: self.direct_rate.or(only(&self.link_rate)),
+            delay: self
+                .direct_delay
+                .or(only(&self.link_delay))
+                .unwrap_or_default(),
             loss,
+            ..LinkSpec::transparent()
         };
-        Some((relay, direct))
+        let relays = (0..relays)
+            .map(|k| LinkSpec {
+                rate: rates.as_ref().map(|r| r[k]),
+                delay: delays.as_ref().map_or(Duration::ZERO, |d| d[k]),
+                loss,
+                ..LinkSpec::transparent()
+            })
+            .collect();
+        Ok(Some(LinkPlan { direct, relays }))
     }
 }
 
@@ -315,21 +359,32 @@ pub(super) struct MeasureOpts {
 #[derive(Debug, Args)]
 pub(super) struct LinkArgs {
     /// Emulate a bottleneck of this rate on every link that touches a relay, each direction
-    /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s).
-    #[arg(long, value_name = "RATE")]
-    pub(super) link_rate: Option<Rate>,
-    /// One-way delay added on every link that touches a relay, each direction (at most 10s).
-    #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
-    pub(super) link_delay: Option<Duration>,
+    /// (tc units: 50mbit, 1gbit, 512kbit, or bits/s); a comma-separated list gives one rate per
+    /// relay, r0 first.
+    #[arg(long, value_name = "RATE[,..]", value_delimiter = ',')]
+    pub(super) link_rate: Vec<Rate>,
+    /// One-way delay added on every link that touches a relay, each direction (at most 10s);
+    /// a comma-separated list gives one per relay, r0 first.
+    #[arg(long, value_name = "DUR[,..]", value_delimiter = ',',
+          value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
+    pub(super) link_delay: Vec<Duration>,
     /// Random loss on every emulated link, in percent (e.g. 0.5).
     #[arg(long, value_name = "PCT")]
     pub(super) link_loss: Option<Loss>,
-    /// Bottleneck of the direct client-destination link [default: --link-rate].
+    /// Bottleneck of the direct client-destination link [default: --link-rate, when it is
+    /// one value].
     #[arg(long, value_name = "RATE")]
     pub(super) direct_rate: Option<Rate>,
-    /// One-way delay of the direct link, at most 10s [default: --link-delay].
+    /// One-way delay of the direct link, at most 10s [default: --link-delay, when it is one
+    /// value].
     #[arg(long, value_name = "DUR", value_parser = duration_in(Duration::ZERO, MAX_LINK_DELAY))]
     pub(super) direct_delay: Option<Duration>,
+    /// Every link from a TOML file: `[defaults]`, `[direct]` and `[relay.rK]` sections with
+    /// `rate`, `delay`, `loss` (percent) and `queue` (docs/LAB.md).
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "link_rate", "link_delay", "link_loss", "direct_rate", "direct_delay"
+    ])]
+    pub(super) topology: Option<PathBuf>,
 }
 
 /// When to draw the live view.

@@ -45,10 +45,13 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         let k: usize = s.strip_prefix('r')?.parse().ok()?;
         names.get(k).copied()
     };
-    let links = a
-        .links
-        .links()
-        .map(|(relay, direct)| wired(Links::new(relay, direct)));
+    let links = match a.links.plan(a.relay_count) {
+        Ok(plan) => plan.map(|p| wired(Links::new(&p, &lab.relays))),
+        Err(e) => {
+            lab.stop().await;
+            return Err(e.into());
+        }
+    };
     let shape = a.opts.shape();
     let mut cfg = match build_config(
         lab.dst,

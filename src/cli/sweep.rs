@@ -14,7 +14,7 @@ use super::parse::MAX_LAB_RELAYS;
 use super::{interrupt_token, write_stdout, UsageError, EXIT_INTERRUPTED, EXIT_OK};
 use crate::client::run::{self, RunConfig};
 use crate::lab::emulation::Links;
-use crate::lab::shaper::LinkSpec;
+use crate::lab::topology::LinkPlan;
 use crate::lab::Lab;
 use crate::report::sink::{EventSink, SinkConfig};
 use crate::report::{compare, runfile, sweep};
@@ -32,7 +32,7 @@ enum Target {
 struct Sweep<'a> {
     args: &'a SweepArgs,
     target: Target,
-    links: Option<(LinkSpec, LinkSpec)>,
+    links: Option<LinkPlan>,
     interrupt: CancellationToken,
 }
 
@@ -41,8 +41,7 @@ type Results = Vec<(sweep::Cell, Vec<sweep::Outcome>)>;
 
 /// `sweep`: the whole matrix, printed and exported.
 pub(super) async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
-    let links = a.links.links();
-    if links.is_some() && !a.lab {
+    if a.links.given() && !a.lab {
         return Err(
             UsageError("link emulation (--link-*, --direct-*) needs --lab".to_string()).into(),
         );
@@ -50,6 +49,10 @@ pub(super) async fn run_sweep(a: SweepArgs) -> anyhow::Result<i32> {
     let cells = cells(&a);
     token_bytes(a.measure.token.as_deref())?;
     let target = target(&a, &cells)?;
+    let links = match target {
+        Target::Lab { relays } => a.links.plan(relays)?,
+        Target::Nodes { .. } => None,
+    };
     std::fs::create_dir_all(&a.out)
         .map_err(|e| UsageError(format!("cannot create --out '{}': {e}", a.out.display())))?;
     let sweep = Sweep {
@@ -226,7 +229,8 @@ impl Sweep<'_> {
     async fn measure_into(&self, mut cfg: RunConfig, file: &Path) -> sweep::Outcome {
         cfg.links = self
             .links
-            .map(|(relay, direct)| wired(Links::new(relay, direct)));
+            .as_ref()
+            .map(|plan| wired(Links::new(plan, &cfg.relays)));
         let sink_cfg = SinkConfig {
             json_file: Some(file.to_path_buf()),
             quiet: true,

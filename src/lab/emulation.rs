@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::wiring::PathWiring;
 use crate::lab::shaper::{LinkSpec, Shaper, Verdict};
+use crate::lab::topology::LinkPlan;
 use crate::report::events::LinksView;
 use crate::wire::addr::NodeAddr;
 use crate::wire::identity::NodeId;
@@ -28,10 +29,10 @@ const MAX_DATAGRAM: usize = 65_535;
 /// The emulated links of one lab: created on first use, shared by every route that crosses
 /// the same pair of nodes (so routes through one link compete for it, as on a real network).
 pub struct Links {
-    /// Links that touch a relay.
-    relay_link: LinkSpec,
-    /// The client–destination link of direct routes.
-    direct_link: LinkSpec,
+    /// Each relay's link, by id (see `spec_for`).
+    relay_links: HashMap<NodeId, LinkSpec>,
+    /// The plan, in lab order, for `start.config.links`.
+    plan: LinkPlan,
     /// Proxy address per directed link (from `None` = the client); locked only to look up or
     /// insert, never across I/O.
     proxies: Mutex<HashMap<(Option<NodeId>, NodeId), SocketAddr>>,
@@ -44,31 +45,44 @@ pub struct Links {
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Links")
-            .field("relay_link", &self.relay_link)
-            .field("direct_link", &self.direct_link)
+            .field("plan", &self.plan)
             .finish_non_exhaustive()
     }
 }
 
 impl Links {
-    /// Links shaped by `relay_link` (any link touching a relay) and `direct_link` (client to
-    /// destination); their proxies stop when the `Links` is dropped.
-    pub fn new(relay_link: LinkSpec, direct_link: LinkSpec) -> Self {
+    /// The links of `plan` between the client, the destination and `relays` (in lab order, as
+    /// the plan's); their proxies stop when the `Links` is dropped.
+    pub fn new(plan: &LinkPlan, relays: &[NodeAddr]) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         Links {
-            relay_link,
-            direct_link,
+            relay_links: relays
+                .iter()
+                .map(|r| r.id)
+                .zip(plan.relays.iter().copied())
+                .collect(),
+            plan: plan.clone(),
             proxies: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             seed,
         }
     }
 
-    /// The link settings: (links touching a relay, the direct link).
-    pub fn specs(&self) -> (LinkSpec, LinkSpec) {
-        (self.relay_link, self.direct_link)
+    /// The link from `from` (`None`: the client) to `to`, the last hop when `last`: the direct
+    /// link for a direct route; otherwise the link of the relay it leads to, or, into the
+    /// destination, of the relay it leaves. A node the plan does not know gets no shaping.
+    fn spec_for(&self, from: Option<NodeId>, to: NodeId, last: bool) -> LinkSpec {
+        let relay = match (from, last) {
+            (None, true) => return self.plan.direct,
+            (Some(relay), true) => relay,
+            (_, false) => to,
+        };
+        self.relay_links
+            .get(&relay)
+            .copied()
+            .unwrap_or_else(LinkSpec::transparent)
     }
 
     /// The path as the client must dial it: every hop's address replaced by the proxy of the
@@ -77,12 +91,7 @@ impl Links {
         let mut from = None;
         let mut out = Vec::with_capacity(path.len());
         for (i, hop) in path.iter().enumerate() {
-            let direct = from.is_none() && i + 1 == path.len();
-            let spec = if direct {
-                self.direct_link
-            } else {
-                self.relay_link
-            };
+            let spec = self.spec_for(from, hop.id, i + 1 == path.len());
             let addr = if spec.is_transparent() {
                 hop.addr
             } else {
@@ -267,10 +276,16 @@ impl PathWiring for Links {
     }
 
     fn view(&self) -> LinksView {
-        let (relay, direct) = self.specs();
+        let relay = self
+            .plan
+            .relays
+            .first()
+            .copied()
+            .unwrap_or_else(LinkSpec::transparent);
         LinksView {
             relay: relay.into(),
-            direct: direct.into(),
+            direct: self.plan.direct.into(),
+            relays: self.plan.relays.iter().map(|&l| l.into()).collect(),
         }
     }
 }
@@ -295,8 +310,9 @@ mod tests {
             rate: Some(Rate(100_000_000)),
             delay: Duration::from_millis(30),
             loss: 0.0,
+            queue: crate::lab::shaper::QUEUE_TIME,
         };
-        let links = Links::new(spec, spec);
+        let links = Links::new(&LinkPlan::uniform(spec, spec, 0), &[]);
         let node = NodeAddr {
             id: NodeId([1; 16]),
             addr: echo_addr,
@@ -330,8 +346,9 @@ mod tests {
                 rate: None,
                 delay: Duration::ZERO,
                 loss: 0.0,
+                queue: crate::lab::shaper::QUEUE_TIME,
             };
-            let links = Links::new(none, none);
+            let links = Links::new(&LinkPlan::uniform(none, none, 0), &[]);
             let node = NodeAddr {
                 id: NodeId([1; 16]),
                 addr: "127.0.0.1:9".parse().unwrap(),

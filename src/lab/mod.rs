@@ -5,6 +5,7 @@
 
 pub mod emulation;
 pub mod shaper;
+pub mod topology;
 
 use std::time::Duration;
 

@@ -72,6 +72,9 @@ pub struct LinkSpec {
     pub delay: Duration,
     /// Probability that a packet is dropped on arrival.
     pub loss: f64,
+    /// Most backlog the bottleneck queues, as time at its rate (tail drop beyond), like tc
+    /// tbf's `latency`; `QUEUE_TIME` unless a topology says otherwise.
+    pub queue: Duration,
 }
 
 impl LinkSpec {
@@ -81,7 +84,7 @@ impl LinkSpec {
     }
 }
 
-/// Most backlog a shaper queues, as time at the link rate (like tc tbf's `latency`).
+/// Default backlog a shaper queues, as time at the link rate (like tc tbf's `latency`).
 pub const QUEUE_TIME: Duration = Duration::from_millis(50);
 /// Smallest queue in bytes, so slow links still hold a few packets.
 pub const MIN_QUEUE_BYTES: u64 = 32 * 1024;
@@ -126,7 +129,7 @@ impl Shaper {
         };
         let start = self.busy_until.map_or(now, |b| b.max(now));
         let backlog = start.duration_since(now);
-        let limit_bytes = (rate.0 as f64 / 8.0 * QUEUE_TIME.as_secs_f64()) as u64;
+        let limit_bytes = (rate.0 as f64 / 8.0 * self.spec.queue.as_secs_f64()) as u64;
         let limit =
             Duration::from_secs_f64(limit_bytes.max(MIN_QUEUE_BYTES) as f64 * 8.0 / rate.0 as f64);
         if backlog > limit {
@@ -153,6 +156,7 @@ impl From<LinkSpec> for LinkView {
             rate_bps: l.rate.map(|r| r.0),
             delay_ns: l.delay.as_nanos() as u64,
             loss: l.loss,
+            queue_ns: l.queue.as_nanos() as u64,
         }
     }
 }
@@ -188,6 +192,7 @@ mod tests {
             rate: Some(Rate(rate)),
             delay: Duration::from_millis(delay_ms),
             loss: 0.0,
+            queue: QUEUE_TIME,
         }
     }
 
@@ -240,6 +245,7 @@ mod tests {
                 rate: None,
                 delay: Duration::ZERO,
                 loss: 0.1,
+                queue: QUEUE_TIME,
             },
             42,
         );

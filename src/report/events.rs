@@ -111,15 +111,20 @@ pub struct LinkView {
     pub delay_ns: u64,
     /// Drop probability (0..1).
     pub loss: f64,
+    /// Most backlog the bottleneck queues, as time at its rate.
+    pub queue_ns: u64,
 }
 
 /// The lab's emulated links as reported in `start`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LinksView {
-    /// Every link that touches a relay.
+    /// Every link that touches a relay, when all relays have the same (otherwise r0's).
     pub relay: LinkView,
     /// The direct client-destination link.
     pub direct: LinkView,
+    /// Each relay's link, `r0` first: the link leading to the relay, and from the last relay
+    /// of a route to the destination.
+    pub relays: Vec<LinkView>,
 }
 
 /// QUIC settings as reported in `start`.
