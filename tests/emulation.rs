@@ -215,3 +215,69 @@ fn setup_errors_name_the_node_not_the_link_proxy() {
     let error = failed[0]["error"].as_str().unwrap();
     assert!(error.contains("127.0.0.1:9 "), "{error}");
 }
+
+/// Uneven relays (`--link-rate` with one value per relay): each route runs at its own relay's
+/// rate, and `start.config.links` records every relay's link. Rates are low so a debug build
+/// on a busy 2-core machine is not what limits them.
+#[test]
+fn each_relay_gets_its_own_link() {
+    let events = lab(&[
+        "--relays",
+        "4",
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--link-rate",
+        "2mbit,4mbit,8mbit,16mbit",
+        "--direct-rate",
+        "20mbit",
+        "--duration",
+        "3s",
+        "--omit",
+        "1s",
+    ]);
+    let start = of_type(&events, "start")[0];
+    let links: Vec<u64> = start["config"]["links"]["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rate_bps"].as_u64().unwrap())
+        .collect();
+    assert_eq!(links, [2_000_000, 4_000_000, 8_000_000, 16_000_000]);
+    let summary = of_type(&events, "summary")[0];
+    for (k, route) in summary["routes"].as_array().unwrap().iter().enumerate() {
+        let shaped = links[k] as f64;
+        let got = route["mean_bps"].as_f64().unwrap();
+        assert!(
+            (0.85 * shaped..=1.02 * shaped).contains(&got),
+            "route {k} through r{k}: {got} bit/s on a {shaped} bit/s link"
+        );
+    }
+}
+
+/// `--topology FILE` with a bad key or unit: one line naming the file, the line and the key.
+#[test]
+fn a_bad_topology_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topo.toml");
+    std::fs::write(
+        &path,
+        "[defaults]\nrate = \"50mbit\"\n\n[relay.r1]\ndelay = \"soon\"\n",
+    )
+    .unwrap();
+    let p = path.to_string_lossy().into_owned();
+    let out = run(&["lab", "--relays", "2", "--topology", &p], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let want = format!("{p} line 5: [relay.r1] delay: invalid duration 'soon'");
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    std::fs::write(&path, "[relay.r7]\nrate = \"1mbit\"\n").unwrap();
+    let out = run(&["lab", "--relays", "2", "--topology", &p], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 1: unknown relay 'r7'"),
+        "{}",
+        out.stderr
+    );
+}
