@@ -65,7 +65,7 @@ fn direct_route_reads_a_50mbit_link_like_iperf3() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut topo = Topology::build(0, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let mut topo = Topology::build(0, Shape { rate: "50mbit" }, &[Shape { rate: "20mbit" }]);
     let names = topo.namespaces();
     let dst_ns = topo.dst.clone();
     let dst_ip = topo.dst_direct_ip.clone();
@@ -92,13 +92,18 @@ fn direct_route_reads_a_50mbit_link_like_iperf3() {
     assert_gone(&names);
 }
 
+/// Four relays on uneven tbf links (5, 10, 20, 40 mbit: the lab's uneven example, halved, on kernel
+/// links): each route runs at its own relay's rate and the total matches iperf3 over the same
+/// four links.
 #[test]
-fn four_shaped_relay_routes_add_up_like_iperf3() {
+fn four_uneven_relay_routes_add_up_like_iperf3() {
     if skip() || !iperf3_or_skip() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut topo = Topology::build(4, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    const RATES: [&str; 4] = ["5mbit", "10mbit", "20mbit", "40mbit"];
+    let shapes = RATES.map(|rate| Shape { rate });
+    let mut topo = Topology::build(4, Shape { rate: "100mbit" }, &shapes);
     let names = topo.namespaces();
 
     // Reference: iperf3 over the four shaped client-side links at once.
@@ -113,18 +118,19 @@ fn four_shaped_relay_routes_add_up_like_iperf3() {
 
     let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
     let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
-    let mut args = vec![
-        "--to".to_string(),
-        dst,
-        "--routes".into(),
-        "4".into(),
-        "--min-hops".into(),
-        "2".into(),
-        "--omit".into(),
-        "1s".into(),
-        "--duration".into(),
-        "5s".into(),
-    ];
+    let mut args: Vec<String> = [
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--omit",
+        "1s",
+        "--duration",
+        "5s",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.splice(0..0, ["--to".to_string(), dst]);
     for i in 0..4 {
         let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
         let relay = topo.start_node(&ns, "relay", &ip);
@@ -140,26 +146,28 @@ fn four_shaped_relay_routes_add_up_like_iperf3() {
         .iter()
         .map(|r| r["mean_bps"].as_f64().unwrap())
         .collect();
+    let mbit = |v: &[f64]| {
+        v.iter()
+            .map(|b| (b / 1e5).round() / 10.0)
+            .collect::<Vec<_>>()
+    };
     println!(
-        "4 x 20mbit via relays: iperf3 {:.2} Mbit/s ({:?}), mux-bw {:.2} Mbit/s ({:?}) ({:+.1} %)",
+        "5/10/20/40 mbit via relays: iperf3 {:.2} Mbit/s ({:?}), mux-bw {:.2} Mbit/s ({:?}) ({:+.1} %)",
         iperf_total / 1e6,
-        per_link
-            .iter()
-            .map(|b| (b / 1e5).round() / 10.0)
-            .collect::<Vec<_>>(),
+        mbit(&per_link),
         mux / 1e6,
-        routes
-            .iter()
-            .map(|b| (b / 1e5).round() / 10.0)
-            .collect::<Vec<_>>(),
+        mbit(&routes),
         (mux / iperf_total - 1.0) * 100.0
     );
     assert!(
         (mux / iperf_total - 1.0).abs() <= 0.05,
         "mux-bw {mux} vs iperf3 {iperf_total}"
     );
-    for (i, r) in routes.iter().enumerate() {
-        assert!(*r >= 0.9 * 20e6, "route {i}: {r} bit/s on a 20 mbit link");
+    for (i, (r, link)) in routes.iter().zip(&per_link).enumerate() {
+        assert!(
+            *r >= 0.9 * link,
+            "route {i}: {r} bit/s where iperf3 got {link} on its link"
+        );
     }
     drop(topo);
     assert_gone(&names);
@@ -171,7 +179,7 @@ fn killed_and_frozen_relay_processes_end_in_route_failures() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut topo = Topology::build(3, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let mut topo = Topology::build(3, Shape { rate: "50mbit" }, &[Shape { rate: "20mbit" }]);
     let names = topo.namespaces();
     let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
     let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
@@ -259,7 +267,7 @@ fn netns_demo() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut topo = Topology::build(4, Shape { rate: "50mbit" }, Shape { rate: "20mbit" });
+    let mut topo = Topology::build(4, Shape { rate: "50mbit" }, &[Shape { rate: "20mbit" }]);
     println!(
         "\ntopology (network namespaces, veth links, tbf on the client side):\n\
          \n  client ──── 50mbit ─────────────────────────── dst {}\n\

@@ -141,8 +141,12 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Topology {
     /// Builds client, destination and `relays` relays; shapes the direct link with `direct`
-    /// and each relay's client-side link with `relay_links`.
-    pub fn build(relays: usize, direct: Shape, relay_links: Shape) -> Topology {
+    /// and each relay's client-side link with `relay_links` (one for all, or one per relay).
+    pub fn build(relays: usize, direct: Shape, relay_links: &[Shape]) -> Topology {
+        assert!(
+            relay_links.len() == 1 || relay_links.len() == relays,
+            "one relay shape, or one per relay"
+        );
         sweep_stale();
         let tag = format!(
             "{PREFIX}{}x{}",
@@ -174,7 +178,7 @@ impl Topology {
         shape(&topo.client, "direct", direct);
         topo.add_backbone();
         for i in 0..relays {
-            topo.add_relay(i, relay_links);
+            topo.add_relay(i, relay_links[i.min(relay_links.len() - 1)]);
         }
         // The client reaches the destination's backbone address only over the direct link
         // (a host route, not a default route), for runs that name that address.
