@@ -10,6 +10,7 @@ mod config;
 mod parse;
 mod report;
 mod run;
+mod scan;
 mod serve;
 mod sweep;
 
@@ -81,6 +82,9 @@ enum Command {
     /// Run a matrix of cells (routes x min-hops x mode), each several times, against real nodes
     /// or in a lab; save every run and print mean ± stddev per cell with ratios.
     Sweep(SweepArgs),
+    /// Rank relays: measure each through its own two-hop route (client → relay → destination)
+    /// and the direct path as the reference; `--out` saves the ranking.
+    Scan(scan::ScanArgs),
     /// Print a shell completion script (e.g. `mux-bw completions bash > /etc/bash_completion.d/mux-bw`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -196,6 +200,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Compare(a) => report::run_compare(a),
         Command::Plot(a) => report::run_plot(a),
         Command::Sweep(a) => sweep::run_sweep(a).await,
+        Command::Scan(a) => scan::run_scan(a).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Into memory first: clap_complete panics on a failing writer.

@@ -8,6 +8,7 @@ pub mod pump;
 pub mod redial;
 pub mod run;
 pub mod sampler;
+pub mod scan;
 pub mod slot;
 pub mod summary;
 pub mod supervisor;

@@ -211,3 +211,35 @@ pub(crate) fn every_event() -> Vec<Event> {
         with_rtt,
     ]
 }
+
+/// A scan's events: one row, then the summary (with a failed row).
+pub(crate) fn scan_events() -> Vec<Event> {
+    let row = |relay: Option<&str>, bps: u64, cause: Option<Cause>| RelayScan {
+        relay: relay.map(String::from),
+        address: "mbw://00000000000000000000000000000002@127.0.0.1:9".into(),
+        bps,
+        setup_ns: Some(2_000_000),
+        rtt_idle: None,
+        rtt_loaded: rtt(3_000_000).loaded,
+        first_link_loss: Some(0.001),
+        cause,
+        error: cause.map(|_| "setup timed out".into()),
+        interrupted: false,
+    };
+    vec![
+        Event::RelayScan(row(Some("r0"), 10_000_000, None)),
+        Event::ScanSummary(ScanSummary {
+            relays_planned: 2,
+            relays_measured: 1,
+            relays_failed: 1,
+            parallel: 1,
+            client_limited: false,
+            interrupted: false,
+            direct: row(None, 20_000_000, None),
+            ranking: vec![
+                row(Some("r0"), 10_000_000, None),
+                row(Some("r1"), 0, Some(Cause::Timeout)),
+            ],
+        }),
+    ]
+}

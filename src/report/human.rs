@@ -23,6 +23,8 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
         // Probes are many; the summary shows their distribution.
         Event::Probe(_) => return None,
         Event::Summary(_) => return None,
+        Event::RelayScan(r) => crate::report::scan::row_text(r),
+        Event::ScanSummary(_) => return None,
     };
     Some(format!("[+{:.2}s] {text}", t.as_secs_f64()))
 }

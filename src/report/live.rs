@@ -36,6 +36,9 @@ impl HumanView {
     /// Shows one event: lines (and bars) on stderr, ignoring errors there (nowhere to report
     /// them). Returns what goes to stdout, the summary table, for the caller to write.
     pub fn show(&self, event: &Event, t: Duration) -> Option<String> {
+        if let Event::ScanSummary(s) = event {
+            return Some(crate::report::scan::table(s));
+        }
         if let Event::Summary(s) = event {
             if let Some(live) = &self.live {
                 let _ = live.multi.clear();

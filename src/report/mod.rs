@@ -9,5 +9,6 @@ pub mod human;
 pub mod live;
 pub mod plot;
 pub mod runfile;
+pub mod scan;
 pub mod sink;
 pub mod sweep;

@@ -59,6 +59,9 @@ pub enum RunFileError {
     /// A `start` after the first line: two runs in one file.
     #[error("'{0}' line {1}: a second start event: a saved run holds one run")]
     SecondStart(String, usize),
+    /// A scan's event in a run.
+    #[error("'{0}' line {1}: a scan event ({2}): compare and plot read runs, not scans")]
+    ScanEvent(String, usize, &'static str),
 }
 
 /// One interval of a run.
@@ -249,6 +252,8 @@ fn event_of(kind: &str, v: &Value) -> Option<Result<Event, PathError>> {
         "probe" => typed(v).map(Event::Probe),
         "summary" => typed(v).map(Event::Summary),
         "error" => typed(v).map(Event::Error),
+        "relay_scan" => typed(v).map(Event::RelayScan),
+        "scan_summary" => typed(v).map(Event::ScanSummary),
         _ => return None,
     })
 }
@@ -330,6 +335,12 @@ impl Partial {
             }
             Event::Summary(s) => self.summary = Some(s),
             Event::RouteSetupFailed(_) | Event::RouteStalled(_) | Event::Error(_) => {}
+            Event::RelayScan(_) => {
+                return Err(RunFileError::ScanEvent(label.into(), line, "relay_scan"))
+            }
+            Event::ScanSummary(_) => {
+                return Err(RunFileError::ScanEvent(label.into(), line, "scan_summary"))
+            }
         }
         Ok(())
     }
@@ -431,10 +442,14 @@ mod tests {
             Event::Probe(_) => 7,
             Event::Error(_) => 8,
             Event::Summary(_) => 9,
+            Event::RelayScan(_) => 10,
+            Event::ScanSummary(_) => 11,
         };
-        let seen: std::collections::BTreeSet<i32> = events.iter().map(variant).collect();
-        assert_eq!(seen.len(), 10, "every_event lacks a variant");
-        for (i, written) in ndjson(&events).lines().enumerate() {
+        let scan = scan_events();
+        let all: Vec<Event> = events.iter().chain(&scan).cloned().collect();
+        let seen: std::collections::BTreeSet<i32> = all.iter().map(variant).collect();
+        assert_eq!(seen.len(), 12, "every_event or scan_events lacks a variant");
+        for (i, written) in ndjson(&all).lines().enumerate() {
             let v: Value = serde_json::from_str(written).unwrap();
             let (t_ns, read) = read_event("x", i + 1, &v).unwrap();
             let t = std::time::Duration::from_nanos(t_ns);
@@ -451,6 +466,12 @@ mod tests {
             "bidir counts both ways"
         );
         assert_eq!(run.paths[&0], vec!["r1".to_string(), "d".to_string()]);
+        // A scan is not a run.
+        let mixed = ndjson(&[start(Mode::Up, 1), scan[0].clone()]);
+        assert_eq!(
+            parse("s", &mixed).unwrap_err(),
+            RunFileError::ScanEvent("s".into(), 2, "relay_scan")
+        );
     }
 
     /// Line 2 of a saved run (start, sample, summary) edited by `edit`, read back.

@@ -162,7 +162,7 @@ impl EventSink {
     pub fn emit(&self, mut event: Event) {
         let t = self.elapsed();
         let outputs = [&self.stdout, &self.file];
-        let last = matches!(event, Event::Summary(_));
+        let last = matches!(event, Event::Summary(_) | Event::ScanSummary(_));
         if let Event::Summary(s) = &mut event {
             s.events_dropped = outputs
                 .iter()
