@@ -1,0 +1,104 @@
+//! `mux-bw scan`: uneven lab relays come out ranked by their links, each near its shaped rate;
+//! a relay that cannot be reached is a row with its cause, not an abort; `--out` holds the
+//! ranking.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{of_type, run, NodeProc};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn uneven_lab_relays_are_ranked_by_their_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("scan.json");
+    let out = run(
+        &[
+            "scan",
+            "--lab",
+            "--lab-relays",
+            "4",
+            "--link-rate",
+            "2mbit,4mbit,8mbit,16mbit",
+            "--direct-rate",
+            "20mbit",
+            "--duration",
+            "2s",
+            "--json",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = events(&out.stdout);
+    let rows = of_type(&events, "relay_scan");
+    assert_eq!(rows.len(), 5, "direct + 4 relays: {rows:?}");
+    assert_eq!(events.last().unwrap()["type"], "scan_summary");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let ranking = saved["ranking"].as_array().unwrap();
+    let names: Vec<&str> = ranking
+        .iter()
+        .map(|r| r["relay"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["r3", "r2", "r1", "r0"], "{saved}");
+    for (r, shaped) in ranking.iter().zip([16e6, 8e6, 4e6, 2e6]) {
+        let bps = r["bps"].as_f64().unwrap();
+        assert!((0.85 * shaped..=1.02 * shaped).contains(&bps), "{r}");
+        assert!(r["rtt_idle"]["p50_ns"].as_u64().is_some(), "{r}");
+        assert!(r["setup_ns"].as_u64().is_some(), "{r}");
+    }
+    let direct = saved["direct"]["bps"].as_f64().unwrap();
+    assert!((0.85 * 20e6..=1.02 * 20e6).contains(&direct), "{saved}");
+    assert_eq!(saved["client_limited"], false);
+}
+
+#[test]
+fn an_unreachable_relay_is_a_row_with_its_cause() {
+    let dst = NodeProc::start("serve", &[]);
+    let relay = NodeProc::start("relay", &[]);
+    // A relay id nobody holds, at a port nothing listens on.
+    let ghost = "mbw://00112233445566778899aabbccddeeff@127.0.0.1:9";
+    let out = run(
+        &[
+            "scan",
+            "--to",
+            &dst.uri,
+            "--relay",
+            &relay.uri,
+            "--relay",
+            ghost,
+            "--duration",
+            "1s",
+            "--omit",
+            "0s",
+            "--setup-timeout",
+            "1s",
+            "--json",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = events(&out.stdout);
+    let summary = of_type(&events, "scan_summary")[0];
+    assert_eq!(summary["relays_measured"], 1, "{summary}");
+    assert_eq!(summary["relays_failed"], 1, "{summary}");
+    let last = &summary["ranking"][1];
+    assert_eq!(last["address"], ghost, "failed rows rank last: {summary}");
+    assert!(last["cause"].is_string(), "{last}");
+    assert_eq!(last["bps"], 0);
+    assert!(
+        summary["ranking"][0]["bps"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+}
