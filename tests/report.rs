@@ -183,6 +183,8 @@ fn plot_draws_a_valid_svg_with_the_failure_marked() {
             "--fault",
             "kill:1@1s",
             "--probe-rtt",
+            "--omit",
+            "500ms",
         ],
     );
     let svg = dir.path().join("fail.svg");
@@ -201,7 +203,8 @@ fn plot_draws_a_valid_svg_with_the_failure_marked() {
         "R1 failed",
         "aggregate",
         "goodput (Mbit/s)",
-        "RTT (ms)",
+        "RTT (ms, log scale)",
+        "warm-up (omitted)",
         "loaded",
         "idle",
     ] {
