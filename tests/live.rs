@@ -17,7 +17,7 @@ fn drawn_lines(raw: &str) -> Vec<String> {
             // CSI: ESC [ params final-byte; each ends a line as far as we are concerned.
             if chars.peek() == Some(&'[') {
                 chars.next();
-                while let Some(p) = chars.next() {
+                for p in chars.by_ref() {
                     if p.is_ascii_alphabetic() {
                         break;
                     }
