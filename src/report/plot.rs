@@ -38,7 +38,7 @@ pub fn plot(run: &Run, out: &Path) -> Result<(), PlotError> {
     };
     let with_rtt = !run.probes.is_empty();
     let height = if with_rtt { 900 } else { 560 };
-    let root = SVGBackend::new(out, (1000, height)).into_drawing_area();
+    let root = SVGBackend::new(out, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = if with_rtt {
         let (a, b) = root.split_vertically(560);
@@ -69,6 +69,50 @@ type TimeChart<'a, 'b> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
+/// Room right of each chart for its legend, so the legend never hides a line.
+const LEGEND_PX: u32 = 210;
+
+/// A legend entry's sample.
+enum Mark {
+    /// A line in this style, dashed (dash, gap in px) or solid.
+    Line(ShapeStyle, Option<(u32, u32)>),
+    /// A filled block (a shaded span).
+    Block(RGBColor),
+    /// A dot (a probe).
+    Dot(RGBColor),
+}
+
+/// The legend, in the `LEGEND_PX` right of `area`'s chart (outside it, where it hides no
+/// line and nothing clips it): one row per entry, sample then label.
+fn draw_legend(area: &Area<'_>, entries: &[(String, Mark)]) -> DrawResult {
+    let (w, h) = area.dim_in_pixel();
+    let x = w as i32 - LEGEND_PX as i32 + 16;
+    let font = ("sans-serif", 13).into_font();
+    let rows = (h.saturating_sub(60) / 20) as usize;
+    if entries.len() > rows {
+        let more = format!("… {} more not listed", entries.len() + 1 - rows);
+        let y = 48 + 20 * (rows as i32 - 1);
+        area.draw(&Text::new(more, (x, y - 7), font.clone()))?;
+    }
+    let shown = if entries.len() > rows {
+        rows.saturating_sub(1)
+    } else {
+        rows
+    };
+    for (row, (label, mark)) in (0i32..).zip(entries.iter().take(shown)) {
+        let y = 48 + 20 * row;
+        match mark {
+            Mark::Line(style, dash) => area.draw(&legend_line(x, y, *dash, *style))?,
+            Mark::Block(c) => {
+                area.draw(&Rectangle::new([(x, y - 6), (x + 20, y + 6)], c.filled()))?
+            }
+            Mark::Dot(c) => area.draw(&Circle::new((x + 10, y), 3, c.filled()))?,
+        }
+        area.draw(&Text::new(label.clone(), (x + 28, y - 7), font.clone()))?;
+    }
+    Ok(())
+}
+
 /// A chart with time (s) across and `y_desc` up, mesh drawn.
 fn time_chart<'a, 'b>(
     area: &'a Area<'b>,
@@ -81,6 +125,7 @@ fn time_chart<'a, 'b>(
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", title_size))
         .margin(12)
+        .margin_right(LEGEND_PX)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
@@ -115,34 +160,31 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         }
     );
     let mut chart = time_chart(area, &title, 20, t_max, y_max, "goodput (Mbit/s)")?;
+    let mut legend = Vec::new();
     if let Some((a, b)) = omitted_span(run) {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(a, 0.0), (b, y_max)],
-                OMITTED.filled(),
-            )))?
-            .label("warm-up (omitted)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], OMITTED.filled()));
+        let span = Rectangle::new([(a, 0.0), (b, y_max)], OMITTED.filled());
+        chart.draw_series(std::iter::once(span))?;
+        legend.push(("warm-up (omitted)".to_string(), Mark::Block(OMITTED)));
     }
-    route_lines(&mut chart, run, y_max)?;
+    route_lines(&mut chart, run, y_max, &mut legend)?;
     let aggregate = steps(
         run.intervals
             .iter()
             .map(|i| (i.start, i.t, i.aggregate_bps / 1e6)),
     );
-    chart
-        .draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?
-        .label("aggregate")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    chart.draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?;
+    legend.push((
+        "aggregate".to_string(),
+        Mark::Line(BLACK.stroke_width(3), None),
+    ));
     if !run.failures.is_empty() {
         failure_markers(&mut chart, run, y_max)?;
+        legend.push((
+            "route failure".to_string(),
+            Mark::Line(RED.stroke_width(2), None),
+        ));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(area, &legend)
 }
 
 /// Fill of the omitted warm-up: light grey.
@@ -226,7 +268,12 @@ fn route_segments(run: &Run, idx: u32) -> Vec<Vec<(f64, f64)>> {
 }
 
 /// One line per route sampled, in route order, labelled with its path.
-fn route_lines(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> DrawResult {
+fn route_lines(
+    chart: &mut TimeChart<'_, '_>,
+    run: &Run,
+    y_max: f64,
+    legend: &mut Vec<(String, Mark)>,
+) -> DrawResult {
     let mut indices: Vec<u32> = run
         .intervals
         .iter()
@@ -239,22 +286,16 @@ fn route_lines(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> DrawResu
         let (color, dash) = route_style(k);
         let style = color.stroke_width(2);
         let dy = route_offset_px(k, indices.len()) * y_max / height_px;
-        let mut label = None;
         for piece in route_segments(run, *idx) {
             let points = piece.into_iter().map(move |(t, v)| (t, v + dy));
-            let drawn = match dash {
+            match dash {
                 None => chart.draw_series(LineSeries::new(points, style))?,
                 Some((on, off)) => {
                     chart.draw_series(DashedLineSeries::new(points, on, off, style))?
                 }
             };
-            if label.is_none() {
-                label = Some(());
-                drawn
-                    .label(route_label(run, *idx))
-                    .legend(move |(x, y)| legend_line(x, y, dash, style));
-            }
         }
+        legend.push((route_label(run, *idx), Mark::Line(style, dash)));
     }
     Ok(())
 }
@@ -290,16 +331,11 @@ fn route_label(run: &Run, idx: u32) -> String {
 
 /// A red vertical line at each route failure, with `R<i> failed` at its top.
 fn failure_markers(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> DrawResult {
-    chart
-        .draw_series(
-            run.failures.iter().map(|(t, _, _)| {
-                PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))
-            }),
-        )?
-        .label("route failure")
-        .legend(|(x, y)| {
-            PathElement::new(vec![(x + 10, y - 8), (x + 10, y + 8)], RED.stroke_width(2))
-        });
+    chart.draw_series(
+        run.failures
+            .iter()
+            .map(|(t, _, _)| PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))),
+    )?;
     chart.draw_series(run.failures.iter().map(|(t, idx, _)| {
         Text::new(
             format!("R{idx} failed"),
@@ -326,6 +362,7 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
             ("sans-serif", 18),
         )
         .margin(12)
+        .margin_right(LEGEND_PX)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..t_max, (lo..hi).log_scale())?;
@@ -335,6 +372,7 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         .y_desc("RTT (ms, log scale)")
         .y_label_formatter(&|v| fmt_ms(*v))
         .draw()?;
+    let mut legend = Vec::new();
     for (phase, label, color) in [
         (ProbePhase::Idle, "idle", PALETTE[2]),
         (ProbePhase::Loaded, "loaded", PALETTE[3]),
@@ -348,24 +386,18 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         let mut values: Vec<f64> = rtts.iter().map(|p| p.1).collect();
         values.sort_by(f64::total_cmp);
         let median = values.get(values.len() / 2).copied();
-        chart
-            .draw_series(rtts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?
-            .label(match median {
-                Some(m) => format!("{label} (median {})", fmt_ms(m)),
-                None => label.to_string(),
-            })
-            .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+        chart.draw_series(rtts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        let label = match median {
+            Some(m) => format!("{label} (median {})", fmt_ms(m)),
+            None => label.to_string(),
+        };
+        legend.push((label, Mark::Dot(color)));
         if let Some(m) = median {
             let line = [(0.0, m), (t_max, m)];
             chart.draw_series(DashedLineSeries::new(line, 6, 4, color.stroke_width(1)))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(area, &legend)
 }
 
 /// The RTT axis (ms): from below the fastest probe to above the slowest, at least a decade,
@@ -531,11 +563,16 @@ mod tests {
             texts.iter().any(|t| t.contains("RTT (ms, log scale)")),
             "{texts:?}"
         );
-        // The throughput chart's lines: those before its legend's box.
+        // The charts' lines: not the legend's samples, right of the charts.
+        let plot_right = f64::from(1200 - LEGEND_PX);
         let polylines: Vec<roxmltree::Node> = doc
             .descendants()
-            .take_while(|n| !(n.has_tag_name("rect") && n.attribute("opacity") == Some("0.8")))
             .filter(|n| n.has_tag_name("polyline"))
+            .filter(|n| {
+                xs(n.attribute("points").unwrap())
+                    .iter()
+                    .all(|x| *x < plot_right)
+            })
             .collect();
         let stroke = |n: &roxmltree::Node| n.attribute("stroke").unwrap_or("").to_string();
         let route_colors: Vec<String> = (0..4).map(|k| color_hex(route_style(k).0)).collect();
