@@ -54,7 +54,7 @@ impl HumanView {
             return Some(human::summary_table(s) + "\n");
         }
         if let Some(live) = &self.live {
-            live.update(event);
+            live.update(event, t);
         }
         if let Some(line) = human::line(event, t) {
             match &self.live {
@@ -73,10 +73,11 @@ impl HumanView {
 
 impl Live {
     /// Applies `event` to the model and redraws every line (adding a bar per new line).
-    fn update(&self, event: &Event) {
+    fn update(&self, event: &Event, t: Duration) {
         // Critical sections are one update and redraw; a poisoned lock is still usable.
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (model, bars) = &mut *guard;
+        model.tick(t);
         model.apply(event);
         let lines = model.lines(WIDTH);
         while bars.len() < lines.len() {
@@ -152,6 +153,12 @@ impl Row {
 }
 
 impl LiveModel {
+    /// Moves the clock to `t` since the run started (any event's time), so the time left
+    /// counts down between samples too (probes come every `--probe-interval`).
+    pub fn tick(&mut self, t: Duration) {
+        self.now_ns = self.now_ns.max(t.as_nanos() as u64);
+    }
+
     /// Takes in one event.
     pub fn apply(&mut self, event: &Event) {
         match event {
@@ -165,9 +172,12 @@ impl LiveModel {
             Event::RouteSetupFailed(e) => {
                 let row = self.routes.entry(e.route_index);
                 let row = row.or_insert_with(|| Row::new(RowState::SetupFailed(String::new())));
-                if !matches!(row.state, RowState::Up | RowState::Stalled) {
-                    row.state = RowState::SetupFailed(e.error.clone());
-                }
+                row.state = match row.state {
+                    // A redial attempt of a failed route that failed in turn: still FAILED.
+                    RowState::Failed(_) => RowState::Failed(e.error.clone()),
+                    RowState::Up | RowState::Stalled => return,
+                    _ => RowState::SetupFailed(e.error.clone()),
+                };
             }
             Event::RouteFailure(f) => {
                 let row = self.row(f.route_index);
@@ -203,7 +213,7 @@ impl LiveModel {
 
     fn sample(&mut self, s: &Sample) {
         self.load_start_ns.get_or_insert(s.interval_start_ns);
-        self.now_ns = s.interval_end_ns;
+        self.now_ns = self.now_ns.max(s.interval_end_ns);
         let rate = |r: &crate::report::events::RouteSample| r.sent_bps.max(r.received_bps);
         let fastest = s.routes.iter().map(rate).max().unwrap_or(0).max(1);
         for r in &s.routes {
@@ -424,6 +434,19 @@ mod tests {
             "{:?}",
             m.lines(WIDTH)
         );
+        m.apply(&Event::RouteSetupFailed(RouteSetupFailed {
+            route_index: 1,
+            failed_hop: Some(0),
+            node: None,
+            error: "refused".into(),
+            cause: Cause::Refused,
+            path: vec![],
+        }));
+        assert!(
+            m.lines(WIDTH)[2].ends_with("] FAILED: refused"),
+            "{:?}",
+            m.lines(WIDTH)
+        );
         m.apply(&established(1));
         assert!(m.lines(WIDTH)[2].ends_with("established, 2 hops"));
     }
@@ -456,6 +479,11 @@ mod tests {
         assert_eq!(
             m.lines(WIDTH)[0],
             "measuring: 3.0s of 5.0s (first 2.0s omitted), 2.0s left"
+        );
+        m.tick(Duration::from_millis(4_200));
+        assert_eq!(
+            m.lines(WIDTH)[0],
+            "measuring: 3.7s of 5.0s (first 2.0s omitted), 1.3s left"
         );
         m.apply(&rates(6, [1, 1, 1]));
         assert!(m.lines(WIDTH)[0].ends_with(", 0.0s left"));
