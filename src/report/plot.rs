@@ -245,7 +245,7 @@ fn route_segments(run: &Run, idx: u32) -> Vec<Vec<(f64, f64)>> {
         else {
             continue;
         };
-        if failures.next_if(|f| *f <= i.start).is_some() {
+        while failures.next_if(|f| *f <= i.start).is_some() {
             pieces.push(std::mem::take(&mut piece));
             down = true;
         }
