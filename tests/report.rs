@@ -57,6 +57,11 @@ fn compare_reports_mux_against_direct() {
     assert!(line.contains(&format!("{ratio:.2}x")), "{line} vs {ratio}");
     assert_eq!(v["runs"][1]["routes"], 4);
     assert_eq!(v["runs"][1]["hops"], "2");
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!([]),
+        "same settings: no warnings"
+    );
 
     // `-` reads a run from stdin.
     let text = std::fs::read(&mux).unwrap();
@@ -71,6 +76,63 @@ fn compare_reports_mux_against_direct() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("- delivered"));
+}
+
+/// Same file name in two folders, and settings that make the ratio meaningless: two labels,
+/// and a warning on stderr and in `--json`.
+#[test]
+fn compare_names_runs_apart_and_warns_of_different_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["sw", "other"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let one = ["--routes", "1", "--min-hops", "1", "--interval", "250ms"];
+    let mut emulated = one.to_vec();
+    emulated.extend(["--direct-rate", "100mbit", "--duration", "2s"]);
+    let mut bare = one.to_vec();
+    bare.extend(["--duration", "1s"]);
+    let a = save(dir.path(), "sw/r1-h1-up-run1.ndjson", &emulated);
+    let b = save(dir.path(), "other/r1-h1-up-run1.ndjson", &bare);
+
+    let out = run(&["compare", &a, &b], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("\nother/r1-h1-up-run1.ndjson delivered ")
+            && out.stdout.contains(" sw/r1-h1-up-run1.ndjson's throughput"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("(not comparable: duration, links differ)"),
+        "{}",
+        out.stdout
+    );
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{}", out.stderr);
+    assert!(
+        warnings[0].starts_with("mux-bw: warning: other/r1-h1-up-run1.ndjson differs from the baseline sw/r1-h1-up-run1.ndjson in duration: 1s vs 2s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        warnings[1].contains("in links: none (no emulated links) vs "),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(&["compare", "--json", &a, &b], LIMIT);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let fields: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["duration", "links"]);
+    assert_eq!(v["runs"][0]["name"], "sw/r1-h1-up-run1.ndjson");
+    assert_eq!(out.stderr.lines().count(), 2, "{}", out.stderr);
 }
 
 #[test]
@@ -121,6 +183,8 @@ fn plot_draws_a_valid_svg_with_the_failure_marked() {
             "--fault",
             "kill:1@1s",
             "--probe-rtt",
+            "--omit",
+            "500ms",
         ],
     );
     let svg = dir.path().join("fail.svg");
@@ -139,7 +203,8 @@ fn plot_draws_a_valid_svg_with_the_failure_marked() {
         "R1 failed",
         "aggregate",
         "goodput (Mbit/s)",
-        "RTT (ms)",
+        "RTT (ms, log scale)",
+        "warm-up (omitted)",
         "loaded",
         "idle",
     ] {

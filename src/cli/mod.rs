@@ -191,6 +191,23 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// The binary's name, as completion scripts must spell it.
+const BIN_NAME: &str = "mux-bw";
+
+/// Works around clap_complete's bash generator for a hyphenated binary name (clap-rs/clap
+/// #6421, open in clap_complete 4.6.11): its word loop builds the state `mux__bw__subcmd__lab`
+/// but its `case` arms spell it `mux__subcmd__bw__subcmd__lab`, so no subcommand's flags ever
+/// complete. The arms are respelled as the loop spells them; a fixed generator leaves nothing
+/// to replace.
+fn fix_bash_arms(script: &str) -> String {
+    let escaped = BIN_NAME.replace('-', "__");
+    let wrong = BIN_NAME.replace('-', "__subcmd__");
+    script.replace(
+        &format!("{wrong}__subcmd__"),
+        &format!("{escaped}__subcmd__"),
+    )
+}
+
 async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve(a) => serve::run_node(Role::Destination, a).await,
@@ -205,8 +222,12 @@ async fn dispatch(cli: Cli) -> i32 {
             use clap::CommandFactory;
             // Into memory first: clap_complete panics on a failing writer.
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "mux-bw", &mut script);
-            write_stdout(&String::from_utf8_lossy(&script)).map(|()| EXIT_OK)
+            clap_complete::generate(shell, &mut Cli::command(), BIN_NAME, &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if shell == clap_complete::Shell::Bash {
+                script = fix_bash_arms(&script);
+            }
+            write_stdout(&script).map(|()| EXIT_OK)
         }
     };
     match result {
@@ -279,6 +300,25 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_bash_state_has_its_case_arm() {
+        let mut raw = Vec::new();
+        let shell = clap_complete::Shell::Bash;
+        clap_complete::generate(shell, &mut Cli::command(), BIN_NAME, &mut raw);
+        let script = fix_bash_arms(&String::from_utf8(raw).unwrap());
+        let states: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("cmd=\""))
+            .filter_map(|l| l.strip_suffix('"'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert!(states.contains(&"mux__bw__subcmd__lab"), "{states:?}");
+        for state in states {
+            let arm = format!("\n        {state})\n");
+            assert!(script.contains(&arm), "no case arm for state {state}");
+        }
     }
 
     #[test]

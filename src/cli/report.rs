@@ -6,7 +6,8 @@ use super::args::{CompareArgs, PlotArgs};
 use super::{write_stdout, UsageError, EXIT_OK};
 use crate::report::{compare, plot, runfile};
 
-/// `compare`: saved runs side by side, each against the first.
+/// `compare`: saved runs side by side, each against the first; a warning on stderr (and in
+/// `--json`'s `warnings`) for each setting a run differs from the first in.
 pub(super) fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
     if a.runs.iter().filter(|r| r.as_str() == "-").count() > 1 {
         return Err(UsageError("'-' (stdin) can be given only once".to_string()).into());
@@ -18,6 +19,11 @@ pub(super) fn run_compare(a: CompareArgs) -> anyhow::Result<i32> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(UsageError::of)?;
     let c = compare::compare(&runs);
+    let mut err = std::io::stderr().lock();
+    for w in &c.warnings {
+        let _ = writeln!(err, "mux-bw: warning: {}", w.message);
+    }
+    drop(err);
     let text = if a.json {
         // invariant: the comparison holds only numbers, strings and options.
         serde_json::to_string_pretty(&c).expect("comparison serializes") + "\n"

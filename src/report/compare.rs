@@ -1,16 +1,23 @@
 //! `mux-bw compare`: saved runs side by side, each against the first, in the manner of
-//! hyperfine's "ran 3.62 ± 0.05 times faster". Pure: takes parsed runs, returns a report.
+//! hyperfine's "ran 3.62 ± 0.05 times faster", with a warning for each setting that makes a run
+//! not comparable with the baseline. Pure: takes parsed runs, returns a report.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::report::events::{LinkView, LinksView};
 use crate::report::human::fmt_rate;
 use crate::report::runfile::Run;
 
 /// What one run measured, reduced to the figures a comparison needs.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunStats {
-    /// File name.
+    /// File name, as given.
     pub label: String,
+    /// The shortest suffix of whole path components that tells this run from the others
+    /// (`sw/r1.ndjson` next to `other/r1.ndjson`); what the table prints.
+    pub name: String,
     /// Routes asked for.
     pub routes: u64,
     /// Links per route: "2", or "1-3" when they differ.
@@ -54,6 +61,114 @@ pub struct Comparison {
     pub runs: Vec<RunStats>,
     /// One entry per run after the first.
     pub ratios: Vec<Ratio>,
+    /// One entry per setting in which a run differs from the first: its ratio compares
+    /// different measurements.
+    pub warnings: Vec<Warning>,
+}
+
+/// A setting in which a run differs from the baseline.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Warning {
+    /// The run's name (as in `RunStats::name`).
+    pub run: String,
+    /// The baseline's name.
+    pub baseline: String,
+    /// `duration`, `omit`, `mode`, `links` or `version`.
+    pub field: &'static str,
+    /// The run's setting.
+    pub value: String,
+    /// The baseline's setting.
+    pub baseline_value: String,
+    /// The whole warning as one sentence.
+    pub message: String,
+}
+
+/// The shortest suffix of whole path components of each label that no other (different)
+/// label ends with: `sw/r1.ndjson` and `other/r1.ndjson` stay apart, `a/x.ndjson` next to
+/// `b/y.ndjson` is `x.ndjson`. A file given twice gets the same name twice.
+pub fn unique_names(labels: &[&str]) -> Vec<String> {
+    let parts: Vec<Vec<&str>> = labels
+        .iter()
+        .map(|l| {
+            l.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect()
+        })
+        .collect();
+    let suffix = |p: &[&str], k: usize| p[p.len().saturating_sub(k)..].join("/");
+    labels
+        .iter()
+        .zip(&parts)
+        .map(|(label, own)| {
+            (1..=own.len())
+                .map(|k| suffix(own, k))
+                .find(|mine| {
+                    labels
+                        .iter()
+                        .zip(&parts)
+                        .filter(|(other, _)| *other != label)
+                        .all(|(_, p)| suffix(p, mine.matches('/').count() + 1) != *mine)
+                })
+                .unwrap_or_else(|| label.to_string())
+        })
+        .collect()
+}
+
+/// How the lab's links are reported in a warning.
+fn fmt_links(links: Option<&LinksView>) -> String {
+    let one = |l: &LinkView| {
+        let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
+        let mut s = format!("{rate}, {} delay", fmt_ns(l.delay_ns));
+        if l.loss > 0.0 {
+            s += &format!(", {:.2}% loss", l.loss * 100.0);
+        }
+        s
+    };
+    match links {
+        None => "none (no emulated links)".to_string(),
+        Some(l) => format!("relay links {}; direct {}", one(&l.relay), one(&l.direct)),
+    }
+}
+
+fn fmt_ns(ns: u64) -> String {
+    humantime::format_duration(Duration::from_nanos(ns)).to_string()
+}
+
+/// The settings of `run` that differ from `base`'s, as warnings (names from `unique_names`).
+pub fn warnings(base: (&Run, &str), run: (&Run, &str)) -> Vec<Warning> {
+    let (b, r) = (&base.0.config, &run.0.config);
+    let links = |c: &crate::report::events::ConfigView| fmt_links(c.links.as_ref());
+    let settings = [
+        ("duration", fmt_ns(r.duration_ns), fmt_ns(b.duration_ns)),
+        ("omit", fmt_ns(r.omit_ns), fmt_ns(b.omit_ns)),
+        (
+            "mode",
+            r.mode.as_str().to_string(),
+            b.mode.as_str().to_string(),
+        ),
+        ("links", links(r), links(b)),
+        (
+            "version",
+            run.0.summary.version.to_string(),
+            base.0.summary.version.to_string(),
+        ),
+    ];
+    settings
+        .into_iter()
+        .filter(|(_, value, base_value)| value != base_value)
+        .map(|(field, value, baseline_value)| Warning {
+            message: format!(
+                "{} differs from the baseline {} in {field}: {value} vs {baseline_value}; \
+                 its ratio compares different measurements",
+                run.1, base.1
+            ),
+            run: run.1.to_string(),
+            baseline: base.1.to_string(),
+            field,
+            value,
+            baseline_value,
+        })
+        .collect()
 }
 
 /// Quantile `q` (0..1) of `v` by nearest rank; `0.0` for no values.
@@ -72,7 +187,7 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
-/// Reduces a run to its figures.
+/// Reduces a run to its figures (named by its label).
 pub fn stats(run: &Run) -> RunStats {
     let s = &run.summary;
     let rates: Vec<f64> = run
@@ -102,6 +217,7 @@ pub fn stats(run: &Run) -> RunStats {
     let loaded = s.rtt.as_ref().and_then(|rtt| rtt.loaded.as_ref());
     RunStats {
         label: run.label.clone(),
+        name: run.label.clone(),
         routes: s.routes_planned as u64,
         hops,
         mean_bps: s.aggregate_bps as f64,
@@ -115,9 +231,18 @@ pub fn stats(run: &Run) -> RunStats {
     }
 }
 
-/// Compares every run with the first.
+/// Compares every run with the first, and warns of every setting a run differs in.
 pub fn compare(runs: &[Run]) -> Comparison {
-    let stats: Vec<RunStats> = runs.iter().map(stats).collect();
+    let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+    let names = unique_names(&labels);
+    let stats: Vec<RunStats> = runs
+        .iter()
+        .zip(&names)
+        .map(|(run, name)| RunStats {
+            name: name.clone(),
+            ..stats(run)
+        })
+        .collect();
     let ratios = match stats.split_first() {
         Some((base, rest)) => rest
             .iter()
@@ -133,19 +258,31 @@ pub fn compare(runs: &[Run]) -> Comparison {
             .collect(),
         None => Vec::new(),
     };
+    let warnings = match (runs.first(), names.first()) {
+        (Some(base), Some(base_name)) => runs
+            .iter()
+            .zip(&names)
+            .skip(1)
+            .flat_map(|(run, name)| warnings((base, base_name), (run, name)))
+            .collect(),
+        _ => Vec::new(),
+    };
     Comparison {
         runs: stats,
         ratios,
+        warnings,
     }
 }
 
-/// The comparison as a table and one sentence per ratio.
+/// The comparison as a table and one sentence per ratio; a ratio over runs that differ in a
+/// setting names the settings (the warnings say how).
 pub fn render(c: &Comparison) -> String {
     use std::fmt::Write as _;
+    let width = c.runs.iter().map(|r| r.name.len()).fold(24, usize::max);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
+        "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
         "run",
         "routes",
         "hops",
@@ -166,8 +303,8 @@ pub fn render(c: &Comparison) -> String {
             .map_or("-".to_string(), |l| format!("{:.2}%", l * 100.0));
         let _ = writeln!(
             out,
-            "{:<24} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
-            short_label(&r.label),
+            "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
+            r.name,
             r.routes,
             r.hops,
             fmt_rate(r.mean_bps as u64),
@@ -183,35 +320,40 @@ pub fn render(c: &Comparison) -> String {
             rtt
         );
     }
-    for q in &c.ratios {
-        let tp = match q.throughput {
-            Some(x) => format!(
-                "{} delivered {x:.2}x {}'s throughput",
-                short_label(&q.label),
-                short_label(&q.baseline)
-            ),
-            None => format!(
-                "{}: {} moved no data, no ratio",
-                short_label(&q.label),
-                short_label(&q.baseline)
-            ),
-        };
-        let rtt = q.loaded_rtt.map_or(String::new(), |x| {
-            format!("; loaded p50 RTT {x:.2}x {}'s", short_label(&q.baseline))
-        });
-        let _ = writeln!(out, "{tp}{rtt}");
+    for (q, run) in c.ratios.iter().zip(c.runs.iter().skip(1)) {
+        let _ = writeln!(out, "{}", ratio_line(c, q, &run.name));
     }
     out
 }
 
-fn short_label(l: &str) -> &str {
-    l.rsplit('/').next().unwrap_or(l)
+/// `b delivered 3.62x a's throughput; loaded p50 RTT 1.40x a's`, and the settings in which
+/// `name` differs from the baseline.
+fn ratio_line(c: &Comparison, q: &Ratio, name: &str) -> String {
+    let base = c.runs.first().map_or("-", |r| r.name.as_str());
+    let tp = match q.throughput {
+        Some(x) => format!("{name} delivered {x:.2}x {base}'s throughput"),
+        None => format!("{name}: {base} moved no data, no ratio"),
+    };
+    let rtt = q.loaded_rtt.map_or(String::new(), |x| {
+        format!("; loaded p50 RTT {x:.2}x {base}'s")
+    });
+    let differs: Vec<&str> = c
+        .warnings
+        .iter()
+        .filter(|w| w.run == name)
+        .map(|w| w.field)
+        .collect();
+    if differs.is_empty() {
+        format!("{tp}{rtt}")
+    } else {
+        format!("{tp}{rtt} (not comparable: {} differ)", differs.join(", "))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::events::{Event, RouteSummary};
+    use crate::report::events::{ConfigView, Event, RouteSummary};
     use crate::report::fixtures::{ndjson, route, rtt, sample, start, summary};
     use crate::report::runfile::parse;
     use crate::wire::mode::Mode;
@@ -270,6 +412,121 @@ mod tests {
             text.contains("mux.ndjson delivered 3.62x direct.ndjson's throughput; loaded p50 RTT 1.40x direct.ndjson's"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn names_are_the_shortest_unique_path_suffixes() {
+        let names = unique_names(&[
+            "sw/r1-h1-up-run1.ndjson",
+            "other/r1-h1-up-run1.ndjson",
+            "runs/direct.ndjson",
+            "./a/x/mux.ndjson",
+            "b/x/mux.ndjson",
+            "-",
+        ]);
+        assert_eq!(
+            names,
+            [
+                "sw/r1-h1-up-run1.ndjson",
+                "other/r1-h1-up-run1.ndjson",
+                "direct.ndjson",
+                "a/x/mux.ndjson",
+                "b/x/mux.ndjson",
+                "-",
+            ]
+        );
+        assert_eq!(
+            unique_names(&["f.ndjson", "d/f.ndjson"]),
+            ["f.ndjson", "d/f.ndjson"]
+        );
+        assert_eq!(unique_names(&["d/f", "d/f"]), ["f", "f"]);
+    }
+
+    #[test]
+    fn same_basename_in_two_directories_prints_two_labels() {
+        let a = run("sw/r1-h1-up-run1.ndjson", 100, &[100], None);
+        let b = run("other/r1-h1-up-run1.ndjson", 200, &[200], None);
+        let text = render(&compare(&[a, b]));
+        assert!(
+            text.contains(
+                "other/r1-h1-up-run1.ndjson delivered 2.00x sw/r1-h1-up-run1.ndjson's throughput"
+            ),
+            "{text}"
+        );
+        let rows: Vec<&str> = text.lines().skip(1).take(2).collect();
+        assert!(rows[0].starts_with("sw/r1-h1-up-run1.ndjson "), "{text}");
+        assert!(rows[1].starts_with("other/r1-h1-up-run1.ndjson "), "{text}");
+    }
+
+    /// A run whose settings are changed by `f`, with the given version.
+    fn run_with(label: &str, version: &'static str, f: impl Fn(&mut ConfigView)) -> Run {
+        let mut start = start(Mode::Up, 2);
+        if let Event::Start(s) = &mut start {
+            f(&mut s.config);
+        }
+        let mut end = with_summary(100, vec![route("up", 10, 0)], None);
+        if let Event::Summary(s) = &mut end {
+            s.version = version.into();
+        }
+        saved(label, &[start, sample(1_000_000_000, 100, vec![]), end])
+    }
+
+    #[test]
+    fn warns_of_every_setting_that_differs_from_the_baseline() {
+        let base = run_with("emu.ndjson", "0.1.0", |c| c.duration_ns = 5_000_000_000);
+        let same = run_with("same.ndjson", "0.1.0", |c| c.duration_ns = 5_000_000_000);
+        let bare = run_with("bare.ndjson", "0.2.0", |c| {
+            c.duration_ns = 1_000_000_000;
+            c.omit_ns = 500_000_000;
+            c.mode = Mode::Down;
+            c.links = None;
+        });
+        let c = compare(&[base, same, bare]);
+        let fields: Vec<(&str, &str)> = c
+            .warnings
+            .iter()
+            .map(|w| (w.run.as_str(), w.field))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("bare.ndjson", "duration"),
+                ("bare.ndjson", "omit"),
+                ("bare.ndjson", "mode"),
+                ("bare.ndjson", "links"),
+                ("bare.ndjson", "version")
+            ]
+        );
+        let w = &c.warnings[0];
+        assert_eq!((w.value.as_str(), w.baseline_value.as_str()), ("1s", "5s"));
+        assert_eq!(w.baseline, "emu.ndjson");
+        assert!(
+            w.message.starts_with(
+                "bare.ndjson differs from the baseline emu.ndjson in duration: 1s vs 5s"
+            ),
+            "{}",
+            w.message
+        );
+        assert_eq!(c.warnings[3].value, "none (no emulated links)");
+        assert!(
+            c.warnings[3]
+                .baseline_value
+                .contains("relay links 20.0 Mbit/s, 5ms delay"),
+            "{:?}",
+            c.warnings[3]
+        );
+        let text = render(&c);
+        assert!(
+            text.contains("same.ndjson delivered 1.00x emu.ndjson's throughput\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(not comparable: duration, omit, mode, links, version differ)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["warnings"][0]["field"], "duration");
+        assert_eq!(json["runs"][2]["name"], "bare.ndjson");
     }
 
     #[test]

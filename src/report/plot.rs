@@ -1,8 +1,11 @@
-//! `mux-bw plot`: a saved run as an SVG: per-route and aggregate throughput over time with failure
-//! markers, and idle vs loaded RTT when the run was probed.
+//! `mux-bw plot`: a saved run as an SVG: per-route and aggregate throughput over time (the
+//! omitted warm-up shaded, each route in its own colour and dash and a few pixels off the
+//! others so equal rates stay visible, a route's line ending at its failure, a marker there),
+//! and idle vs loaded RTT on a log scale when the run was probed. Pure but for the file.
 
 use std::path::Path;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::report::events::ProbePhase;
@@ -35,7 +38,7 @@ pub fn plot(run: &Run, out: &Path) -> Result<(), PlotError> {
     };
     let with_rtt = !run.probes.is_empty();
     let height = if with_rtt { 900 } else { 560 };
-    let root = SVGBackend::new(out, (1000, height)).into_drawing_area();
+    let root = SVGBackend::new(out, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = if with_rtt {
         let (a, b) = root.split_vertically(560);
@@ -66,6 +69,50 @@ type TimeChart<'a, 'b> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
+/// Room right of each chart for its legend, so the legend never hides a line.
+const LEGEND_PX: u32 = 210;
+
+/// A legend entry's sample.
+enum Mark {
+    /// A line in this style, dashed (dash, gap in px) or solid.
+    Line(ShapeStyle, Option<(u32, u32)>),
+    /// A filled block (a shaded span).
+    Block(RGBColor),
+    /// A dot (a probe).
+    Dot(RGBColor),
+}
+
+/// The legend, in the `LEGEND_PX` right of `area`'s chart (outside it, where it hides no
+/// line and nothing clips it): one row per entry, sample then label.
+fn draw_legend(area: &Area<'_>, entries: &[(String, Mark)]) -> DrawResult {
+    let (w, h) = area.dim_in_pixel();
+    let x = w as i32 - LEGEND_PX as i32 + 16;
+    let font = ("sans-serif", 13).into_font();
+    let rows = (h.saturating_sub(60) / 20) as usize;
+    if entries.len() > rows {
+        let more = format!("… {} more not listed", entries.len() + 1 - rows);
+        let y = 48 + 20 * (rows as i32 - 1);
+        area.draw(&Text::new(more, (x, y - 7), font.clone()))?;
+    }
+    let shown = if entries.len() > rows {
+        rows.saturating_sub(1)
+    } else {
+        rows
+    };
+    for (row, (label, mark)) in (0i32..).zip(entries.iter().take(shown)) {
+        let y = 48 + 20 * row;
+        match mark {
+            Mark::Line(style, dash) => area.draw(&legend_line(x, y, *dash, *style))?,
+            Mark::Block(c) => {
+                area.draw(&Rectangle::new([(x, y - 6), (x + 20, y + 6)], c.filled()))?
+            }
+            Mark::Dot(c) => area.draw(&Circle::new((x + 10, y), 3, c.filled()))?,
+        }
+        area.draw(&Text::new(label.clone(), (x + 28, y - 7), font.clone()))?;
+    }
+    Ok(())
+}
+
 /// A chart with time (s) across and `y_desc` up, mesh drawn.
 fn time_chart<'a, 'b>(
     area: &'a Area<'b>,
@@ -78,6 +125,7 @@ fn time_chart<'a, 'b>(
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", title_size))
         .margin(12)
+        .margin_right(LEGEND_PX)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
@@ -89,7 +137,9 @@ fn time_chart<'a, 'b>(
     Ok(chart)
 }
 
-/// Goodput over time: one line per route, the aggregate, and a marker at each route failure.
+/// Goodput over time: the omitted warm-up shaded, one line per route (each its own colour and
+/// dash, drawn a few pixels apart so equal rates stay visible, ending at the route's failure),
+/// the aggregate, and a marker at each route failure.
 fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let t_max = run.intervals.last().map_or(1.0, |i| i.t).max(1e-3);
     let y_max = run
@@ -99,35 +149,131 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         .fold(1.0, f64::max)
         * 1.1;
     let title = format!(
-        "{}: {} route(s), mode {}",
+        "{}: {} route(s), mode {}{}",
         run.label.rsplit('/').next().unwrap_or(&run.label),
         run.config.routes,
-        run.config.mode.as_str()
+        run.config.mode.as_str(),
+        if run.config.routes > 1 {
+            " (route lines drawn a few px apart)"
+        } else {
+            ""
+        }
     );
     let mut chart = time_chart(area, &title, 20, t_max, y_max, "goodput (Mbit/s)")?;
-    route_lines(&mut chart, run)?;
+    let mut legend = Vec::new();
+    if let Some((a, b)) = omitted_span(run) {
+        let span = Rectangle::new([(a, 0.0), (b, y_max)], OMITTED.filled());
+        chart.draw_series(std::iter::once(span))?;
+        legend.push(("warm-up (omitted)".to_string(), Mark::Block(OMITTED)));
+    }
+    route_lines(&mut chart, run, y_max, &mut legend)?;
     let aggregate = steps(
         run.intervals
             .iter()
             .map(|i| (i.start, i.t, i.aggregate_bps / 1e6)),
     );
-    chart
-        .draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?
-        .label("aggregate")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+    chart.draw_series(LineSeries::new(aggregate, BLACK.stroke_width(3)))?;
+    legend.push((
+        "aggregate".to_string(),
+        Mark::Line(BLACK.stroke_width(3), None),
+    ));
     if !run.failures.is_empty() {
         failure_markers(&mut chart, run, y_max)?;
+        legend.push((
+            "route failure".to_string(),
+            Mark::Line(RED.stroke_width(2), None),
+        ));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(area, &legend)
+}
+
+/// Fill of the omitted warm-up: light grey.
+const OMITTED: RGBColor = RGBColor(215, 215, 215);
+
+/// From the start of the first omitted interval to the end of the last, if any was omitted.
+fn omitted_span(run: &Run) -> Option<(f64, f64)> {
+    let omitted = || run.intervals.iter().filter(|i| i.omitted);
+    let a = omitted().map(|i| i.start).reduce(f64::min)?;
+    let b = omitted().map(|i| i.t).reduce(f64::max)?;
+    Some((a, b))
+}
+
+/// Dash length and gap, in pixels, by style number; `None` is a solid line.
+const DASHES: [Option<(u32, u32)>; 4] = [None, Some((12, 5)), Some((5, 4)), Some((2, 3))];
+
+/// Most pixels between the lines of two adjacent routes, and across all of them.
+const ROUTE_GAP_PX: f64 = 4.0;
+const ROUTE_SPREAD_PX: f64 = 32.0;
+
+/// The `k`-th route's colour and dash: 32 distinct pairs (colour and dash step together for
+/// the first 8, then the dash shifts).
+fn route_style(k: usize) -> (RGBColor, Option<(u32, u32)>) {
+    let color = PALETTE[k % PALETTE.len()];
+    let dash = DASHES[(k + k / PALETTE.len()) % DASHES.len()];
+    (color, dash)
+}
+
+/// Vertical offset in pixels of the `k`-th of `n` routes: centred on the true value, adjacent
+/// routes `ROUTE_GAP_PX` apart, all within `ROUTE_SPREAD_PX`.
+fn route_offset_px(k: usize, n: usize) -> f64 {
+    if n < 2 {
+        return 0.0;
+    }
+    let gap = ROUTE_GAP_PX.min(ROUTE_SPREAD_PX / (n - 1) as f64);
+    (k as f64 - (n - 1) as f64 / 2.0) * gap
+}
+
+/// Route `idx`'s rate as steps (Mbit/s), in pieces: a piece ends at each of the route's
+/// failures (the interval's mean up to the failure time), and the next starts only once the
+/// route moves bytes again (a redial); a failed route is not drawn at any rate.
+fn route_segments(run: &Run, idx: u32) -> Vec<Vec<(f64, f64)>> {
+    let mut failures: Vec<f64> = run
+        .failures
+        .iter()
+        .filter(|(_, r, _)| *r == idx)
+        .map(|(t, _, _)| *t)
+        .collect();
+    failures.sort_by(f64::total_cmp);
+    let mut failures = failures.into_iter().peekable();
+    let (mut pieces, mut piece, mut down) = (Vec::new(), Vec::new(), false);
+    for i in &run.intervals {
+        let Some(v) = i
+            .routes
+            .iter()
+            .find(|(r, _)| *r == idx)
+            .map(|(_, b)| b / 1e6)
+        else {
+            continue;
+        };
+        while failures.next_if(|f| *f <= i.start).is_some() {
+            pieces.push(std::mem::take(&mut piece));
+            down = true;
+        }
+        if down && v <= 0.0 {
+            continue;
+        }
+        down = false;
+        match failures.next_if(|f| *f <= i.t) {
+            Some(f) => {
+                piece.extend([(i.start, v), (f, v)]);
+                pieces.push(std::mem::take(&mut piece));
+                down = true;
+            }
+            None => piece.extend([(i.start, v), (i.t, v)]),
+        }
+    }
+    pieces.push(piece);
+    pieces.retain(|p| !p.is_empty());
+    pieces
 }
 
 /// One line per route sampled, in route order, labelled with its path.
-fn route_lines(chart: &mut TimeChart<'_, '_>, run: &Run) -> DrawResult {
+fn route_lines(
+    chart: &mut TimeChart<'_, '_>,
+    run: &Run,
+    y_max: f64,
+    legend: &mut Vec<(String, Mark)>,
+) -> DrawResult {
     let mut indices: Vec<u32> = run
         .intervals
         .iter()
@@ -135,22 +281,34 @@ fn route_lines(chart: &mut TimeChart<'_, '_>, run: &Run) -> DrawResult {
         .collect();
     indices.sort_unstable();
     indices.dedup();
+    let height_px = f64::from(chart.plotting_area().dim_in_pixel().1.max(1));
     for (k, idx) in indices.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
-        let points: Vec<(f64, f64)> = steps(run.intervals.iter().filter_map(|i| {
-            i.routes
-                .iter()
-                .find(|(r, _)| r == idx)
-                .map(|(_, bps)| (i.start, i.t, bps / 1e6))
-        }));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(route_label(run, *idx))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        let (color, dash) = route_style(k);
+        let style = color.stroke_width(2);
+        let dy = route_offset_px(k, indices.len()) * y_max / height_px;
+        for piece in route_segments(run, *idx) {
+            let points = piece.into_iter().map(move |(t, v)| (t, v + dy));
+            match dash {
+                None => chart.draw_series(LineSeries::new(points, style))?,
+                Some((on, off)) => {
+                    chart.draw_series(DashedLineSeries::new(points, on, off, style))?
+                }
+            };
+        }
+        legend.push((route_label(run, *idx), Mark::Line(style, dash)));
     }
     Ok(())
+}
+
+/// A route's legend sample: its colour and dash.
+fn legend_line(
+    x: i32,
+    y: i32,
+    dash: Option<(u32, u32)>,
+    style: ShapeStyle,
+) -> DashedPathElement<std::vec::IntoIter<(i32, i32)>, u32> {
+    let (on, off) = dash.unwrap_or((20, 1));
+    DashedPathElement::new(vec![(x, y), (x + 20, y)], on, off, style)
 }
 
 /// `R2 via a,b` (the intermediates' short ids), `R2 direct`, or `R2` when no path was seen.
@@ -173,16 +331,11 @@ fn route_label(run: &Run, idx: u32) -> String {
 
 /// A red vertical line at each route failure, with `R<i> failed` at its top.
 fn failure_markers(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> DrawResult {
-    chart
-        .draw_series(
-            run.failures.iter().map(|(t, _, _)| {
-                PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))
-            }),
-        )?
-        .label("route failure")
-        .legend(|(x, y)| {
-            PathElement::new(vec![(x + 10, y - 8), (x + 10, y + 8)], RED.stroke_width(2))
-        });
+    chart.draw_series(
+        run.failures
+            .iter()
+            .map(|(t, _, _)| PathElement::new(vec![(*t, 0.0), (*t, y_max)], RED.stroke_width(2))),
+    )?;
     chart.draw_series(run.failures.iter().map(|(t, idx, _)| {
         Text::new(
             format!("R{idx} failed"),
@@ -193,6 +346,8 @@ fn failure_markers(chart: &mut TimeChart<'_, '_>, run: &Run, y_max: f64) -> Draw
     Ok(())
 }
 
+/// RTT probes over time on a log scale, so a sub-millisecond idle baseline stays readable next
+/// to a loaded RTT a hundred times larger; a dashed line at each phase's median.
 fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
     let t_max = run
         .probes
@@ -200,32 +355,273 @@ fn rtt_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         .map(|p| p.0)
         .fold(run.intervals.last().map_or(1.0, |i| i.t), f64::max)
         .max(1e-3);
-    let y_max = run.probes.iter().map(|p| p.2).fold(0.1, f64::max) * 1.1;
-    let title = "RTT probes: idle baseline, then under load";
-    let mut chart = time_chart(area, title, 18, t_max, y_max, "RTT (ms)")?;
+    let (lo, hi) = rtt_range(run.probes.iter().map(|p| p.2));
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "RTT probes: idle baseline, then under load",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .margin_right(LEGEND_PX)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..t_max, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .y_desc("RTT (ms, log scale)")
+        .y_label_formatter(&|v| fmt_ms(*v))
+        .draw()?;
+    let mut legend = Vec::new();
     for (phase, label, color) in [
         (ProbePhase::Idle, "idle", PALETTE[2]),
         (ProbePhase::Loaded, "loaded", PALETTE[3]),
     ] {
-        let points: Vec<(f64, f64)> = run
+        let rtts: Vec<(f64, f64)> = run
             .probes
             .iter()
             .filter(|p| p.1 == phase)
-            .map(|p| (p.0, p.2))
+            .map(|p| (p.0, p.2.max(lo)))
             .collect();
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )?
-            .label(label)
-            .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+        let mut values: Vec<f64> = rtts.iter().map(|p| p.1).collect();
+        values.sort_by(f64::total_cmp);
+        let median = values.get(values.len() / 2).copied();
+        chart.draw_series(rtts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        let label = match median {
+            Some(m) => format!("{label} (median {})", fmt_ms(m)),
+            None => label.to_string(),
+        };
+        legend.push((label, Mark::Dot(color)));
+        if let Some(m) = median {
+            let line = [(0.0, m), (t_max, m)];
+            chart.draw_series(DashedLineSeries::new(line, 6, 4, color.stroke_width(1)))?;
+        }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    draw_legend(area, &legend)
+}
+
+/// The RTT axis (ms): from below the fastest probe to above the slowest, at least a decade,
+/// never down to zero (a log axis has none).
+fn rtt_range(ms: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (min, max) = ms
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::MAX, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    if max <= 0.0 {
+        return (0.01, 1.0);
+    }
+    let lo = (min / 1.5).max(1e-3);
+    let hi = (max * 1.5).max(lo * 10.0);
+    (lo, hi)
+}
+
+/// `0.25 ms`, `42 ms`: as many decimals as a log axis label needs.
+fn fmt_ms(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0} ms")
+    } else if v >= 1.0 {
+        format!("{v:.1} ms")
+    } else if v >= 0.1 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.3} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::events::{to_json_line, Event, Probe, RouteFailure};
+    use crate::report::fixtures::{route, route_sample, sample, start, summary};
+    use crate::report::runfile::parse;
+    use crate::wire::close::Cause;
+    use crate::wire::mode::Mode;
+
+    const S: u64 = 1_000_000_000;
+
+    /// Four routes at the same 20 Mbit/s in 500 ms intervals from 0.5 s to 4 s, the first
+    /// second omitted; route 1 fails at 1.6 s; idle probes at 0.1 ms, loaded ones at 40 ms.
+    fn four_equal_routes_one_fails() -> Run {
+        let mut start = start(Mode::Up, 4);
+        if let Event::Start(s) = &mut start {
+            s.config.omit_ns = S;
+        }
+        let mut timed: Vec<(f64, Event)> = vec![(0.0, start)];
+        for (t, phase, ms) in [(0.2, ProbePhase::Idle, 0.1), (0.3, ProbePhase::Idle, 0.12)]
+            .into_iter()
+            .chain((0..6).map(|k| (0.6 + 0.5 * f64::from(k), ProbePhase::Loaded, 40.0)))
+        {
+            let rtt_ns = Some((ms * 1e6) as u64);
+            let (route_index, error) = (0, None);
+            let probe = Probe {
+                phase,
+                route_index,
+                rtt_ns,
+                error,
+            };
+            timed.push((t, Event::Probe(probe)));
+        }
+        for k in 1..=7u64 {
+            let end = S / 2 + k * S / 2;
+            let rate = |r| if r == 1 && end > 2 * S { 0 } else { 20_000_000 };
+            let routes = (0..4).map(|r| route_sample(r, rate(r), 0)).collect();
+            let mut e = sample(end, 80_000_000, routes);
+            if let Event::Sample(s) = &mut e {
+                s.interval_start_ns = end - S / 2;
+                s.omitted = end <= 3 * S / 2;
+            }
+            timed.push((end as f64 / 1e9, e));
+        }
+        let failure = RouteFailure {
+            route_index: 1,
+            error: "killed".into(),
+            cause: Cause::Killed,
+            bytes_sent_before_failure: 0,
+            bytes_received_before_failure: 0,
+            elapsed_ns: 1,
+            failed_hop: None,
+            node: None,
+        };
+        timed.push((1.6, Event::RouteFailure(failure)));
+        timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        timed.push((4.0, summary(80_000_000, vec![route("up", 1, 0)])));
+        let text: String = timed
+            .iter()
+            .map(|(t, e)| to_json_line(e, Duration::from_secs_f64(*t)) + "\n")
+            .collect();
+        parse("runs/four.ndjson", &text).unwrap()
+    }
+
+    fn svg_of(run: &Run) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("p.svg");
+        plot(run, &out).unwrap();
+        std::fs::read_to_string(&out).unwrap()
+    }
+
+    fn xs(points: &str) -> Vec<f64> {
+        points
+            .split_whitespace()
+            .filter_map(|p| p.split(',').next()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_route_ends_at_its_failure_and_restarts_only_when_it_moves_again() {
+        let run = four_equal_routes_one_fails();
+        let pieces = route_segments(&run, 1);
+        assert_eq!(pieces.len(), 1, "{pieces:?}");
+        assert_eq!(pieces[0].last(), Some(&(1.6, 20.0)));
+        assert_eq!(route_segments(&run, 0)[0].last(), Some(&(4.0, 20.0)));
+        let mut redialed = run.clone();
+        for i in &mut redialed.intervals {
+            if i.start >= 3.0 {
+                i.routes[1].1 = 5e6;
+            }
+        }
+        let pieces = route_segments(&redialed, 1);
+        assert_eq!(pieces.len(), 2, "{pieces:?}");
+        assert_eq!(pieces[1].first(), Some(&(3.0, 5.0)));
+    }
+
+    #[test]
+    fn routes_get_distinct_styles_and_small_offsets() {
+        let styles: Vec<_> = (0..32).map(route_style).collect();
+        for (k, a) in styles.iter().enumerate() {
+            assert!(!styles[..k].contains(a), "style {k} repeats");
+        }
+        assert_eq!(route_offset_px(0, 1), 0.0);
+        assert_eq!(route_offset_px(0, 4), -6.0);
+        assert_eq!(route_offset_px(3, 4), 6.0);
+        assert!(route_offset_px(0, 256).abs() <= ROUTE_SPREAD_PX / 2.0);
+        assert_eq!(rtt_range([0.1, 40.0].into_iter()), (0.1 / 1.5, 60.0));
+        assert_eq!(rtt_range(std::iter::empty()), (0.01, 1.0));
+    }
+
+    #[test]
+    fn svg_shades_the_warm_up_and_separates_equal_routes() {
+        let svg = svg_of(&four_equal_routes_one_fails());
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let shaded = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some("#D7D7D7"));
+        // The warm-up from 0.5 s to 1.5 s, and its legend sample.
+        let widths: Vec<f64> = shaded
+            .filter_map(|n| n.attribute("width")?.parse().ok())
+            .collect();
+        assert!(
+            widths.iter().any(|w| *w > 100.0),
+            "no shaded warm-up: {widths:?}"
+        );
+        let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+        assert!(
+            texts.iter().any(|t| t.contains("warm-up (omitted)")),
+            "{texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t.contains("RTT (ms, log scale)")),
+            "{texts:?}"
+        );
+        // The charts' lines: not the legend's samples, right of the charts.
+        let plot_right = f64::from(1200 - LEGEND_PX);
+        let polylines: Vec<roxmltree::Node> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .filter(|n| {
+                xs(n.attribute("points").unwrap())
+                    .iter()
+                    .all(|x| *x < plot_right)
+            })
+            .collect();
+        let stroke = |n: &roxmltree::Node| n.attribute("stroke").unwrap_or("").to_string();
+        let route_colors: Vec<String> = (0..4).map(|k| color_hex(route_style(k).0)).collect();
+        // The four equal routes: each its own colour, and not all at one height.
+        let mut heights = Vec::new();
+        for c in &route_colors {
+            let first = polylines.iter().find(|n| stroke(n) == *c);
+            let first = first.unwrap_or_else(|| panic!("no line in {c}"));
+            let y: f64 = first
+                .attribute("points")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            heights.push(y);
+        }
+        heights.dedup();
+        assert_eq!(
+            heights.len(),
+            4,
+            "equal routes drawn on one another: {heights:?}"
+        );
+        // Route 1's line ends at the failure marker (red), the others run on.
+        let end_x = |c: &str| {
+            polylines
+                .iter()
+                .filter(|n| stroke(n) == c)
+                .flat_map(|n| xs(n.attribute("points").unwrap()))
+                .fold(f64::MIN, f64::max)
+        };
+        let marker = polylines
+            .iter()
+            .find(|n| stroke(n) == "#FF0000")
+            .map(|n| xs(n.attribute("points").unwrap())[0])
+            .expect("a failure marker");
+        let failed = end_x(&route_colors[1]);
+        assert!(
+            (marker - 8.0..=marker + 1.0).contains(&failed),
+            "R1 ends at {failed}, failure at {marker}"
+        );
+        assert!(end_x(&route_colors[0]) > marker + 100.0);
+    }
+
+    fn color_hex(c: RGBColor) -> String {
+        format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+    }
 }
