@@ -418,6 +418,9 @@ pub struct Summary {
     pub partial: bool,
     /// Established routes whose pump failed.
     pub routes_failed: usize,
+    /// Routes that never came up: state `setup_failed` (their first setup failed, and so did
+    /// every redial, if any).
+    pub routes_setup_failed: usize,
     /// Length of the load phase actually measured (after the omitted warm-up).
     pub duration_ns: u64,
     /// Total goodput bytes in the run's direction.

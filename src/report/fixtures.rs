@@ -108,6 +108,7 @@ pub(crate) fn summary(aggregate_bps: u64, routes: Vec<RouteSummary>) -> Event {
         routes_established: routes.len(),
         partial: false,
         routes_failed: 0,
+        routes_setup_failed: 0,
         duration_ns: 3_000_000_000,
         aggregate_bytes: 0,
         aggregate_bps,

@@ -223,10 +223,11 @@ fn rtt_lines(out: &mut String, rtt: &RttSummary) {
 /// suspect (interrupted, partial, late samples).
 fn total_line(s: &Summary) -> String {
     let mut out = format!(
-        "total {}/{} routes up, {} failed, {} in {:.2}s = {}{}",
+        "total {}/{} routes up, {} failed, {} setup failed, {} in {:.2}s = {}{}",
         s.routes_established - s.routes_failed,
         s.routes_planned,
         s.routes_failed,
+        s.routes_setup_failed,
         fmt_bytes(s.aggregate_bytes),
         Duration::from_nanos(s.duration_ns).as_secs_f64(),
         fmt_rate(s.aggregate_bps),
@@ -352,6 +353,20 @@ mod tests {
         assert_eq!(fmt_loss(0, 0), "-");
         assert_eq!(fmt_loss(0, 10_000), "0.00%");
         assert_eq!(fmt_loss(512, 10_240), "5.00%");
+    }
+
+    #[test]
+    fn the_total_line_counts_setup_failures() {
+        let Event::Summary(mut s) = crate::report::fixtures::summary(0, Vec::new()) else {
+            unreachable!("fixtures::summary builds a summary")
+        };
+        (s.routes_planned, s.routes_established, s.partial) = (1, 0, true);
+        s.routes_setup_failed = 1;
+        let total = total_line(&s);
+        assert!(
+            total.starts_with("total 0/1 routes up, 0 failed, 1 setup failed, 0B in 3.00s"),
+            "{total}"
+        );
     }
 
     #[test]
