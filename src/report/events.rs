@@ -257,7 +257,9 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
-/// Distribution of one phase's RTTs.
+/// Distribution of one phase's RTTs: exact order statistics of the answered probes' `rtt_ns`
+/// (nearest rank: pN is the value at rank ⌈N/100 · count⌉), or an HdrHistogram's beyond
+/// `client::probe::EXACT_LIMIT` probes (docs/EVENTS.md, `summary`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RttStats {
     /// Probes answered.
@@ -266,7 +268,7 @@ pub struct RttStats {
     pub lost: u64,
     /// Fastest.
     pub min_ns: u64,
-    /// Median.
+    /// Median (nearest rank: the lower middle value of an even count).
     pub p50_ns: u64,
     /// 90th percentile.
     pub p90_ns: u64,
