@@ -355,7 +355,7 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
                 let link = LinkSpec {
                     rate: Some(Rate(rate)),
                     delay,
-                    loss: 0.0,
+                    loss_pct: 0.0,
                 };
                 // A long path needs time to leave slow start: warm up longer.
                 mux(1, 1, &tuning, Some(link), warmup * 2, secs).await

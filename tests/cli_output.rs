@@ -343,7 +343,7 @@ fn link_loss_is_reported_in_percent_as_given() {
     assert_eq!(code, 0, "{stderr}");
     let links = &events[0]["config"]["links"];
     assert_eq!(links["relay"]["loss_pct"], 0.5, "{links}");
-    assert_eq!(links["direct"]["loss_pct"], 0.0, "{links}");
+    assert_eq!(links["direct"]["loss_pct"], 0.5, "{links}");
     assert!(links["relay"].get("loss").is_none(), "{links}");
     assert!(stderr.contains("0.50% loss"), "{stderr}");
 }

@@ -164,16 +164,16 @@ impl LinkArgs {
         if !any {
             return None;
         }
-        let loss = self.link_loss.map_or(0.0, |l| l.0);
+        let loss_pct = self.link_loss.map_or(0.0, |l| l.0);
         let relay = LinkSpec {
             rate: self.link_rate,
             delay: self.link_delay.unwrap_or_default(),
-            loss,
+            loss_pct,
         };
         let direct = LinkSpec {
             rate: self.direct_rate.or(self.link_rate),
             delay: self.direct_delay.or(self.link_delay).unwrap_or_default(),
-            loss,
+            loss_pct,
         };
         Some((relay, direct))
     }

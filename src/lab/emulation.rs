@@ -294,7 +294,7 @@ mod tests {
         let spec = LinkSpec {
             rate: Some(Rate(100_000_000)),
             delay: Duration::from_millis(30),
-            loss: 0.0,
+            loss_pct: 0.0,
         };
         let links = Links::new(spec, spec);
         let node = NodeAddr {
@@ -329,7 +329,7 @@ mod tests {
             let none = LinkSpec {
                 rate: None,
                 delay: Duration::ZERO,
-                loss: 0.0,
+                loss_pct: 0.0,
             };
             let links = Links::new(none, none);
             let node = NodeAddr {

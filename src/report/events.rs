@@ -106,8 +106,8 @@ pub struct LinkView {
     pub rate_bps: Option<u64>,
     /// One-way delay.
     pub delay_ns: u64,
-    /// Drop probability (0..1).
-    pub loss: f64,
+    /// Share of packets dropped, in percent (0..=100), as `--link-loss` takes it.
+    pub loss_pct: f64,
 }
 
 /// The lab's emulated links as reported in `start`.

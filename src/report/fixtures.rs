@@ -41,12 +41,12 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
                 relay: LinkView {
                     rate_bps: Some(20_000_000),
                     delay_ns: 5_000_000,
-                    loss: 0.0,
+                    loss_pct: 0.0,
                 },
                 direct: LinkView {
                     rate_bps: None,
                     delay_ns: 0,
-                    loss: 0.01,
+                    loss_pct: 1.0,
                 },
             }),
             planned_paths: vec![vec!["d".into()]],

@@ -249,8 +249,8 @@ fn total_line(s: &Summary) -> String {
 fn link_text(l: &crate::report::events::LinkView) -> String {
     let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
     let mut t = format!("{rate} +{}", fmt_duration(Duration::from_nanos(l.delay_ns)));
-    if l.loss > 0.0 {
-        t += &format!(" {:.2}% loss", l.loss * 100.0);
+    if l.loss_pct > 0.0 {
+        t += &format!(" {:.2}% loss", l.loss_pct);
     }
     t
 }
