@@ -222,8 +222,8 @@ fn setup_failures_are_counted_in_the_summary_and_the_total_line() {
 #[test]
 fn every_sample_lists_every_planned_route() {
     let mut args = ONE_SETUP_FAILS.to_vec();
-    args.extend(["--allow-partial", "--interval", "250ms"]);
-    let (code, _, stderr, events) = human_lab(&args);
+    args.push("--allow-partial");
+    let (code, _, stderr, events) = human_lab(&[&args[..], &["--interval", "250ms"]].concat());
     assert_eq!(code, 0, "{stderr}");
     let samples: Vec<&Value> = events.iter().filter(|e| e["type"] == "sample").collect();
     assert!(samples.len() >= 3, "{samples:?}");

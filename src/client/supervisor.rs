@@ -196,6 +196,7 @@ pub(crate) async fn supervise(
             Some(x) => x,
             None => {
                 let Some(((link, key), path)) = redial(&ctx, &slot).await else {
+                    slot.pending.store(false, Ordering::Relaxed);
                     return;
                 };
                 match register(&ctx, &slot, &link, key, path) {
@@ -276,6 +277,7 @@ pub(crate) fn register(
     }
     slot.set_error(None);
     slot.failed.store(false, Ordering::Relaxed);
+    slot.pending.store(false, Ordering::Relaxed);
     Some(live)
 }
 

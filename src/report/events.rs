@@ -315,7 +315,7 @@ pub struct RouteSample {
     pub sent_bps: u64,
     /// Receive goodput over this interval, bits/s.
     pub received_bps: u64,
-    /// `up`, `stalled` or `failed`.
+    /// `up`, `stalled`, `failed`, `pending` or `setup_failed`.
     pub state: RouteState,
     /// Packets the client sent on its QUIC connection (the route's first link) and declared lost
     /// in this interval; iperf3's "Retr". Later links, and the first hop's sending direction
@@ -331,7 +331,7 @@ pub struct RouteSample {
     pub link_rtt_ns: Option<u64>,
 }
 
-/// Lifecycle state of an established route.
+/// Lifecycle state of a planned route in a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteState {
@@ -339,8 +339,25 @@ pub enum RouteState {
     Up,
     /// Established but moved no bytes for `--stall-timeout`.
     Stalled,
-    /// Pump ended with an error.
+    /// Was up; its pump ended with an error (with `--redial`, until a redial brings it back).
     Failed,
+    /// Never up yet: its first setup failed and `--redial` is still trying.
+    Pending,
+    /// Never up: its first setup failed, and so did every redial, if any.
+    SetupFailed,
+}
+
+impl RouteState {
+    /// Whether the route is up (moving bytes or stalled): what `active_routes` counts.
+    pub fn is_active(self) -> bool {
+        matches!(self, RouteState::Up | RouteState::Stalled)
+    }
+
+    /// Whether the route was ever up: a `pending` or `setup_failed` entry is a placeholder at
+    /// zero, not a route that measured nothing.
+    pub fn came_up(self) -> bool {
+        !matches!(self, RouteState::Pending | RouteState::SetupFailed)
+    }
 }
 
 /// `sample` event.
@@ -360,7 +377,7 @@ pub struct Sample {
     /// the output): the interval is longer than `--interval`, and its rates are over its real
     /// length.
     pub late: bool,
-    /// One entry per established route.
+    /// One entry per planned route, in index order, whatever its state.
     pub routes: Vec<RouteSample>,
 }
 

@@ -112,6 +112,8 @@ fn sample_text(s: &Sample) -> String {
             RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
             RouteState::Stalled => write!(l, "  R{} 0!", r.route_index),
             RouteState::Failed => write!(l, "  R{} -", r.route_index),
+            RouteState::Pending => write!(l, "  R{} …", r.route_index),
+            RouteState::SetupFailed => write!(l, "  R{} ✗", r.route_index),
         };
     }
     if s.omitted {

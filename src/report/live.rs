@@ -102,6 +102,8 @@ impl Live {
                             RouteState::Up => "up",
                             RouteState::Stalled => "STALLED",
                             RouteState::Failed => "FAILED",
+                            RouteState::Pending => "pending",
+                            RouteState::SetupFailed => "SETUP FAILED",
                         };
                         bar.set_message(format!(
                             "{:>13}  {:>9} sent  {:>9} recv  {state}",
