@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::events::{Event, RouteEstablished, RouteRedial, RouteState};
+use crate::report::events::{Event, RouteEstablished, RouteRedial, RouteSample, RouteState};
 use crate::report::human::{self, fmt_bytes, fmt_rate};
+use crate::wire::mode::Mode;
 
 /// Renders events for people: lines on stderr, the summary table on stdout, and bars when live.
 pub struct HumanView {
     live: Option<Live>,
+    /// The run's mode, from its `start`: which way sample figures count.
+    mode: Mutex<Mode>,
 }
 
 struct Live {
@@ -30,6 +33,7 @@ impl HumanView {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 bars: Mutex::new(BTreeMap::new()),
             }),
+            mode: Mutex::new(Mode::Up),
         }
     }
 
@@ -42,10 +46,17 @@ impl HumanView {
             }
             return Some(human::summary_table(s) + "\n");
         }
+        let mode = {
+            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            if let Event::Start(s) = event {
+                *mode = s.config.mode;
+            }
+            *mode
+        };
         if let Some(live) = &self.live {
-            live.update(event);
+            live.update(event, mode);
         }
-        if let Some(line) = human::line(event, t) {
+        if let Some(line) = human::line(event, t, mode) {
             match &self.live {
                 // Hidden when stderr is not a terminal (even with --live always): print plainly.
                 Some(live) if !live.multi.is_hidden() => {
@@ -66,7 +77,7 @@ impl Live {
         self.bars.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, event: &Event) {
+    fn update(&self, event: &Event, mode: Mode) {
         match event {
             Event::RouteRedial(e) if self.bars().contains_key(&e.route_index) => {}
             Event::RouteEstablished(RouteEstablished {
@@ -85,17 +96,17 @@ impl Live {
                 self.bars().insert(*route_index, bar);
             }
             Event::Sample(s) => {
-                let max = s
-                    .routes
-                    .iter()
-                    .map(|r| r.sent_bps.max(r.received_bps))
-                    .max()
-                    .unwrap_or(0)
-                    .max(1);
+                // Each route's rate counted the way the sample's total is.
+                let rate = |r: &RouteSample| match mode {
+                    Mode::Up => r.sent_bps,
+                    Mode::Down | Mode::Echo => r.received_bps,
+                    Mode::Bidir => r.sent_bps + r.received_bps,
+                };
+                let max = s.routes.iter().map(rate).max().unwrap_or(0).max(1);
                 let bars = self.bars();
                 for r in &s.routes {
                     if let Some(bar) = bars.get(&r.route_index) {
-                        let rate = r.sent_bps.max(r.received_bps);
+                        let rate = rate(r);
                         bar.set_length(max);
                         bar.set_position(rate);
                         let state = match r.state {
