@@ -105,12 +105,12 @@ fn redial_text(e: &RouteRedial) -> String {
 /// the way the total is (sent in `up`, received in `down` and `echo`), so they add up to it; in
 /// `bidir` each route shows `↑sent ↓received`, and all of those add up to the total.
 fn sample_text(s: &Sample, mode: Mode) -> String {
-    let (div, unit, prec) = rate_unit(s.aggregate_bps);
+    let (div, _, prec) = rate_unit(s.aggregate_bps);
     let mut l = format!(
         "{}/{} routes  {:>10}",
         s.active_routes,
         s.routes.len(),
-        format!("{:.prec$} {unit}", s.aggregate_bps as f64 / div)
+        fmt_rate(s.aggregate_bps)
     );
     let fig = |bps: u64| format!("{:.prec$}", bps as f64 / div);
     for r in &s.routes {
