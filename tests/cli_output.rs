@@ -1,6 +1,9 @@
 //! Output that cannot be written never panics (exit 101) and never ends a run silently: a full
 //! stdout (`> /dev/full`) is an error (exit 1) after a run that went on to its end, a closed or
-//! full stderr is ignored, a closed stdout pipe (`| head`) ends quietly (tests/engine.rs).
+//! full stderr is ignored, a closed stdout pipe (`| head`) ends quietly (tests/engine.rs). And
+//! what is written adds up: setup failures in the summary, every planned route in every sample,
+//! human sample figures that sum to their total, loss in the unit it was given, RTT figures that
+//! `jq` over the probe events reproduces.
 
 mod common;
 
