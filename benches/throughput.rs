@@ -360,7 +360,7 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
                 let link = LinkSpec {
                     rate: Some(Rate(rate)),
                     delay,
-                    loss: 0.0,
+                    loss_pct: 0.0,
                     queue: mux_bw::lab::shaper::QUEUE_TIME,
                 };
                 // A long path needs time to leave slow start: warm up longer.

@@ -46,7 +46,7 @@ async fn one_run(k: usize, dir: &std::path::Path) {
     let link = LinkSpec {
         rate: Some(Rate(50_000_000)),
         delay: Duration::from_millis(2),
-        loss: 0.0,
+        loss_pct: 0.0,
         queue: mux_bw::lab::shaper::QUEUE_TIME,
     };
     let links: Arc<dyn PathWiring> = Arc::new(Links::new(

@@ -205,21 +205,21 @@ impl LinkArgs {
             topology::per_relay(&self.link_rate, relays, "--link-rate").map_err(UsageError)?;
         let delays =
             topology::per_relay(&self.link_delay, relays, "--link-delay").map_err(UsageError)?;
-        let loss = self.link_loss.map_or(0.0, |l| l.0);
+        let loss_pct = self.link_loss.map_or(0.0, |l| l.0);
         let direct = LinkSpec {
             rate: self.direct_rate.or(only(&self.link_rate)),
             delay: self
                 .direct_delay
                 .or(only(&self.link_delay))
                 .unwrap_or_default(),
-            loss,
+            loss_pct,
             ..LinkSpec::transparent()
         };
         let relays = (0..relays)
             .map(|k| LinkSpec {
                 rate: rates.as_ref().map(|r| r[k]),
                 delay: delays.as_ref().map_or(Duration::ZERO, |d| d[k]),
-                loss,
+                loss_pct,
                 ..LinkSpec::transparent()
             })
             .collect();

@@ -22,8 +22,14 @@ pub const IDLE_PROBES: usize = 10;
 /// Gap between idle probes.
 pub const IDLE_GAP: Duration = Duration::from_millis(10);
 
-/// Collects one phase's RTTs.
+/// Answered probes per phase whose RTTs are kept exactly: 8 MiB, more than 29 hours of probes
+/// at the default `--probe-interval`. Beyond it the figures come from the histogram.
+pub const EXACT_LIMIT: usize = 1 << 20;
+
+/// Collects one phase's RTTs: every one exactly (up to `EXACT_LIMIT`), and a histogram that
+/// bounds the memory of longer runs.
 pub struct Recorder {
+    exact: Vec<u64>,
     hist: Histogram<u64>,
     lost: u64,
 }
@@ -31,6 +37,7 @@ pub struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Recorder {
+            exact: Vec::new(),
             // invariant: 1 µs .. 1 h at 3 significant digits are valid bounds.
             hist: Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3).expect("valid bounds"),
             lost: 0,
@@ -38,12 +45,23 @@ impl Default for Recorder {
     }
 }
 
+/// The nearest-rank quantile of sorted values: the smallest value with at least a share `q` of
+/// the values at or below it, i.e. the value at 1-based rank ⌈q·n⌉ (jq: `sort |
+/// .[(length * q | ceil) - 1]`). The median of an even count is the lower middle value.
+pub fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
 impl Recorder {
     /// Adds one answered probe.
     pub fn record(&mut self, rtt: Duration) {
-        let ns = (rtt.as_nanos() as u64).clamp(1_000, 3_600_000_000_000);
+        let ns = rtt.as_nanos() as u64;
+        if self.exact.len() < EXACT_LIMIT {
+            self.exact.push(ns);
+        }
         // invariant: clamped into the histogram's bounds, so recording cannot fail.
-        let _ = self.hist.record(ns);
+        let _ = self.hist.record(ns.clamp(1_000, 3_600_000_000_000));
     }
 
     /// Counts one lost probe.
@@ -51,21 +69,32 @@ impl Recorder {
         self.lost += 1;
     }
 
-    /// The distribution, or `None` when no probe was answered.
+    /// The distribution, or `None` when no probe was answered: exact order statistics of the
+    /// answered probes (nearest rank) while every one was kept, else the histogram's.
     pub fn stats(&self) -> Option<RttStats> {
-        if self.hist.is_empty() {
+        let count = self.hist.len();
+        if count == 0 {
             return None;
         }
-        let p50 = self.hist.value_at_quantile(0.5);
+        let (min_ns, p50_ns, p90_ns, p99_ns, max_ns) = if self.exact.len() as u64 == count {
+            let mut v = self.exact.clone();
+            v.sort_unstable();
+            let q = |q: f64| nearest_rank(&v, q).unwrap_or(0);
+            (q(0.0), q(0.5), q(0.9), q(0.99), q(1.0))
+        } else {
+            let h = &self.hist;
+            let q = |q: f64| h.value_at_quantile(q);
+            (h.min(), q(0.5), q(0.9), q(0.99), h.max())
+        };
         Some(RttStats {
-            count: self.hist.len(),
+            count,
             lost: self.lost,
-            min_ns: self.hist.min(),
-            p50_ns: p50,
-            p90_ns: self.hist.value_at_quantile(0.9),
-            p99_ns: self.hist.value_at_quantile(0.99),
-            max_ns: self.hist.max(),
-            rpm: rpm(p50),
+            min_ns,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            max_ns,
+            rpm: rpm(p50_ns),
         })
     }
 }
@@ -178,21 +207,30 @@ mod tests {
     fn stats_from_probes() {
         let mut r = Recorder::default();
         assert!(r.stats().is_none());
-        for ms in 1..=100 {
-            r.record(Duration::from_millis(ms));
+        for ms in (1..=100).rev() {
+            r.record(Duration::from_millis(ms) + Duration::from_nanos(7));
         }
         r.lose();
         let s = r.stats().unwrap();
         assert_eq!(s.count, 100);
         assert_eq!(s.lost, 1);
-        assert!((999_000..=1_001_000).contains(&s.min_ns), "{}", s.min_ns);
-        assert!(
-            (49_900_000..=50_100_000).contains(&s.p50_ns),
-            "{}",
-            s.p50_ns
-        );
-        assert!(s.p99_ns >= s.p90_ns && s.p90_ns >= s.p50_ns);
-        assert!((1190..=1200).contains(&s.rpm), "{}", s.rpm);
+        // Exact values, not histogram buckets.
+        assert_eq!(s.min_ns, 1_000_007);
+        assert_eq!(s.p50_ns, 50_000_007);
+        assert_eq!(s.p90_ns, 90_000_007);
+        assert_eq!(s.p99_ns, 99_000_007);
+        assert_eq!(s.max_ns, 100_000_007);
+        assert_eq!(s.rpm, 1199);
+    }
+
+    #[test]
+    fn nearest_rank_is_the_lower_middle_for_an_even_count() {
+        assert_eq!(nearest_rank(&[], 0.5), None);
+        assert_eq!(nearest_rank(&[5], 0.0), Some(5));
+        assert_eq!(nearest_rank(&[1, 2, 3, 4], 0.5), Some(2));
+        assert_eq!(nearest_rank(&[1, 2, 3], 0.5), Some(2));
+        assert_eq!(nearest_rank(&[1, 2, 3, 4], 0.9), Some(4));
+        assert_eq!(nearest_rank(&[1, 2, 3, 4], 1.0), Some(4));
     }
 
     #[test]

@@ -128,7 +128,10 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         })
     };
     let mut end = load_start;
-    if !slots.is_empty() && !stop.is_cancelled() {
+    let any_route = slots
+        .iter()
+        .any(|s| s.established.load(Ordering::Relaxed) || s.pending.load(Ordering::Relaxed));
+    if any_route && !stop.is_cancelled() {
         end = sampler.run(cfg, &slots, &sink, &stop, &ctx.cancel).await;
     }
     ctx.cancel.cancel();
@@ -183,8 +186,8 @@ fn route_ctx(cfg: &RunConfig, sink: Arc<EventSink>) -> Arc<RouteCtx> {
     })
 }
 
-/// What the setup phase leaves: the routes tracked (by index), the setups that failed, and one
-/// supervisor task per tracked route.
+/// What the setup phase leaves: every planned route (by index; a setup that panicked leaves a
+/// gap), the setups that failed, and one supervisor task per route that is up or redialed.
 struct Setups {
     slots: Vec<Arc<Slot>>,
     setup_errors: Vec<(PlannedRoute, SetupFailure)>,
@@ -228,7 +231,8 @@ async fn set_up(cfg: &RunConfig, ctx: &Arc<RouteCtx>, stop: &CancellationToken) 
 
 impl Setups {
     /// Takes one finished setup: an established route is registered and supervised; a failed one
-    /// is reported, and supervised (so redialed) only with `--redial`.
+    /// is reported and stays in the samples, supervised (so redialed, `pending` meanwhile) only
+    /// with `--redial`.
     fn add(
         &mut self,
         ctx: &Arc<RouteCtx>,
@@ -253,10 +257,12 @@ impl Setups {
             Err(f) => {
                 ctx.setup_failed(route.index, &f, route.path_ids());
                 self.setup_errors.push((route, f));
+                slot.failed.store(true, Ordering::Relaxed);
                 if ctx.spares.is_none() {
+                    self.slots.push(slot);
                     return;
                 }
-                slot.failed.store(true, Ordering::Relaxed);
+                slot.pending.store(true, Ordering::Relaxed);
                 None
             }
         };

@@ -202,13 +202,7 @@ impl Sampler {
                 bytes_received: now.1,
                 sent_bps: bps(delta.0, span),
                 received_bps: bps(delta.1, span),
-                state: if slot.failed.load(Ordering::Relaxed) {
-                    RouteState::Failed
-                } else if prog.stalled {
-                    RouteState::Stalled
-                } else {
-                    RouteState::Up
-                },
+                state: state(slot, prog),
                 lost_packets: lost,
                 cwnd_bytes: link.now.map(|l| l.cwnd),
                 link_rtt_ns: link.now.map(|l| l.rtt.as_nanos() as u64),
@@ -218,10 +212,7 @@ impl Sampler {
             interval_start_ns: start.as_nanos() as u64,
             interval_end_ns: end.as_nanos() as u64,
             omitted,
-            active_routes: routes
-                .iter()
-                .filter(|r| r.state != RouteState::Failed)
-                .count(),
+            active_routes: routes.iter().filter(|r| r.state.is_active()).count(),
             aggregate_bps: bps(aggregate, span),
             late: false,
             routes,
@@ -252,6 +243,23 @@ impl Sampler {
         );
         summary.late_samples = self.late_samples;
         summary
+    }
+}
+
+/// A route's state for its sample entry.
+fn state(slot: &Slot, progress: &Progress) -> RouteState {
+    if !slot.established.load(Ordering::Relaxed) {
+        if slot.pending.load(Ordering::Relaxed) {
+            RouteState::Pending
+        } else {
+            RouteState::SetupFailed
+        }
+    } else if slot.failed.load(Ordering::Relaxed) {
+        RouteState::Failed
+    } else if progress.stalled {
+        RouteState::Stalled
+    } else {
+        RouteState::Up
     }
 }
 
@@ -361,6 +369,32 @@ mod tests {
 
     fn field(samples: &[Value], key: &str) -> Vec<Value> {
         samples.iter().map(|s| s[key].clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_planned_route_is_sampled_with_its_state() {
+        let up = up_route();
+        up.counters.sent.fetch_add(1000, Ordering::Relaxed);
+        // First setups failed: one for good, one that `--redial` is still trying.
+        let never = Arc::new(Slot::new(1, vec![test_node(0)]));
+        never.failed.store(true, Ordering::Relaxed);
+        let trying = Arc::new(Slot::new(2, vec![test_node(0)]));
+        trying.failed.store(true, Ordering::Relaxed);
+        trying.pending.store(true, Ordering::Relaxed);
+        let cfg = config(Duration::ZERO, Duration::from_secs(1));
+        let slots = vec![up, never, trying];
+        let mut sampler = Sampler::new(&cfg, &slots, Instant::now());
+        let s = sampler.sample(Mode::Up, &slots, Duration::ZERO, MS * 1000, false);
+        let states: Vec<RouteState> = s.routes.iter().map(|r| r.state).collect();
+        use RouteState::*;
+        assert_eq!(states, [Up, SetupFailed, Pending]);
+        let idx: Vec<u32> = s.routes.iter().map(|r| r.route_index).collect();
+        assert_eq!(idx, [0, 1, 2]);
+        assert_eq!(s.active_routes, 1);
+        assert_eq!(s.aggregate_bps, 8000);
+        assert!(s.routes[1..]
+            .iter()
+            .all(|r| r.sent_bps == 0 && r.bytes_sent == 0 && r.cwnd_bytes.is_none()));
     }
 
     #[tokio::test(start_paused = true)]

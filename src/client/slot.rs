@@ -18,8 +18,11 @@ pub(crate) struct Slot {
     pub(crate) path: Mutex<Vec<NodeAddr>>,
     /// Whether the route was ever established.
     pub(crate) established: AtomicBool,
-    /// Set while the route is down after a failure; read by the sampler.
+    /// Set while the route is down after a failure, or before its first setup succeeds; read by
+    /// the sampler.
     pub(crate) failed: AtomicBool,
+    /// Set while a route whose first setup failed may still come up (`--redial` is trying).
+    pub(crate) pending: AtomicBool,
     /// Set by the sampler while the route moves no bytes (`--stall-timeout`).
     pub(crate) stalled: AtomicBool,
     /// Tells the route's pump that it stalled, so it looks for a silent hop.
@@ -58,6 +61,7 @@ impl Slot {
             path: Mutex::new(path),
             established: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             stall: tokio::sync::Notify::new(),
             error: Mutex::new(None),

@@ -98,6 +98,7 @@ pub(crate) fn summarize(
         routes_established: established,
         partial: established < cfg.routes.len(),
         routes_failed: routes.iter().filter(|r| r.state == "failed").count(),
+        routes_setup_failed: routes.iter().filter(|r| r.state == "setup_failed").count(),
         duration_ns: measured.as_nanos() as u64,
         aggregate_bytes,
         aggregate_bps: bps(aggregate_bytes, measured),

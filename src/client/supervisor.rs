@@ -196,6 +196,7 @@ pub(crate) async fn supervise(
             Some(x) => x,
             None => {
                 let Some(((link, key), path)) = redial(&ctx, &slot).await else {
+                    slot.pending.store(false, Ordering::Relaxed);
                     return;
                 };
                 match register(&ctx, &slot, &link, key, path) {
@@ -271,11 +272,13 @@ pub(crate) fn register(
     }
     *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
     slot.link_up(link.conn.clone());
+    slot.set_error(None);
+    // In this order, a sample taken meanwhile sees `pending` or `failed`, then `up`.
+    slot.failed.store(false, Ordering::Relaxed);
     if !slot.established.swap(true, Ordering::Relaxed) {
         ctx.up_order().push(rref);
     }
-    slot.set_error(None);
-    slot.failed.store(false, Ordering::Relaxed);
+    slot.pending.store(false, Ordering::Relaxed);
     Some(live)
 }
 

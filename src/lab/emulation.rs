@@ -309,7 +309,7 @@ mod tests {
         let spec = LinkSpec {
             rate: Some(Rate(100_000_000)),
             delay: Duration::from_millis(30),
-            loss: 0.0,
+            loss_pct: 0.0,
             queue: crate::lab::shaper::QUEUE_TIME,
         };
         let links = Links::new(&LinkPlan::uniform(spec, spec, 0), &[]);
@@ -345,7 +345,7 @@ mod tests {
             let none = LinkSpec {
                 rate: None,
                 delay: Duration::ZERO,
-                loss: 0.0,
+                loss_pct: 0.0,
                 queue: crate::lab::shaper::QUEUE_TIME,
             };
             let links = Links::new(&LinkPlan::uniform(none, none, 0), &[]);

@@ -45,7 +45,7 @@ impl fmt::Display for Rate {
     }
 }
 
-/// A loss probability, given in percent (`0.5` = one packet in 200).
+/// A loss probability in percent, as given (`0.5` = one packet in 200).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Loss(pub f64);
 
@@ -55,7 +55,7 @@ impl FromStr for Loss {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().trim_end_matches('%');
         match t.parse::<f64>() {
-            Ok(p) if (0.0..=100.0).contains(&p) => Ok(Loss(p / 100.0)),
+            Ok(p) if (0.0..=100.0).contains(&p) => Ok(Loss(p)),
             _ => Err(format!(
                 "invalid loss '{s}': expected a percentage from 0 to 100"
             )),
@@ -70,8 +70,8 @@ pub struct LinkSpec {
     pub rate: Option<Rate>,
     /// One-way delay added to every packet.
     pub delay: Duration,
-    /// Probability that a packet is dropped on arrival.
-    pub loss: f64,
+    /// Share of packets dropped on arrival, in percent (0..=100), as `--link-loss` takes it.
+    pub loss_pct: f64,
     /// Most backlog the bottleneck queues, as time at its rate (tail drop beyond), like tc
     /// tbf's `latency`; `QUEUE_TIME` unless a topology says otherwise.
     pub queue: Duration,
@@ -80,7 +80,7 @@ pub struct LinkSpec {
 impl LinkSpec {
     /// Whether this link changes anything at all.
     pub fn is_transparent(&self) -> bool {
-        self.rate.is_none() && self.delay.is_zero() && self.loss == 0.0
+        self.rate.is_none() && self.delay.is_zero() && self.loss_pct == 0.0
     }
 }
 
@@ -121,7 +121,7 @@ impl Shaper {
 
     /// Offers a packet of `len` bytes arriving at `now`.
     pub fn admit(&mut self, now: Instant, len: usize) -> Verdict {
-        if self.spec.loss > 0.0 && self.next_uniform() < self.spec.loss {
+        if self.spec.loss_pct > 0.0 && self.next_uniform() * 100.0 < self.spec.loss_pct {
             return Verdict::Lost;
         }
         let Some(rate) = self.spec.rate else {
@@ -155,7 +155,7 @@ impl From<LinkSpec> for LinkView {
         LinkView {
             rate_bps: l.rate.map(|r| r.0),
             delay_ns: l.delay.as_nanos() as u64,
-            loss: l.loss,
+            loss_pct: l.loss_pct,
             queue_ns: l.queue.as_nanos() as u64,
         }
     }
@@ -181,8 +181,13 @@ mod tests {
 
     #[test]
     fn loss_parses_percentages() {
-        assert_eq!("1".parse::<Loss>(), Ok(Loss(0.01)));
-        assert_eq!("0.5%".parse::<Loss>(), Ok(Loss(0.005)));
+        assert_eq!("1".parse::<Loss>(), Ok(Loss(1.0)));
+        assert_eq!("0.5%".parse::<Loss>(), Ok(Loss(0.5)));
+        assert_eq!(
+            "0.007".parse::<Loss>(),
+            Ok(Loss(0.007)),
+            "kept as given, not via 0.00007"
+        );
         assert!("101".parse::<Loss>().is_err());
         assert!("x".parse::<Loss>().is_err());
     }
@@ -191,7 +196,7 @@ mod tests {
         LinkSpec {
             rate: Some(Rate(rate)),
             delay: Duration::from_millis(delay_ms),
-            loss: 0.0,
+            loss_pct: 0.0,
             queue: QUEUE_TIME,
         }
     }
@@ -244,7 +249,7 @@ mod tests {
             LinkSpec {
                 rate: None,
                 delay: Duration::ZERO,
-                loss: 0.1,
+                loss_pct: 10.0,
                 queue: QUEUE_TIME,
             },
             42,

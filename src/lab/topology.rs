@@ -123,7 +123,7 @@ fn spec(
     }
     if let Some(v) = &s.loss {
         let pct = *v.get_ref();
-        out.loss = pct
+        out.loss_pct = pct
             .to_string()
             .parse::<Loss>()
             .map_err(|e| format!("{}: [{section}] loss: {e}", at(v.span().start)))?
@@ -166,7 +166,7 @@ impl LinkSpec {
         LinkSpec {
             rate: None,
             delay: Duration::ZERO,
-            loss: 0.0,
+            loss_pct: 0.0,
             queue: QUEUE_TIME,
         }
     }
@@ -203,7 +203,7 @@ loss = 0.5   # percent
         assert_eq!(rates, [10_000_000, 50_000_000, 50_000_000, 80_000_000]);
         assert_eq!(plan.relays[0].delay, ms(40));
         assert_eq!(plan.relays[1].delay, ms(5));
-        assert_eq!(plan.relays[3].loss, 0.005);
+        assert_eq!(plan.relays[3].loss_pct, 0.5);
         assert_eq!(plan.relays[2].queue, QUEUE_TIME);
     }
 

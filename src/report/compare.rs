@@ -119,8 +119,8 @@ fn fmt_links(links: Option<&LinksView>) -> String {
     let one = |l: &LinkView| {
         let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
         let mut s = format!("{rate}, {} delay", fmt_ns(l.delay_ns));
-        if l.loss > 0.0 {
-            s += &format!(", {:.2}% loss", l.loss * 100.0);
+        if l.loss_pct > 0.0 {
+            s += &format!(", {:.2}% loss", l.loss_pct);
         }
         s
     };

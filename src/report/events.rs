@@ -168,8 +168,8 @@ pub struct LinkView {
     pub rate_bps: Option<u64>,
     /// One-way delay.
     pub delay_ns: u64,
-    /// Drop probability (0..1).
-    pub loss: f64,
+    /// Share of packets dropped, in percent (0..=100), as `--link-loss` takes it.
+    pub loss_pct: f64,
     /// Most backlog the bottleneck queues, as time at its rate.
     pub queue_ns: u64,
 }
@@ -324,7 +324,9 @@ pub struct Probe {
     pub error: Option<String>,
 }
 
-/// Distribution of one phase's RTTs.
+/// Distribution of one phase's RTTs: exact order statistics of the answered probes' `rtt_ns`
+/// (nearest rank: pN is the value at rank ⌈N/100 · count⌉), or an HdrHistogram's beyond
+/// `client::probe::EXACT_LIMIT` probes (docs/EVENTS.md, `summary`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RttStats {
     /// Probes answered.
@@ -333,7 +335,7 @@ pub struct RttStats {
     pub lost: u64,
     /// Fastest.
     pub min_ns: u64,
-    /// Median.
+    /// Median (nearest rank: the lower middle value of an even count).
     pub p50_ns: u64,
     /// 90th percentile.
     pub p90_ns: u64,
@@ -380,7 +382,7 @@ pub struct RouteSample {
     pub sent_bps: u64,
     /// Receive goodput over this interval, bits/s.
     pub received_bps: u64,
-    /// `up`, `stalled` or `failed`.
+    /// `up`, `stalled`, `failed`, `pending` or `setup_failed`.
     pub state: RouteState,
     /// Packets the client sent on its QUIC connection (the route's first link) and declared lost
     /// in this interval; iperf3's "Retr". Later links, and the first hop's sending direction
@@ -396,7 +398,7 @@ pub struct RouteSample {
     pub link_rtt_ns: Option<u64>,
 }
 
-/// Lifecycle state of an established route.
+/// Lifecycle state of a planned route in a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteState {
@@ -404,8 +406,25 @@ pub enum RouteState {
     Up,
     /// Established but moved no bytes for `--stall-timeout`.
     Stalled,
-    /// Pump ended with an error.
+    /// Was up; its pump ended with an error (with `--redial`, until a redial brings it back).
     Failed,
+    /// Never up yet: its first setup failed and `--redial` is still trying.
+    Pending,
+    /// Never up: its first setup failed, and so did every redial, if any.
+    SetupFailed,
+}
+
+impl RouteState {
+    /// Whether the route is up (moving bytes or stalled): what `active_routes` counts.
+    pub fn is_active(self) -> bool {
+        matches!(self, RouteState::Up | RouteState::Stalled)
+    }
+
+    /// Whether the route was ever up: a `pending` or `setup_failed` entry is a placeholder at
+    /// zero, not a route that measured nothing.
+    pub fn came_up(self) -> bool {
+        !matches!(self, RouteState::Pending | RouteState::SetupFailed)
+    }
 }
 
 /// `sample` event.
@@ -425,7 +444,7 @@ pub struct Sample {
     /// the output): the interval is longer than `--interval`, and its rates are over its real
     /// length.
     pub late: bool,
-    /// One entry per established route.
+    /// One entry per planned route, in index order, whatever its state.
     pub routes: Vec<RouteSample>,
 }
 
@@ -485,6 +504,9 @@ pub struct Summary {
     pub partial: bool,
     /// Established routes whose pump failed.
     pub routes_failed: usize,
+    /// Routes that never came up: state `setup_failed` (their first setup failed, and so did
+    /// every redial, if any).
+    pub routes_setup_failed: usize,
     /// Length of the load phase actually measured (after the omitted warm-up).
     pub duration_ns: u64,
     /// Total goodput bytes in the run's direction.

@@ -41,13 +41,13 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
                 relay: LinkView {
                     rate_bps: Some(20_000_000),
                     delay_ns: 5_000_000,
-                    loss: 0.0,
+                    loss_pct: 0.0,
                     queue_ns: 50_000_000,
                 },
                 direct: LinkView {
                     rate_bps: None,
                     delay_ns: 0,
-                    loss: 0.01,
+                    loss_pct: 1.0,
                     queue_ns: 50_000_000,
                 },
                 relays: vec![],
@@ -112,6 +112,7 @@ pub(crate) fn summary(aggregate_bps: u64, routes: Vec<RouteSummary>) -> Event {
         routes_established: routes.len(),
         partial: false,
         routes_failed: 0,
+        routes_setup_failed: 0,
         duration_ns: 3_000_000_000,
         aggregate_bytes: 0,
         aggregate_bps,

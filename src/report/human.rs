@@ -5,12 +5,14 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::report::events::{
-    Event, RouteEstablished, RouteFailure, RouteRedial, RouteSetupFailed, RouteStalled, RouteState,
-    RouteSummary, RttSummary, Sample, Start, Summary,
+    Event, RouteEstablished, RouteFailure, RouteRedial, RouteSample, RouteSetupFailed,
+    RouteStalled, RouteState, RouteSummary, RttSummary, Sample, Start, Summary,
 };
+use crate::wire::mode::Mode;
 
-/// One progress line for an event, or `None` for events shown otherwise.
-pub fn line(event: &Event, t: Duration) -> Option<String> {
+/// One progress line for an event, or `None` for events shown otherwise. `mode` is the run's
+/// (from its `start`): it says which way a sample's figures count.
+pub fn line(event: &Event, t: Duration, mode: Mode) -> Option<String> {
     let text = match event {
         Event::Start(s) => start_text(s),
         Event::RouteEstablished(e) => established_text(e),
@@ -18,7 +20,7 @@ pub fn line(event: &Event, t: Duration) -> Option<String> {
         Event::RouteFailure(e) => failure_text(e),
         Event::RouteStalled(e) => stalled_text(e),
         Event::RouteRedial(e) => redial_text(e),
-        Event::Sample(s) => sample_text(s),
+        Event::Sample(s) => sample_text(s, mode),
         Event::Error(e) => format!("error: {}", e.error),
         // Probes are many; the summary shows their distribution.
         Event::Probe(_) => return None,
@@ -101,25 +103,40 @@ fn redial_text(e: &RouteRedial) -> String {
     )
 }
 
-fn sample_text(s: &Sample) -> String {
+/// `A/N routes  TOTAL UNIT  R0 x  R1 y …`: every route's figure in the total's unit, counted
+/// the way the total is (sent in `up`, received in `down` and `echo`), so they add up to it; in
+/// `bidir` each route shows `↑sent ↓received`, and all of those add up to the total.
+fn sample_text(s: &Sample, mode: Mode) -> String {
+    let (div, _, prec) = rate_unit(s.aggregate_bps);
     let mut l = format!(
         "{}/{} routes  {:>10}",
         s.active_routes,
         s.routes.len(),
         fmt_rate(s.aggregate_bps)
     );
+    let fig = |bps: u64| format!("{:.prec$}", bps as f64 / div);
     for r in &s.routes {
-        let rate = r.sent_bps.max(r.received_bps);
         let _ = match r.state {
-            RouteState::Up => write!(l, "  R{} {:.1}", r.route_index, rate as f64 / 1e6),
+            RouteState::Up => write!(l, "  R{} {}", r.route_index, route_figure(r, mode, fig)),
             RouteState::Stalled => write!(l, "  R{} 0!", r.route_index),
             RouteState::Failed => write!(l, "  R{} -", r.route_index),
+            RouteState::Pending => write!(l, "  R{} …", r.route_index),
+            RouteState::SetupFailed => write!(l, "  R{} ✗", r.route_index),
         };
     }
     if s.omitted {
         l.push_str("  (omitted)");
     }
     l
+}
+
+/// One route's share of a sample's total: its rate in the run's direction, or both ways.
+fn route_figure(r: &RouteSample, mode: Mode, fig: impl Fn(u64) -> String) -> String {
+    match mode {
+        Mode::Up => fig(r.sent_bps),
+        Mode::Down | Mode::Echo => fig(r.received_bps),
+        Mode::Bidir => format!("↑{} ↓{}", fig(r.sent_bps), fig(r.received_bps)),
+    }
 }
 
 /// Share of the first link's packets lost, or "-" when none were sent.
@@ -225,10 +242,11 @@ fn rtt_lines(out: &mut String, rtt: &RttSummary) {
 /// suspect (interrupted, partial, late samples).
 fn total_line(s: &Summary) -> String {
     let mut out = format!(
-        "total {}/{} routes up, {} failed, {} in {:.2}s = {}{}",
+        "total {}/{} routes up, {} failed, {} setup failed, {} in {:.2}s = {}{}",
         s.routes_established - s.routes_failed,
         s.routes_planned,
         s.routes_failed,
+        s.routes_setup_failed,
         fmt_bytes(s.aggregate_bytes),
         Duration::from_nanos(s.duration_ns).as_secs_f64(),
         fmt_rate(s.aggregate_bps),
@@ -250,8 +268,8 @@ fn total_line(s: &Summary) -> String {
 fn link_text(l: &crate::report::events::LinkView) -> String {
     let rate = l.rate_bps.map_or("unlimited".to_string(), fmt_rate);
     let mut t = format!("{rate} +{}", fmt_duration(Duration::from_nanos(l.delay_ns)));
-    if l.loss > 0.0 {
-        t += &format!(" {:.2}% loss", l.loss * 100.0);
+    if l.loss_pct > 0.0 {
+        t += &format!(" {:.2}% loss", l.loss_pct);
     }
     t
 }
@@ -290,18 +308,20 @@ fn short_uri(uri: &str) -> String {
     }
 }
 
+/// The decimal unit a rate is printed in: (divisor, unit, decimals).
+fn rate_unit(bps: u64) -> (f64, &'static str, usize) {
+    match bps {
+        1_000_000_000.. => (1e9, "Gbit/s", 2),
+        1_000_000.. => (1e6, "Mbit/s", 1),
+        1_000.. => (1e3, "kbit/s", 1),
+        _ => (1.0, "bit/s", 0),
+    }
+}
+
 /// Bits per second with a decimal unit, as iperf3 prints them.
 pub fn fmt_rate(bps: u64) -> String {
-    let b = bps as f64;
-    if b >= 1e9 {
-        format!("{:.2} Gbit/s", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} Mbit/s", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{:.1} kbit/s", b / 1e3)
-    } else {
-        format!("{bps} bit/s")
-    }
+    let (div, unit, prec) = rate_unit(bps);
+    format!("{:.prec$} {unit}", bps as f64 / div)
 }
 
 /// A mean and its spread in the mean's unit, e.g. `49.3 ± 0.2 Mbit/s`.
@@ -356,6 +376,92 @@ mod tests {
         assert_eq!(fmt_loss(512, 10_240), "5.00%");
     }
 
+    fn sample_of(aggregate_bps: u64, routes: &[(u64, u64, RouteState)]) -> Sample {
+        let routes: Vec<RouteSample> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, &(sent_bps, received_bps, state))| RouteSample {
+                state,
+                ..crate::report::fixtures::route_sample(i as u32, sent_bps, received_bps)
+            })
+            .collect();
+        Sample {
+            interval_start_ns: 0,
+            interval_end_ns: 1_000_000_000,
+            omitted: false,
+            active_routes: routes.iter().filter(|r| r.state.is_active()).count(),
+            aggregate_bps,
+            late: false,
+            routes,
+        }
+    }
+
+    #[test]
+    fn sample_figures_are_in_the_unit_of_the_total() {
+        use RouteState::*;
+        let one = sample_of(9_457_100_000, &[(9_457_100_000, 0, Up)]);
+        assert_eq!(
+            sample_text(&one, Mode::Up),
+            "1/1 routes  9.46 Gbit/s  R0 9.46"
+        );
+        let s = sample_of(
+            2_400_000_000,
+            &[
+                (596_900_000, 0, Up),
+                (1_203_100_000, 0, Up),
+                (600_000_000, 0, Up),
+                (0, 0, Stalled),
+                (0, 0, Failed),
+                (0, 0, Pending),
+                (0, 0, SetupFailed),
+            ],
+        );
+        assert_eq!(
+            sample_text(&s, Mode::Up),
+            "4/7 routes  2.40 Gbit/s  R0 0.60  R1 1.20  R2 0.60  R3 0!  R4 -  R5 …  R6 ✗"
+        );
+        let slow = sample_of(47_800_000, &[(47_800_000, 0, Up)]);
+        assert_eq!(
+            sample_text(&slow, Mode::Up),
+            "1/1 routes  47.8 Mbit/s  R0 47.8"
+        );
+        // Down and echo count what the client received (echo also sends).
+        let echo = sample_of(47_800_000, &[(48_000_000, 47_800_000, Up)]);
+        assert_eq!(
+            sample_text(&echo, Mode::Echo),
+            "1/1 routes  47.8 Mbit/s  R0 47.8"
+        );
+    }
+
+    #[test]
+    fn bidir_sample_figures_are_up_and_down_and_add_up() {
+        let s = sample_of(
+            188_400_000,
+            &[
+                (47_800_000, 46_100_000, RouteState::Up),
+                (48_800_000, 45_700_000, RouteState::Up),
+            ],
+        );
+        assert_eq!(
+            sample_text(&s, Mode::Bidir),
+            "2/2 routes  188.4 Mbit/s  R0 ↑47.8 ↓46.1  R1 ↑48.8 ↓45.7"
+        );
+    }
+
+    #[test]
+    fn the_total_line_counts_setup_failures() {
+        let Event::Summary(mut s) = crate::report::fixtures::summary(0, Vec::new()) else {
+            unreachable!("fixtures::summary builds a summary")
+        };
+        (s.routes_planned, s.routes_established, s.partial) = (1, 0, true);
+        s.routes_setup_failed = 1;
+        let total = total_line(&s);
+        assert!(
+            total.starts_with("total 0/1 routes up, 0 failed, 1 setup failed, 0B in 3.00s"),
+            "{total}"
+        );
+    }
+
     #[test]
     fn failure_line_reads_like_the_design() {
         let ev = Event::RouteFailure(RouteFailure {
@@ -369,7 +475,7 @@ mod tests {
             node: Some("91bc0123aaaa".into()),
         });
         assert_eq!(
-            line(&ev, Duration::from_millis(2310)).unwrap(),
+            line(&ev, Duration::from_millis(2310), Mode::Up).unwrap(),
             "[+2.31s] R3 ✗ pump-failed before=12.4MB/12.1MB after 2.31s \
              err=write timed out after 30s (hop 2, node 91bc0123)"
         );

@@ -13,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::report::events::{Event, RouteState, Sample};
 use crate::report::human::{self, fmt_bytes, fmt_rate};
+use crate::wire::mode::Mode;
 
 /// Widest line the live view draws: an 80-column terminal never wraps it.
 pub const WIDTH: usize = 80;
@@ -23,6 +24,8 @@ const BAR_CELLS: usize = 16;
 /// Renders events for people: lines on stderr, the summary table on stdout, and bars when live.
 pub struct HumanView {
     live: Option<Live>,
+    /// The run's mode, from its `start`: which way sample figures count.
+    mode: Mutex<Mode>,
 }
 
 /// The live view: the model and one indicatif line per model line.
@@ -41,6 +44,7 @@ impl HumanView {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 state: Mutex::new((LiveModel::default(), Vec::new())),
             }),
+            mode: Mutex::new(Mode::Up),
         }
     }
 
@@ -56,10 +60,17 @@ impl HumanView {
             }
             return Some(human::summary_table(s) + "\n");
         }
+        let mode = {
+            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+            if let Event::Start(s) = event {
+                *mode = s.config.mode;
+            }
+            *mode
+        };
         if let Some(live) = &self.live {
             live.update(event, t);
         }
-        if let Some(line) = human::line(event, t) {
+        if let Some(line) = human::line(event, t, mode) {
             match &self.live {
                 // Hidden when stderr is not a terminal (even with --live always): print plainly.
                 Some(live) if !live.multi.is_hidden() => {
@@ -108,6 +119,8 @@ pub struct LiveModel {
     now_ns: u64,
     /// By route index, so lines come in route order whatever order setups finish in.
     routes: BTreeMap<u32, Row>,
+    /// The run's direction, from `start`: which way a route's rate counts.
+    mode: Mode,
     /// The latest sample's totals.
     total: Option<Total>,
 }
@@ -167,6 +180,7 @@ impl LiveModel {
         match event {
             Event::Start(s) => {
                 self.planned = s.config.routes;
+                self.mode = s.config.mode;
                 self.omit_ns = s.config.omit_ns;
                 self.duration_ns = s.config.duration_ns;
             }
@@ -217,9 +231,19 @@ impl LiveModel {
     fn sample(&mut self, s: &Sample) {
         self.load_start_ns.get_or_insert(s.interval_start_ns);
         self.now_ns = self.now_ns.max(s.interval_end_ns);
-        let rate = |r: &crate::report::events::RouteSample| r.sent_bps.max(r.received_bps);
+        // Each route's rate counted the way the sample's total is.
+        let mode = self.mode;
+        let rate = |r: &crate::report::events::RouteSample| match mode {
+            Mode::Up => r.sent_bps,
+            Mode::Down | Mode::Echo => r.received_bps,
+            Mode::Bidir => r.sent_bps + r.received_bps,
+        };
         let fastest = s.routes.iter().map(rate).max().unwrap_or(0).max(1);
         for r in &s.routes {
+            // Routes that never came up have their line from their setup events, not samples.
+            if matches!(r.state, RouteState::Pending | RouteState::SetupFailed) {
+                continue;
+            }
             let row = self.row(r.route_index);
             row.sent = r.bytes_sent;
             row.received = r.bytes_received;
@@ -230,6 +254,7 @@ impl LiveModel {
                 RouteState::Failed => row.state = RowState::Failed(String::new()),
                 RouteState::Stalled => row.state = RowState::Stalled,
                 RouteState::Up => row.state = RowState::Up,
+                RouteState::Pending | RouteState::SetupFailed => {}
             }
             if matches!(row.state, RowState::Failed(_)) {
                 row.rate_bps = 0;

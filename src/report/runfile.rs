@@ -75,7 +75,9 @@ pub struct Interval {
     pub omitted: bool,
     /// Aggregate goodput, bits/s.
     pub aggregate_bps: f64,
-    /// (route index, goodput bits/s in the run's direction).
+    /// (route index, goodput bits/s in the run's direction) of each route that had come up
+    /// (`up`, `stalled`, `failed`); `pending` and `setup_failed` entries are left out, so a
+    /// route that never came up is not drawn or counted as a route at 0.
     pub routes: Vec<(u32, f64)>,
 }
 
@@ -368,6 +370,7 @@ fn interval(mode: Mode, s: &Sample) -> Interval {
     let routes = s
         .routes
         .iter()
+        .filter(|r| r.state.came_up())
         .map(|r| {
             let (sent, received) = (r.sent_bps as f64, r.received_bps as f64);
             let bps = match mode {
@@ -390,6 +393,7 @@ fn interval(mode: Mode, s: &Sample) -> Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::events::{RouteSample, RouteState};
     use crate::report::fixtures::*;
 
     #[test]
@@ -401,6 +405,27 @@ mod tests {
         ]);
         let run = parse("a", &text).unwrap();
         assert_eq!(run.intervals.len(), 1);
+        assert_eq!(run.intervals[0].routes, vec![(0, 8.0)]);
+
+        // Routes that never came up are placeholders in a sample, not routes at 0.
+        let never = |index, state| RouteSample {
+            state,
+            ..route_sample(index, 0, 0)
+        };
+        let text = ndjson(&[
+            start(Mode::Up, 3),
+            sample(
+                1_000_000_000,
+                8,
+                vec![
+                    route_sample(0, 8, 3),
+                    never(1, RouteState::SetupFailed),
+                    never(2, RouteState::Pending),
+                ],
+            ),
+            summary(5, vec![]),
+        ]);
+        let run = parse("a", &text).unwrap();
         assert_eq!(run.intervals[0].routes, vec![(0, 8.0)]);
         assert_eq!(run.intervals[0].t, 1.0);
         assert_eq!(run.summary.aggregate_bps, 5);

@@ -6,6 +6,7 @@
     Clone,
     Copy,
     Debug,
+    Default,
     PartialEq,
     Eq,
     serde::Serialize,
@@ -16,6 +17,7 @@
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Client sends, destination sinks and reports delivered bytes back.
+    #[default]
     Up,
     /// Destination sends, client sinks.
     Down,
