@@ -1,5 +1,6 @@
 //! Process lifecycle: lab node processes die with their parent even on SIGKILL, nodes drain and
-//! exit on SIGTERM, and `run` waits with backoff for a node that is still starting.
+//! exit on SIGTERM (saying so on stderr, and closing their routes with a reason the client
+//! sees), and `run` waits with backoff for a node that is still starting.
 
 mod common;
 
@@ -197,7 +198,7 @@ fn spawn_run(
     (child, lines)
 }
 
-/// Reads `lines` until one contains `text`; false at the end of the stream first.
+/// Reads `lines` until one contains `text`, and returns it; `None` if the stream ends first.
 fn read_until(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
     text: &str,

@@ -1,5 +1,6 @@
 //! Three real processes as the README documents: `serve`, two `relay`s with persistent
-//! identities and node files, and `run` pinning their ids.
+//! identities and node files, and `run` pinning their ids; what `run` is told when a node
+//! cannot be used (unreachable, a missing or wrong token).
 
 mod common;
 
