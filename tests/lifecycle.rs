@@ -1,5 +1,6 @@
 //! Process lifecycle: lab node processes die with their parent even on SIGKILL, nodes drain and
-//! exit on SIGTERM, and `run` waits with backoff for a node that is still starting.
+//! exit on SIGTERM (saying so on stderr, and closing their routes with a reason the client
+//! sees), and `run` waits with backoff for a node that is still starting.
 
 mod common;
 
@@ -175,4 +176,123 @@ fn run_waits_for_a_destination_that_is_still_starting() {
         "{}",
         est[0]
     );
+}
+
+/// Starts `run --json` with `args` as a process and returns it with its stdout's lines.
+fn spawn_run(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = Command::new(bin())
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .env_remove("MUX_BW_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads `lines` until one contains `text`, and returns it; `None` if the stream ends first.
+fn read_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    text: &str,
+) -> Option<String> {
+    lines.map_while(Result::ok).find(|l| l.contains(text))
+}
+
+#[test]
+fn a_relay_stopped_mid_run_tells_the_client_it_is_shutting_down() {
+    // It was an empty reason ("hop 0 closed the route: ") in 3 of 4 tries.
+    for attempt in 0..5 {
+        let dst = NodeProc::start("serve", &[]);
+        let relay = NodeProc::start("relay", &["--drain-timeout", "200ms"]);
+        let (mut client, mut lines) = spawn_run(&[
+            "--to",
+            &dst.uri,
+            "--relay",
+            &relay.uri,
+            "--min-hops",
+            "2",
+            "--duration",
+            "60s",
+            "--interval",
+            "100ms",
+        ]);
+        let up = read_until(&mut lines, "\"route_established\"");
+        if up.is_none() {
+            let _ = client.kill();
+            panic!("attempt {attempt}: no route came up");
+        }
+        // Under load for a moment, then stop the relay.
+        let loaded = read_until(&mut lines, "\"sample\"");
+        assert!(loaded.is_some(), "attempt {attempt}: no sample");
+        relay.sigterm();
+        let failure = read_until(&mut lines, "\"route_failure\"");
+        let _ = client.kill();
+        let _ = client.wait();
+        let failure = failure.unwrap_or_else(|| panic!("attempt {attempt}: no route_failure"));
+        let e: serde_json::Value = serde_json::from_str(&failure).unwrap();
+        let error = e["error"].as_str().unwrap();
+        assert!(
+            error.ends_with("shutting down"),
+            "attempt {attempt}: reason lost: {failure}"
+        );
+        assert_eq!(e["cause"], "shutdown", "attempt {attempt}: {failure}");
+        assert_eq!(e["failed_hop"], 0, "attempt {attempt}: {failure}");
+        assert_eq!(e["node"], relay.id(), "attempt {attempt}: {failure}");
+        assert_eq!(relay.wait_exit(Duration::from_secs(5)), Some(0));
+    }
+}
+
+#[test]
+fn nodes_say_when_they_drain_and_when_they_stopped() {
+    // A destination with one route running through a relay: each counts the route.
+    let dst = NodeProc::start("serve", &["--drain-timeout", "300ms"]);
+    let relay = NodeProc::start("relay", &["--drain-timeout", "300ms"]);
+    let (mut client, mut lines) = spawn_run(&[
+        "--to",
+        &dst.uri,
+        "--relay",
+        &relay.uri,
+        "--min-hops",
+        "2",
+        "--duration",
+        "60s",
+    ]);
+    let up = read_until(&mut lines, "\"route_established\"");
+    assert!(up.is_some(), "no route came up");
+    dst.sigterm();
+    let err = dst.wait_stderr("stopped", Duration::from_secs(5));
+    let _ = client.kill();
+    let _ = client.wait();
+    let lines_of = |err: &str| err.lines().map(str::to_string).collect::<Vec<_>>();
+    let dst_lines = lines_of(&err);
+    let draining = dst_lines
+        .iter()
+        .position(|l| l == "draining 1 routes (up to 0.3s)");
+    let stopped = dst_lines.iter().position(|l| l == "stopped");
+    assert!(
+        matches!((draining, stopped), (Some(d), Some(s)) if d < s),
+        "destination's stderr: {err}"
+    );
+    assert_eq!(dst.wait_exit(Duration::from_secs(5)), Some(0));
+    // The relay's route ended with the destination: nothing left to drain.
+    relay.sigterm();
+    let err = relay.wait_stderr("stopped", Duration::from_secs(5));
+    let relay_lines = lines_of(&err);
+    let draining = relay_lines
+        .iter()
+        .position(|l| l == "draining 0 routes (up to 0.3s)");
+    let stopped = relay_lines.iter().position(|l| l == "stopped");
+    assert!(
+        matches!((draining, stopped), (Some(d), Some(s)) if d < s),
+        "relay's stderr: {err}"
+    );
+    assert_eq!(relay.wait_exit(Duration::from_secs(5)), Some(0));
 }

@@ -1,5 +1,6 @@
 //! Three real processes as the README documents: `serve`, two `relay`s with persistent
-//! identities and node files, and `run` pinning their ids.
+//! identities and node files, and `run` pinning their ids; what `run` is told when a node
+//! cannot be used (unreachable, a missing or wrong token).
 
 mod common;
 
@@ -122,4 +123,32 @@ fn setup_failure_names_the_unreachable_relay() {
     assert_eq!(failed[0]["route_index"], 0);
     assert_eq!(failed[0]["failed_hop"], 0);
     assert_eq!(failed[0]["node"], dead_id.as_str());
+}
+
+/// A client that presents no token is told the node needs one; a wrong token is still
+/// "bad token".
+#[test]
+fn a_missing_token_is_named_as_missing_not_as_bad() {
+    let dst = NodeProc::start("serve", &["--token", "sesame"]);
+    let setup = |token: Option<&str>| {
+        let mut args = vec!["run", "--to", &dst.uri, "--duration", "1s", "--json"];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        let out = run(&args, Duration::from_secs(30));
+        assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+        let events = out.events();
+        let failed = of_type(&events, "route_setup_failed");
+        assert_eq!(failed.len(), 1, "{}", out.stdout);
+        assert_eq!(failed[0]["cause"], "refused");
+        assert_eq!(failed[0]["failed_hop"], 0);
+        failed[0]["error"].as_str().unwrap().to_string()
+    };
+    let error = setup(None);
+    let needs = "this node requires a token (--token or MUX_BW_TOKEN)";
+    assert!(error.contains(needs), "{error}");
+    assert!(!error.contains("bad token"), "{error}");
+    let error = setup(Some("guess"));
+    assert!(error.contains("bad token"), "{error}");
+    assert!(!error.contains("requires a token"), "{error}");
 }

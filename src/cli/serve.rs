@@ -1,8 +1,11 @@
 //! `serve` and `relay`: a node from flags, its URI announced on stdout (and `--node-file`),
-//! served until SIGINT/SIGTERM.
+//! served until SIGINT/SIGTERM; stderr says when it listens, starts draining and has stopped.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use super::args::NodeArgs;
 use super::config::token_bytes;
@@ -68,12 +71,11 @@ pub(super) async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         Role::Destination => "destination",
         Role::Relay => "relay",
     };
-    let _ = writeln!(
-        std::io::stderr(),
+    say(&format!(
         "mux-bw {what} listening on {} (Ctrl-C to stop)",
         running.local
-    );
-    let _ = running.task.await;
+    ));
+    until_stopped(running, &shutdown, a.drain_timeout).await;
     Ok(EXIT_OK)
 }
 
@@ -92,5 +94,51 @@ fn node_token(a: &NodeArgs) -> Result<Option<Vec<u8>>, UsageError> {
             Ok(None)
         }
         _ => token_bytes(a.token.as_deref()),
+    }
+}
+
+/// A line on stderr for whoever runs the node; a closed stderr is no reason to stop.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Waits for the node to stop: says how many routes it drains once `shutdown` fires, and that
+/// it stopped.
+async fn until_stopped(
+    mut running: node::RunningNode,
+    shutdown: &CancellationToken,
+    drain: Duration,
+) {
+    tokio::select! {
+        // The node stops accepting at the same signal, and its routes run on: this is the count
+        // its drain waits for.
+        _ = shutdown.cancelled() => {
+            say(&draining_line(running.established_routes(), drain));
+            let _ = (&mut running.task).await;
+        }
+        _ = &mut running.task => {}
+    }
+    say("stopped");
+}
+
+/// `draining N routes (up to Ds)`, D in seconds (`0.5s`, `10s`).
+fn draining_line(routes: usize, drain: Duration) -> String {
+    format!("draining {routes} routes (up to {}s)", drain.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_draining_line_gives_routes_and_seconds() {
+        assert_eq!(
+            draining_line(3, Duration::from_millis(500)),
+            "draining 3 routes (up to 0.5s)"
+        );
+        assert_eq!(
+            draining_line(0, Duration::from_secs(10)),
+            "draining 0 routes (up to 10s)"
+        );
     }
 }

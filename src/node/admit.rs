@@ -264,9 +264,16 @@ async fn read_setup(conn: &Connection) -> Result<Route, Refusal> {
     }
 }
 
+/// The refusal of a header without a token by a node that needs one; a wrong token is
+/// `bad token`. (A client without `--token` sends an empty one; a real token is never empty.)
+const TOKEN_REQUIRED: &str = "this node requires a token (--token or MUX_BW_TOKEN)";
+
 /// Policy checks on a well-formed header: token, role, length, loops.
 fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), String> {
     if let Some(expected) = &cfg.token {
+        if req.token.is_empty() {
+            return Err(TOKEN_REQUIRED.to_string());
+        }
         if !constant_time_eq(expected, &req.token) {
             return Err("bad token".to_string());
         }
@@ -370,6 +377,7 @@ mod tests {
         let dst = cfg(Role::Destination, Some(b"t"));
         assert!(check(&dst, &req(vec![], b"t")).is_ok());
         assert_eq!(check(&dst, &req(vec![], b"x")).unwrap_err(), "bad token");
+        assert_eq!(check(&dst, &req(vec![], b"")).unwrap_err(), TOKEN_REQUIRED);
         assert!(check(&dst, &req(vec![node(1)], b"t")).is_err());
 
         let relay = cfg(Role::Relay, None);

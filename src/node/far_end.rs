@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::admit::{refuse, Route};
-use super::or_stall;
+use super::{or_stall, Node, SHUTDOWN_REASON};
 use crate::wire::close::Cause;
 use crate::wire::close::{CLOSE_DONE, CLOSE_SHUTDOWN};
 use crate::wire::datagram::Datagram;
@@ -38,27 +38,23 @@ enum End {
 }
 
 /// Serves an admitted route as its destination until the route ends, the connection closes or
-/// the node shuts down (`shutdown`).
-pub(super) async fn destination(
-    conn: &Connection,
-    route: Route,
-    signer: &Signer,
-    stall: &CancellationToken,
-    shutdown: &CancellationToken,
-) {
+/// the node shuts down (`node.hard_stop`).
+pub(super) async fn destination(conn: &Connection, route: Route, node: &Node) {
     let Route {
         mut send,
         recv,
         req,
     } = route;
-    let Some(key) = acknowledge(conn, &mut send, &req, signer).await else {
+    let Some(key) = acknowledge(conn, &mut send, &req, &node.signer).await else {
         return;
     };
+    let _up = node.route_up();
     info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
+    let (stall, shutdown) = (&node.cfg.faults.stall, &node.hard_stop);
     tokio::select! {
         end = far_end(conn, &req, send, recv, &key, stall) => close_after(conn, end, shutdown).await,
         _ = conn.closed() => {},
-        _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+        _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, SHUTDOWN_REASON),
     }
 }
 
@@ -94,7 +90,7 @@ async fn close_after(conn: &Connection, end: End, shutdown: &CancellationToken) 
         // still in flight, so let the client close it (bounded).
         End::Finished => tokio::select! {
             _ = tokio::time::timeout(CLIENT_CLOSE_WAIT, conn.closed()) => {}
-            _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, b"node shutting down"),
+            _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, SHUTDOWN_REASON),
         },
         End::Lost => {}
     }

@@ -9,21 +9,26 @@
 //! connection tasks, the drain). A connection's jobs live in `admit` (budgets, the header read,
 //! policy checks, refusals), `far_end` (the destination's side) and `relay` (onward setup, the
 //! splice, attribution of a lost next hop).
+//!
+//! No connection is left to close by being dropped (quinn then closes it with code 0 and an
+//! empty reason, which a client can only report as "hop 0 closed the route: "): whatever ends
+//! a route closes its connections with a code and a reason (`Node::close_open`).
 
 mod admit;
 mod far_end;
 mod relay;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::{Connection, Endpoint, Incoming};
+use quinn::{Connection, Endpoint, Incoming, VarInt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::wire::close::{CLOSE_KILLED, CLOSE_SHUTDOWN};
+use crate::wire::close::{CLOSE_DONE, CLOSE_KILLED, CLOSE_SHUTDOWN};
 use crate::wire::identity::NodeId;
 use crate::wire::proof::Signer;
 use crate::wire::setup;
@@ -119,9 +124,21 @@ async fn or_stall<F: Future>(stall: &CancellationToken, f: F) -> F::Output {
     }
 }
 
+/// The close reason of a node's connections once its drain time is over.
+const SHUTDOWN_REASON: &[u8] = b"node shutting down";
+
+/// The close reason of every connection of a node killed by fault injection.
+const KILLED_REASON: &[u8] = b"node killed (fault injection)";
+
 /// Accepts connections until `shutdown` fires; then stops accepting, lets established routes
 /// drain for up to `drain_timeout`, and closes what is left.
-async fn serve(endpoint: Endpoint, cfg: NodeConfig, signer: Signer, shutdown: CancellationToken) {
+async fn serve(
+    endpoint: Endpoint,
+    cfg: NodeConfig,
+    signer: Signer,
+    shutdown: CancellationToken,
+    established: Arc<AtomicUsize>,
+) {
     let gates = Gates::new(&cfg.limits);
     let node = Arc::new(Node {
         endpoint,
@@ -129,6 +146,7 @@ async fn serve(endpoint: Endpoint, cfg: NodeConfig, signer: Signer, shutdown: Ca
         peers: Peers::default(),
         signer,
         hard_stop: CancellationToken::new(),
+        established,
     });
     let tasks = TaskTracker::new();
     while let Some(incoming) = node.next_incoming(&shutdown).await {
@@ -158,6 +176,17 @@ struct Node {
     signer: Signer,
     /// Fired when the node is killed or the drain is over: every route closes at once.
     hard_stop: CancellationToken,
+    /// Routes established (acknowledged) and not yet over.
+    established: Arc<AtomicUsize>,
+}
+
+/// Counts one established route in `Node::established` until dropped.
+struct Established<'a>(&'a AtomicUsize);
+
+impl Drop for Established<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Node {
@@ -167,7 +196,7 @@ impl Node {
         tokio::select! {
             _ = shutdown.cancelled() => None,
             _ = self.cfg.faults.kill.cancelled() => {
-                self.endpoint.close(CLOSE_KILLED, b"node killed (fault injection)");
+                self.endpoint.close(CLOSE_KILLED, KILLED_REASON);
                 self.hard_stop.cancel();
                 None
             }
@@ -187,22 +216,44 @@ impl Node {
         self.handle(conn).await;
     }
 
-    /// Admits the route `conn` asks for, and serves it as this node's role says.
+    /// Admits the route `conn` asks for, and serves it as this node's role says; the
+    /// connection is closed when that is over.
     async fn handle(&self, conn: Connection) {
-        let Some((route, _slot)) = admit::route(&conn, &self.cfg, &self.peers).await else {
-            return;
-        };
-        // The peer showed the token: give its connection the windows payload needs.
-        conn.set_receive_window(transport::varint(self.cfg.tuning.conn_window));
-        let (faults, shutdown) = (&self.cfg.faults, &self.hard_stop);
-        match self.cfg.role {
-            Role::Destination => {
-                far_end::destination(&conn, route, &self.signer, &faults.stall, shutdown).await
+        if let Some((route, _slot)) = admit::route(&conn, &self.cfg, &self.peers).await {
+            // The peer showed the token: give its connection the windows payload needs.
+            conn.set_receive_window(transport::varint(self.cfg.tuning.conn_window));
+            match self.cfg.role {
+                Role::Destination => far_end::destination(&conn, route, self).await,
+                Role::Relay => relay::relay(&conn, route, self).await,
             }
-            Role::Relay => {
-                let max = self.cfg.limits.max_setup_timeout;
-                relay::relay(conn, &self.endpoint, route, max, faults, shutdown.clone()).await
-            }
+        }
+        self.close_open(&conn);
+    }
+
+    /// A route of this node is established: counted until the guard is dropped.
+    fn route_up(&self) -> Established<'_> {
+        self.established.fetch_add(1, Ordering::Relaxed);
+        Established(&self.established)
+    }
+
+    /// The close this node gives a connection it ends itself: killed, shutting down (drain time
+    /// over), or the route is over.
+    fn own_close(&self) -> (VarInt, &'static [u8]) {
+        if self.cfg.faults.kill.is_cancelled() {
+            (CLOSE_KILLED, KILLED_REASON)
+        } else if self.hard_stop.is_cancelled() {
+            (CLOSE_SHUTDOWN, SHUTDOWN_REASON)
+        } else {
+            (CLOSE_DONE, b"route over")
+        }
+    }
+
+    /// Closes `conn` with `own_close` unless it is closed already. Dropping an open connection
+    /// would close it too, but with code 0 and an empty reason: a shutdown that loses its reason.
+    fn close_open(&self, conn: &Connection) {
+        if conn.close_reason().is_none() {
+            let (code, reason) = self.own_close();
+            conn.close(code, reason);
         }
     }
 
@@ -216,11 +267,11 @@ impl Node {
             .is_err()
         {
             self.hard_stop.cancel();
-            self.endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+            self.endpoint.close(CLOSE_SHUTDOWN, SHUTDOWN_REASON);
             // Connections were just closed, so their tasks end promptly; bound the wait anyway.
             let _ = tokio::time::timeout(CLOSED_TASKS_WAIT, tasks.wait()).await;
         }
-        self.endpoint.close(CLOSE_SHUTDOWN, b"node shutting down");
+        self.endpoint.close(CLOSE_SHUTDOWN, SHUTDOWN_REASON);
         let _ = tokio::time::timeout(IDLE_WAIT, self.endpoint.wait_idle()).await;
     }
 }
@@ -233,6 +284,16 @@ pub struct RunningNode {
     pub local: std::net::SocketAddr,
     /// Ends after `shutdown` fires and connections are closed.
     pub task: tokio::task::JoinHandle<()>,
+    /// Routes established at the node and not yet over.
+    established: Arc<AtomicUsize>,
+}
+
+impl RunningNode {
+    /// How many routes are established at the node now (acknowledged and not yet over): what a
+    /// shutdown has to drain.
+    pub fn established_routes(&self) -> usize {
+        self.established.load(Ordering::Relaxed)
+    }
 }
 
 /// Binds `listen` and serves `cfg.role` until `shutdown`. Must be called inside a tokio runtime.
@@ -263,6 +324,12 @@ pub fn start(
     let signer = identity
         .signer()
         .map_err(|e| transport::EndpointError::Crypto(e.to_string()))?;
-    let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown));
-    Ok(RunningNode { addr, local, task })
+    let established = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown, established.clone()));
+    Ok(RunningNode {
+        addr,
+        local,
+        task,
+        established,
+    })
 }

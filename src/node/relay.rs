@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::admit::{refuse, Route};
-use super::{or_stall, Faults};
+use super::{or_stall, Node, KILLED_REASON};
 use crate::wire::addr::NodeAddr;
 use crate::wire::close::{Attribution, Cause};
 use crate::wire::close::{CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_SHUTDOWN};
@@ -20,17 +20,14 @@ use crate::wire::identity::NodeId;
 use crate::wire::setup::{SetupReply, SetupRequest};
 use crate::wire::transport;
 
-/// Relays an admitted route: onward setup within the client's budget (at most `max_setup`),
-/// then the splice, until the route ends, `faults.kill` fires or the node shuts down
-/// (`shutdown`).
-pub(super) async fn relay(
-    up: Connection,
-    endpoint: &Endpoint,
-    route: Route,
-    max_setup: Duration,
-    faults: &Faults,
-    shutdown: CancellationToken,
-) {
+/// Why a relay closes both sides of its routes once its drain time is over.
+const RELAY_SHUTDOWN_REASON: &[u8] = b"relay shutting down";
+
+/// Relays an admitted route: onward setup within the client's budget (at most
+/// `--max-setup-timeout`), then the splice, until the route ends, the node is killed or shuts
+/// down (`node.hard_stop`). Both connections are closed when it returns, or `up` is left to the
+/// caller's `close_open`.
+pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
     let Route {
         send: mut up_send,
         recv: up_recv,
@@ -46,15 +43,16 @@ pub(super) async fn relay(
         ..req.clone()
     };
     // The client's budget, but never more than this node allows.
+    let max_setup = node.cfg.limits.max_setup_timeout;
     let timeout = Duration::from_millis(u64::from(req.setup_timeout_ms)).min(max_setup);
     let dialed = dial_onward(
-        &up,
+        up,
         &mut up_send,
-        endpoint,
+        &node.endpoint,
         &next,
         &onward,
         timeout,
-        &shutdown,
+        &node.hard_stop,
     );
     let Some(mut down) = dialed.await else {
         return;
@@ -66,6 +64,7 @@ pub(super) async fn relay(
         down.conn.close(CLOSE_DONE, b"upstream gone");
         return;
     }
+    let _up = node.route_up();
     info!(route = req.route_index, next = %next.addr, "route up (relay)");
     // The rest of the link (its endpoint) lives in `down` until the route is over.
     let transport::Link {
@@ -74,18 +73,19 @@ pub(super) async fn relay(
         recv: down_recv,
         ..
     } = down;
-    let stall = &faults.stall;
+    let stall = &node.cfg.faults.stall;
     let splice = async {
         tokio::try_join!(
             copy(up_recv, down_send, stall),
             copy(down_recv, up_send, stall),
-            forward_datagrams(&up, &down, Some(req.hop_index), stall),
-            forward_datagrams(&down, &up, None, stall),
+            forward_datagrams(up, &down, Some(req.hop_index), stall),
+            forward_datagrams(&down, up, None, stall),
         )
         .map(|_| ())
     };
     let (hop, id) = (onward.hop_index, next.id);
-    watch(&up, &down, splice, hop, id, faults, &shutdown).await;
+    watch(up, &down, splice, hop, id, node).await;
+    node.close_open(&down);
 }
 
 /// Sets up the link to `next` with `onward` within `timeout`; a failure is refused upstream with
@@ -124,16 +124,21 @@ async fn watch(
     splice: impl Future<Output = Result<(), String>>,
     hop: u8,
     id: NodeId,
-    faults: &Faults,
-    shutdown: &CancellationToken,
+    node: &Node,
 ) {
     tokio::select! {
         biased;
         // A killed node closes everything itself; nothing here may relabel that as a downstream
         // failure.
-        _ = faults.kill.cancelled() => {
-            up.close(CLOSE_KILLED, b"node killed (fault injection)");
-            down.close(CLOSE_KILLED, b"node killed (fault injection)");
+        _ = node.cfg.faults.kill.cancelled() => {
+            up.close(CLOSE_KILLED, KILLED_REASON);
+            down.close(CLOSE_KILLED, KILLED_REASON);
+        }
+        // Before the splice: the endpoint's own close of a shutdown ends the splice too, and a
+        // splice that saw only that would leave the other side to be dropped without a reason.
+        _ = node.hard_stop.cancelled() => {
+            up.close(CLOSE_SHUTDOWN, RELAY_SHUTDOWN_REASON);
+            down.close(CLOSE_SHUTDOWN, RELAY_SHUTDOWN_REASON);
         }
         r = splice => {
             if let Err(e) = r {
@@ -149,10 +154,6 @@ async fn watch(
                 close_upstream(up, &e, hop, id);
             }
         }
-        _ = shutdown.cancelled() => {
-            up.close(CLOSE_SHUTDOWN, b"relay shutting down");
-            down.close(CLOSE_SHUTDOWN, b"relay shutting down");
-        }
     }
 }
 
@@ -163,7 +164,8 @@ fn splice_failed(up: &Connection, down: &Connection, e: String, hop: u8, id: Nod
         matches!(c, Some(quinn::ConnectionError::LocallyClosed))
     };
     if local(&down.close_reason()) || local(&up.close_reason()) {
-        // This node closed it (shutdown, kill): nothing to attribute or forward.
+        // This node closed it (shutdown, kill): nothing to attribute or forward; the side still
+        // open gets the node's own close (`Node::close_open`) as the relay returns.
     } else if let Some(e) = down.close_reason() {
         close_upstream(up, &e, hop, id);
     } else if let Some(e) = up.close_reason() {

@@ -15,7 +15,7 @@ use crate::wire::identity::{Identity, NodeId};
 use crate::wire::setup::{self, SetupReply, SetupRequest, REPLY_PREFIX_LEN};
 use crate::wire::tls;
 
-use crate::wire::close::{cause_of, Cause, CLOSE_REFUSED};
+use crate::wire::close::{cause_of, Cause, CLOSE_DONE, CLOSE_REFUSED};
 
 /// Nack hop value meaning "the node that sent this reply"; the dialer rewrites it to that node's
 /// index in the path (used when the header could not be parsed far enough to know the index).
@@ -415,6 +415,21 @@ async fn ask(
     Ok((send, recv, reply))
 }
 
+/// Closes a connection whose setup was abandoned (its `setup_link` future dropped: a relay that
+/// shuts down, a client that stops) unless the setup finished; a dropped connection would
+/// close with code 0 and an empty reason.
+struct Abandoned(Option<Connection>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            if conn.close_reason().is_none() {
+                conn.close(CLOSE_DONE, b"setup abandoned");
+            }
+        }
+    }
+}
+
 /// Dials `hop` (which sits at `req.hop_index` of the client's path), sends the setup request and
 /// waits for the chain's answer. Connect is bounded by `setup_timeout`; the answer by
 /// `setup_timeout` plus `SETUP_MARGIN` per remaining hop, since each relay bounds its own dial
@@ -435,6 +450,7 @@ pub async fn setup_link(
     let conn = connect_with_retry(endpoint, hop, setup_timeout)
         .await
         .map_err(at_hop)?;
+    let mut abandoned = Abandoned(Some(conn.clone()));
     // Each relay down the chain bounds its own dial and wait the same way, so give every level
     // a margin over the next: a timeout deep in the chain then arrives as an attributed nack
     // before this side gives up.
@@ -458,13 +474,16 @@ pub async fn setup_link(
         }
     };
     match outcome {
-        (send, recv, SetupReply::Ack { proof }) => Ok(Link {
-            conn,
-            send,
-            recv,
-            endpoint: endpoint.clone(),
-            proof,
-        }),
+        (send, recv, SetupReply::Ack { proof }) => {
+            abandoned.0 = None;
+            Ok(Link {
+                conn,
+                send,
+                recv,
+                endpoint: endpoint.clone(),
+                proof,
+            })
+        }
         (
             _,
             _,

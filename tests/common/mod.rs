@@ -3,9 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -65,6 +66,8 @@ pub struct NodeProc {
     child: Child,
     /// The URI the node printed.
     pub uri: String,
+    /// Everything the node wrote to stderr so far (a thread keeps reading it).
+    stderr: Arc<Mutex<String>>,
 }
 
 impl NodeProc {
@@ -90,10 +93,20 @@ impl NodeProc {
             .env_remove("MUX_BW_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("node starts");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                sink.lock().unwrap().push_str(&text);
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -105,7 +118,7 @@ impl NodeProc {
             .unwrap_or_default()
             .trim()
             .to_string();
-        let node = NodeProc { child, uri };
+        let node = NodeProc { child, uri, stderr };
         assert!(
             node.uri.starts_with("mbw://"),
             "node printed {:?}",
@@ -138,6 +151,30 @@ impl NodeProc {
         // SAFETY: waitpid on our own child with a valid pointer.
         let r = unsafe { libc::waitpid(self.child.id() as i32, &mut status, libc::WNOHANG) };
         (r > 0 && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status))
+    }
+
+    /// What the node wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` until the node's stderr contains `text`; its stderr either way.
+    pub fn wait_stderr(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let err = self.stderr();
+            if err.contains(text) || Instant::now() > deadline {
+                return err;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(r, 0, "kill -TERM {}", self.child.id());
     }
 
     /// Process id, to read its memory use.
