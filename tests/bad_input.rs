@@ -229,7 +229,8 @@ fn every_duration_flag_is_bounded() {
     ];
     for (flag, max) in lab_flags {
         let args = ["lab", "--probe-rtt", flag, HUGE];
-        assert_usage_error(&args, &format!("'{HUGE}' for '{flag} <DUR>'"));
+        // `--link-delay` takes one value per relay: `<DUR[,..]>`.
+        assert_usage_error(&args, &format!("'{HUGE}' for '{flag} <DUR"));
         assert_usage_error(&args, &format!(" {max}"));
     }
     for (flag, max) in [("--header-timeout", "1m"), ("--drain-timeout", "1h")] {

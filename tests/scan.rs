@@ -1,4 +1,5 @@
-//! `mux-bw scan`: uneven lab relays come out ranked by their links, each near its shaped rate;
+//! `mux-bw scan`: uneven lab relays come out ranked by their links, each near its shaped rate
+//! (up to 6 % above it: a proxy that fell behind on a busy host catches up inside a window);
 //! a relay that cannot be reached is a row with its cause, not an abort; `--out` holds the
 //! ranking.
 
@@ -26,7 +27,7 @@ fn uneven_lab_relays_are_ranked_by_their_links() {
         &[
             "scan",
             "--lab",
-            "--lab-relays",
+            "--relays",
             "4",
             "--link-rate",
             "2mbit,4mbit,8mbit,16mbit",
@@ -54,12 +55,12 @@ fn uneven_lab_relays_are_ranked_by_their_links() {
     assert_eq!(names, ["r3", "r2", "r1", "r0"], "{saved}");
     for (r, shaped) in ranking.iter().zip([16e6, 8e6, 4e6, 2e6]) {
         let bps = r["bps"].as_f64().unwrap();
-        assert!((0.85 * shaped..=1.02 * shaped).contains(&bps), "{r}");
+        assert!((0.85 * shaped..=1.06 * shaped).contains(&bps), "{r}");
         assert!(r["rtt_idle"]["p50_ns"].as_u64().is_some(), "{r}");
         assert!(r["setup_ns"].as_u64().is_some(), "{r}");
     }
     let direct = saved["direct"]["bps"].as_f64().unwrap();
-    assert!((0.85 * 20e6..=1.02 * 20e6).contains(&direct), "{saved}");
+    assert!((0.85 * 20e6..=1.06 * 20e6).contains(&direct), "{saved}");
     assert_eq!(saved["client_limited"], false);
 }
 
@@ -100,5 +101,91 @@ fn an_unreachable_relay_is_a_row_with_its_cause() {
     assert!(
         summary["ranking"][0]["bps"].as_u64().unwrap() > 0,
         "{summary}"
+    );
+}
+
+/// `--relays-from scan.json --pick fastest`: the routes take the scan's fastest relays (in a
+/// new lab, matched by name), so 2 routes over 2/4/8/16 mbit relays deliver 8 + 16; `--pick
+/// random` reports its seed; `--pick fastest` without a ranking is refused by name.
+#[test]
+fn pick_fastest_plans_over_the_scans_best_relays() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = dir.path().join("scan.json");
+    let rates = "2mbit,4mbit,8mbit,16mbit";
+    let scan_s = scan.to_str().unwrap();
+    let out = run(
+        &[
+            "scan",
+            "--lab",
+            "--relays",
+            "4",
+            "--link-rate",
+            rates,
+            "--duration",
+            "1s",
+            "--out",
+            scan_s,
+            "--json",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lab = |pick: &str| {
+        let out = run(
+            &[
+                "lab",
+                "--relays",
+                "4",
+                "--link-rate",
+                rates,
+                "--relays-from",
+                scan_s,
+                "--pick",
+                pick,
+                "--routes",
+                "2",
+                "--min-hops",
+                "2",
+                "--duration",
+                "3s",
+                "--omit",
+                "1s",
+                "--json",
+            ],
+            LIMIT,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        events(&out.stdout)
+    };
+    let fast = lab("fastest");
+    let start = of_type(&fast, "start")[0];
+    assert_eq!(start["config"]["pick"]["rule"], "fastest", "{start}");
+    assert_eq!(start["config"]["pick"]["scan_file"], scan_s, "{start}");
+    let relays = start["config"]["relays"].as_array().unwrap();
+    let r3 = relays[0].as_str().unwrap();
+    let paths = &start["config"]["planned_paths"];
+    assert!(
+        r3.contains(paths[0][0].as_str().unwrap()),
+        "route 0 not via the fastest: {start}"
+    );
+    let agg = of_type(&fast, "summary")[0]["aggregate_bps"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (0.85 * 24e6..=1.02 * 24e6).contains(&agg),
+        "fastest pick gave {agg} bit/s"
+    );
+    let random = lab("random");
+    let pick = &of_type(&random, "start")[0]["config"]["pick"];
+    assert_eq!(pick["rule"], "random", "{pick}");
+    assert!(pick["seed"].as_u64().is_some(), "{pick}");
+    let refused = run(&["lab", "--pick", "fastest"], LIMIT);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("--pick fastest needs --relays-from"),
+        "{}",
+        refused.stderr
     );
 }

@@ -307,6 +307,16 @@ pub(super) struct RunOpts {
     /// Live per-route bars on stderr: auto = when stderr is a terminal and output is human.
     #[arg(long, value_enum, default_value_t = Live::Auto)]
     pub(super) live: Live,
+    /// Take the relay pool from a scan's ranking (`scan --out FILE`): its measured relays,
+    /// failed ones left out; in a lab, matched by name (rK). Implies `--pick fastest`.
+    #[arg(long, value_name = "FILE")]
+    pub(super) relays_from: Option<PathBuf>,
+    /// Which relays the routes take first: `fastest` (by the scan's rate, needs --relays-from;
+    /// with --min-hops 3 or more a route's relays are neighbours in the ranking, so its slowest
+    /// is as fast as it can be) or `random` (shuffled, seed in start.config.pick). Without it,
+    /// relays are used in the order given.
+    #[arg(long, value_enum)]
+    pub(super) pick: Option<Pick>,
 }
 
 /// How each measurement runs: shared by `run`, `lab` and `sweep`.
@@ -385,6 +395,15 @@ pub(super) struct LinkArgs {
         "link_rate", "link_delay", "link_loss", "direct_rate", "direct_delay"
     ])]
     pub(super) topology: Option<PathBuf>,
+}
+
+/// `--pick`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Pick {
+    /// The scan's fastest relays first.
+    Fastest,
+    /// A random order.
+    Random,
 }
 
 /// When to draw the live view.

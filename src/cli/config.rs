@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{MeasureOpts, RunOpts};
+use super::args::{MeasureOpts, Pick, RunOpts};
 use super::UsageError;
 use crate::client::plan::{self, PlanRequest};
 use crate::client::run::RunConfig;
 use crate::client::wiring::PathWiring;
 use crate::lab::emulation::Links;
+use crate::report::events::{PickView, ScanSummary};
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
 use crate::wire::setup::MAX_TOKEN_LEN;
@@ -61,6 +62,99 @@ pub(super) fn node_pool(
         pool.extend(read_relays_file(path)?);
     }
     Ok((dst, pool))
+}
+
+/// Largest scan ranking read (`--relays-from`).
+const MAX_SCAN_FILE: u64 = 64 << 20;
+
+/// The relay pool after `--relays-from` and `--pick`: a scan's measured relays (by name in a
+/// lab, by URI otherwise), fastest first, or `pool` shuffled or as given; and what to report.
+pub(super) fn picked_pool(
+    o: &RunOpts,
+    pool: Vec<NodeAddr>,
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<(Vec<NodeAddr>, Option<PickView>), UsageError> {
+    let view = |rule: &str, seed| PickView {
+        rule: rule.to_string(),
+        scan_file: o.relays_from.as_ref().map(|p| p.display().to_string()),
+        scan_file_modified_unix: o.relays_from.as_ref().and_then(|p| modified_unix(p)),
+        seed,
+    };
+    let pool = match &o.relays_from {
+        Some(path) => ranked_pool(path, lab_name)?,
+        None if o.pick == Some(Pick::Fastest) => return Err(UsageError(
+            "--pick fastest needs --relays-from FILE (the ranking `mux-bw scan --out FILE` writes)"
+                .to_string(),
+        )),
+        None => pool,
+    };
+    match (o.pick, &o.relays_from) {
+        (Some(Pick::Random), _) => {
+            let seed = random_seed()?;
+            Ok((shuffled(pool, seed), Some(view("random", Some(seed)))))
+        }
+        (_, Some(_)) => Ok((pool, Some(view("fastest", None)))),
+        (_, None) => Ok((pool, None)),
+    }
+}
+
+/// The measured relays of a scan ranking, fastest first.
+fn ranked_pool(
+    path: &Path,
+    lab_name: &dyn Fn(&str) -> Option<NodeAddr>,
+) -> Result<Vec<NodeAddr>, UsageError> {
+    let name = path.display();
+    let cannot = |why: String| UsageError(format!("cannot read --relays-from '{name}': {why}"));
+    let bytes =
+        crate::files::read_bounded(path, MAX_SCAN_FILE).map_err(|e| cannot(e.to_string()))?;
+    let scan: ScanSummary = serde_json::from_slice(&bytes)
+        .map_err(|e| cannot(format!("not a scan ranking (scan --out): {e}")))?;
+    let mut pool = Vec::new();
+    for row in scan.ranking.iter().filter(|r| r.cause.is_none()) {
+        let by_name = row.relay.as_deref().and_then(lab_name);
+        let node = match by_name {
+            Some(n) => n,
+            None => row
+                .address
+                .parse::<NodeAddr>()
+                .map_err(|e| cannot(e.to_string()))?,
+        };
+        pool.push(node);
+    }
+    if pool.is_empty() {
+        return Err(cannot("it ranks no measured relay".to_string()));
+    }
+    Ok(pool)
+}
+
+/// When `path` was last written, in Unix seconds.
+fn modified_unix(path: &Path) -> Option<u64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn random_seed() -> Result<u64, UsageError> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| UsageError("no system randomness for --pick random".to_string()))?;
+    Ok(u64::from_le_bytes(raw))
+}
+
+/// Fisher-Yates over `pool` driven by xorshift64* from `seed`: the same seed, the same order.
+fn shuffled(mut pool: Vec<NodeAddr>, seed: u64) -> Vec<NodeAddr> {
+    let mut x = seed | 1;
+    for i in (1..pool.len()).rev() {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let j = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        pool.swap(i, j);
+    }
+    pool
 }
 
 /// Largest relays file read: about 50 000 URIs.
@@ -161,6 +255,7 @@ pub(super) fn build_config(
         links: None,
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
+        pick: None,
     })
 }
 

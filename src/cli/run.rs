@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::args::{LabArgs, Live, RunArgs, RunOpts};
-use super::config::{build_config, node_pool, random_token, token_bytes, wired};
+use super::config::{build_config, node_pool, picked_pool, random_token, token_bytes, wired};
 use super::{
     interrupt_token, UsageError, EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_NO_ROUTE, EXIT_OK,
     EXIT_PARTIAL,
@@ -21,9 +21,16 @@ use crate::wire::close::Cause;
 
 /// `run`: routes to real nodes.
 pub(super) async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
+    if a.opts.relays_from.is_some() && (!a.relays.is_empty() || a.relays_file.is_some()) {
+        return Err(UsageError(
+            "--relays-from is the relay pool: pass it instead of --relay/--relays-file".to_string(),
+        )
+        .into());
+    }
     let (dst, pool) = node_pool(&a.to, &a.relays, a.relays_file.as_deref())?;
+    let (pool, pick) = picked_pool(&a.opts, pool, &|_| None)?;
     let cfg = build_config(dst, pool, a.opts.shape(), &a.opts.measure, &|_| None)?;
-    measure_and_report(cfg, &a.opts).await
+    measure_and_report(RunConfig { pick, ..cfg }, &a.opts).await
 }
 
 /// `lab`: a destination and relays in this process (or as children), then one run against them.
@@ -53,13 +60,12 @@ pub(super) async fn run_lab(a: LabArgs) -> anyhow::Result<i32> {
         }
     };
     let shape = a.opts.shape();
-    let mut cfg = match build_config(
-        lab.dst,
-        lab.relays.clone(),
-        shape,
-        &a.opts.measure,
-        &by_name,
-    ) {
+    let picked = picked_pool(&a.opts, lab.relays.clone(), &by_name);
+    let built = picked.and_then(|(pool, pick)| {
+        build_config(lab.dst, pool, shape, &a.opts.measure, &by_name)
+            .map(|c| RunConfig { pick, ..c })
+    });
+    let mut cfg = match built {
         Ok(c) => RunConfig { token, links, ..c },
         Err(e) => {
             lab.stop().await;

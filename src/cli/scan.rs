@@ -32,7 +32,7 @@ pub(super) struct ScanArgs {
     #[arg(long, conflicts_with_all = ["to", "relays", "relays_file"])]
     lab: bool,
     /// Relays in the lab, named r0, r1, ... (at most 1024).
-    #[arg(long = "lab-relays", value_name = "K", default_value_t = 8, requires = "lab",
+    #[arg(long = "relays", value_name = "K", default_value_t = 8, requires = "lab",
           value_parser = count_at_most(MAX_LAB_RELAYS, "relays"))]
     lab_relays: usize,
     #[command(flatten)]
@@ -115,7 +115,7 @@ pub(super) async fn run_scan(a: ScanArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// A lab of `--lab-relays` relays (with its emulated links), scanned, then stopped.
+/// A lab of `--relays` relays (with its emulated links), scanned, then stopped.
 async fn scan_lab(
     a: &ScanArgs,
     sink: &EventSink,
@@ -170,6 +170,7 @@ fn scan_config(
         links,
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
+        pick: None,
     };
     ScanConfig {
         base,

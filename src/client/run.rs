@@ -79,6 +79,8 @@ pub struct RunConfig {
     pub load_started: CancellationToken,
     /// Reported in `start.warnings` (the CLI also prints them before the run).
     pub warnings: Vec<String>,
+    /// How the relay pool was picked, for `start.config.pick`.
+    pub pick: Option<crate::report::events::PickView>,
 }
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).

@@ -298,6 +298,7 @@ mod tests {
             links: None,
             load_started: CancellationToken::new(),
             warnings: Vec::new(),
+            pick: None,
         }
     }
 

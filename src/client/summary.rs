@@ -37,6 +37,7 @@ pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {
         tuning: cfg.tuning.into(),
         links: cfg.links.as_ref().map(|l| l.view()),
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
+        pick: cfg.pick.clone(),
     }
 }
 

@@ -158,6 +158,26 @@ pub struct ConfigView {
     pub links: Option<LinksView>,
     /// Planned path (node ids after the client) of each route, by route index.
     pub planned_paths: Vec<Vec<String>>,
+    /// How the relays were picked (`--pick`, `--relays-from`); absent when they were used in
+    /// the order given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<PickView>,
+}
+
+/// `--pick` and `--relays-from` as reported in `start.config.pick`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PickView {
+    /// `fastest` (by the scan's rates) or `random` (shuffled).
+    pub rule: String,
+    /// The scan ranking the pool came from, if any.
+    #[serde(deserialize_with = "present")]
+    pub scan_file: Option<String>,
+    /// When that file was last written (Unix seconds): how old the ranking is.
+    #[serde(deserialize_with = "present")]
+    pub scan_file_modified_unix: Option<u64>,
+    /// The shuffle's seed for `random`, to repeat a run's pick.
+    #[serde(deserialize_with = "present")]
+    pub seed: Option<u64>,
 }
 
 /// One emulated link kind as reported in `start`.

@@ -53,6 +53,7 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
                 relays: vec![],
             }),
             planned_paths: vec![vec!["d".into()]],
+            pick: None,
         },
         warnings: vec![],
     })
