@@ -1,7 +1,7 @@
 //! House rules that a reviewer would otherwise check by hand, over every file under `src/` at
 //! any depth: each opens with a `//!` comment saying what it owns; no `unwrap()` outside tests;
 //! no print macro that panics on a closed stream; and the layering of the tree (`node` and
-//! `client` never import each other, `report::events` is a leaf of types, no circle between the
+//! `client` never import each other, `report::events` (a folder) is a leaf of types, no circle between the
 //! top-level modules).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +77,19 @@ fn every_module_says_what_it_owns() {
 #[test]
 fn no_unwrap_outside_tests() {
     for (name, text) in sources() {
-        // Everything after the first `#[cfg(test)]` is test code.
+        // A `tests.rs` is a module's unit tests (declared `#[cfg(test)] mod tests;`, checked
+        // below); elsewhere everything after the first `#[cfg(test)]` is test code.
+        if name.ends_with("/tests.rs") {
+            let parent = name.trim_end_matches("tests.rs").to_string() + "mod.rs";
+            let declared = sources()
+                .iter()
+                .any(|(n, t)| *n == parent && t.contains("#[cfg(test)]\nmod tests;"));
+            assert!(
+                declared,
+                "src/{name} is not declared as #[cfg(test)] mod tests;"
+            );
+            continue;
+        }
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
         for (i, line) in code.lines().enumerate() {
             assert!(
@@ -123,18 +135,20 @@ fn node_and_client_never_import_each_other() {
 
 #[test]
 fn events_are_a_leaf_of_types() {
-    let sources = sources();
-    let (_, text) = sources
-        .iter()
-        .find(|(n, _)| n == "report/events.rs")
-        .expect("src/report/events.rs");
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
-    for line in code.lines().filter(|l| l.contains("crate::")) {
-        assert!(
-            line.contains("crate::wire::"),
-            "report/events.rs may import only wire types: {}",
-            line.trim()
-        );
+    let files: Vec<(String, String)> = sources()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("report/events/"))
+        .collect();
+    assert!(files.len() >= 2, "src/report/events/ not found");
+    for (name, text) in files {
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for line in code.lines().filter(|l| l.contains("crate::")) {
+            assert!(
+                line.contains("crate::wire::"),
+                "src/{name}: the event types may import only wire types: {}",
+                line.trim()
+            );
+        }
     }
 }
 
