@@ -2,13 +2,17 @@
 //! than one direct route, and what goes wrong on each route?
 //!
 //! The tree is the architecture (docs/ARCHITECTURE.md):
-//! - `wire`: what crosses the network and is shared by both ends: node addresses and identities,
-//!   TLS pinning, the setup and datagram codecs, the route proof, QUIC endpoints and setup dials.
-//! - `node`: the accepting side (`serve`, `relay`): admission, policy, relaying, the far end.
-//! - `client`: one measurement run: planning, setup, pumps, probes, sampling, the summary.
-//! - `report`: events and everything that renders or reads them back.
-//! - `lab`: nodes in one process (or children), emulated links, faults.
-//! - `cli`: the command line, which wires the others together.
+//! - `wire`: what crosses the network and is shared by both ends: `addr`, `identity`, `tls`,
+//!   `mode`, `setup` (request/reply codecs), `datagram`, `close` (causes, close codes, hop
+//!   attribution), `proof` (the destination's route proof), `transport` (endpoints, setup dials).
+//! - `node`: the accepting side (`serve`, `relay`): `admit` (budgets, policy), `far_end`, `relay`.
+//! - `client`: one measurement run: `plan`, `table`, `redial`, `endpoints`, `slot`,
+//!   `supervisor`, `pump`, `probe`, `sampler`, `summary`, `run`, `wiring`, and `scan`.
+//! - `report`: `events` (the types), `sink` (outputs), `human`, `live`, `scan`, and the readers of
+//!   saved runs: `runfile`, `compare`, `sweep`, `plot`.
+//! - `lab`: nodes in one process (or children), `emulation` (proxies), `shaper`, `topology`.
+//! - `cli`: the command line (`args`, `parse`, `config`, and one runner per subcommand).
+//! - `files`: bounded whole-file reads.
 //!
 //! `node` and `client` never import each other (a test checks it).
 
