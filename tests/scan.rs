@@ -189,3 +189,53 @@ fn pick_fastest_plans_over_the_scans_best_relays() {
         refused.stderr
     );
 }
+
+/// Ctrl-C during a scan: exit 130, and `--out` keeps the rows measured before it.
+#[test]
+fn ctrl_c_keeps_the_rows_measured_so_far() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("scan.json");
+    let mut child = Command::new(common::bin())
+        .args([
+            "scan",
+            "--lab",
+            "--relays",
+            "4",
+            "--link-rate",
+            "10mbit",
+            "--duration",
+            "2s",
+        ])
+        .args(["--json", "--out", out_file.to_str().unwrap()])
+        .env_remove("MUX_BW_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the direct row and the first relay's, then interrupt.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let rows = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter(|l| l.contains("\"type\":\"relay_scan\""))
+        .take(2)
+        .count();
+    assert_eq!(rows, 2, "the scan never measured a relay");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    lines.for_each(drop);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(saved["interrupted"], true, "{saved}");
+    let ranked = saved["ranking"].as_array().unwrap();
+    assert!(!ranked.is_empty() && ranked.len() < 4, "{saved}");
+    assert!(
+        ranked.iter().all(|r| r["bps"].as_u64().unwrap() > 0),
+        "{saved}"
+    );
+}
