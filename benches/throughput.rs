@@ -226,6 +226,7 @@ async fn mux(
         io_timeout: Duration::from_secs(30),
         stall_timeout: Duration::from_secs(30),
         probe_rtt: false,
+        probe_all: false,
         probe_interval: Duration::from_millis(100),
         token,
         redial: false,

@@ -281,3 +281,42 @@ fn a_bad_topology_file_is_named_with_its_line() {
         out.stderr
     );
 }
+
+/// `--probe-rtt all`: every route is probed end to end, and its idle RTT follows its own
+/// relay's delay (the relay's link shapes the hop into it and the hop on to the destination, so
+/// a route through a relay with one-way delay d has an RTT of 4d).
+#[test]
+fn probe_rtt_all_measures_every_route_on_its_own() {
+    let events = lab(&[
+        "--relays",
+        "4",
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--link-delay",
+        "10ms,20ms,40ms,80ms",
+        "--duration",
+        "2s",
+        "--probe-rtt",
+        "all",
+    ]);
+    let probed: std::collections::BTreeSet<u64> = of_type(&events, "probe")
+        .iter()
+        .map(|p| p["route_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(probed.len(), 4, "{probed:?}");
+    let summary = of_type(&events, "summary")[0];
+    let routes = summary["rtt"]["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 4, "{summary}");
+    for (k, r) in routes.iter().enumerate() {
+        let want = 4.0 * [10.0, 20.0, 40.0, 80.0][k];
+        let p50 = r["idle"]["p50_ns"].as_f64().unwrap() / 1e6;
+        assert!(
+            (want..want + 20.0).contains(&p50),
+            "route {k}: idle p50 {p50} ms, want ~{want}"
+        );
+        assert!(r["loaded"]["count"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert_eq!(of_type(&events, "start")[0]["config"]["probe_all"], true);
+}

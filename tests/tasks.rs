@@ -67,6 +67,7 @@ async fn one_run(k: usize, dir: &std::path::Path) {
         io_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(5),
         probe_rtt: true,
+        probe_all: false,
         probe_interval: Duration::from_millis(20),
         token,
         redial: true,

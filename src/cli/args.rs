@@ -352,9 +352,11 @@ pub(super) struct MeasureOpts {
     /// Warn (route_stalled) when an established route moves no bytes this long (at most 1h).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(NONZERO, HOUR))]
     pub(super) stall_timeout: Duration,
-    /// Measure RTT on the first established route: idle baseline, then under load.
-    #[arg(long)]
-    pub(super) probe_rtt: bool,
+    /// Measure RTT end to end: idle baseline, then under load, on the first established route
+    /// (`--probe-rtt`, `--probe-rtt=first`) or on every established route (`--probe-rtt all`:
+    /// per-route figures in summary.rtt.routes).
+    #[arg(long, value_enum, value_name = "WHICH", num_args = 0..=1, default_missing_value = "first")]
+    pub(super) probe_rtt: Option<ProbeScope>,
     /// Gap between RTT probes under load (1ms to 1h).
     #[arg(long, value_name = "DUR", default_value = "100ms", value_parser = duration_in(MIN_PROBE_INTERVAL, HOUR), requires = "probe_rtt")]
     pub(super) probe_interval: Duration,
@@ -395,6 +397,15 @@ pub(super) struct LinkArgs {
         "link_rate", "link_delay", "link_loss", "direct_rate", "direct_delay"
     ])]
     pub(super) topology: Option<PathBuf>,
+}
+
+/// `--probe-rtt`'s routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum ProbeScope {
+    /// The first established route (still up).
+    First,
+    /// Every established route.
+    All,
 }
 
 /// `--pick`.

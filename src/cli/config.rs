@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{MeasureOpts, Pick, RunOpts};
+use super::args::{MeasureOpts, Pick, ProbeScope, RunOpts};
 use super::UsageError;
 use crate::client::plan::{self, PlanRequest};
 use crate::client::run::RunConfig;
@@ -247,7 +247,8 @@ pub(super) fn build_config(
         setup_timeout: o.setup_timeout,
         io_timeout: o.io_timeout,
         stall_timeout: o.stall_timeout,
-        probe_rtt: o.probe_rtt,
+        probe_rtt: o.probe_rtt.is_some(),
+        probe_all: o.probe_rtt.is_some_and(|s| s == ProbeScope::All),
         probe_interval: o.probe_interval,
         token: token_bytes(o.token.as_deref())?.unwrap_or_default(),
         redial: o.redial,

@@ -163,6 +163,7 @@ fn scan_config(
         io_timeout: a.io_timeout,
         stall_timeout: a.io_timeout,
         probe_rtt: true,
+        probe_all: false,
         probe_interval: Duration::from_millis(100),
         token,
         redial: false,

@@ -2,6 +2,7 @@
 //! established route that is still up (whatever its index), through the route table. Probes are
 //! QUIC datagrams answered by the destination, so they never queue behind bulk stream data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub const EXACT_LIMIT: usize = 1 << 20;
 
 /// Collects one phase's RTTs: every one exactly (up to `EXACT_LIMIT`), and a histogram that
 /// bounds the memory of longer runs.
+#[derive(Clone)]
 pub struct Recorder {
     exact: Vec<u64>,
     hist: Histogram<u64>,
@@ -132,48 +134,59 @@ pub async fn probe_once(
     result
 }
 
-/// Probes under load every `gap` until the run cancels its pumps: the first route that came up
-/// and is still up, whatever its index. Returns the loaded distribution and every route probed.
+/// What the loaded prober measured: the first route's probes (`rec`, over `probed` as routes
+/// failed over) and, with `--probe-rtt all`, every route's own.
+pub(crate) struct Loaded {
+    pub(crate) rec: Recorder,
+    pub(crate) probed: Vec<u32>,
+    pub(crate) per_route: BTreeMap<u32, Recorder>,
+}
+
+/// Probes under load every `gap` until the run stops: the first route of `up_order` still in the
+/// table, or with `all` every route in it (each probe counted for its own route; those on the
+/// first route also for the run's figure).
 pub(crate) fn spawn_prober(
     ctx: Arc<RouteCtx>,
     gap: Duration,
-) -> tokio::task::JoinHandle<(Recorder, Vec<u32>)> {
+    all: bool,
+) -> tokio::task::JoinHandle<Loaded> {
     tokio::spawn(async move {
-        let mut rec = Recorder::default();
-        let mut probed: Vec<u32> = Vec::new();
+        let mut out = Loaded {
+            rec: Recorder::default(),
+            probed: Vec::new(),
+            per_route: BTreeMap::new(),
+        };
         // One probe every `gap` whatever the RTT: probes overlap, so a slow or lost one does not
         // hold the next back.
         let mut inflight = JoinSet::new();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gap, gap);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A route counts as probed when one of its probes is counted: at the end of the load the
-        // pumps leave the table while a last tick may still pick another route, and that probe
-        // is never counted, so it must not make `routes_probed` claim a failover.
-        let mut count = |rec: &mut Recorder, (index, outcome)| {
-            rec.add(&outcome);
-            if !probed.contains(&index) {
-                probed.push(index);
-            }
-        };
         loop {
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => break,
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                     if let Ok(done) = done {
-                        count(&mut rec, done);
+                        out.count(done, all);
                     }
                 }
                 _ = tick.tick() => {
                     let order = ctx.up_order().clone();
-                    let Some(r) = target(&ctx.table, &order) else {
+                    let Some(first) = target(&ctx.table, &order) else {
                         continue;
                     };
-                    let ctx = ctx.clone();
-                    inflight.spawn(async move {
-                        let outcome = probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink).await;
-                        (r.index, outcome)
-                    });
+                    let routes = if all {
+                        order.into_iter().filter(|r| ctx.table.get(*r).is_ok()).collect()
+                    } else {
+                        vec![first]
+                    };
+                    for r in routes {
+                        let ctx = ctx.clone();
+                        inflight.spawn(async move {
+                            let outcome = probe_once(&ctx.table, r, ProbePhase::Loaded, &ctx.sink).await;
+                            (r.index, r == first, outcome)
+                        });
+                    }
                 }
             }
         }
@@ -181,12 +194,33 @@ pub(crate) fn spawn_prober(
         // flight when the load ends are neither answered nor lost.
         while let Some(done) = inflight.try_join_next() {
             if let Ok(done) = done {
-                count(&mut rec, done);
+                out.count(done, all);
             }
         }
         inflight.abort_all();
-        (rec, probed)
+        out
     })
+}
+
+impl Loaded {
+    /// A route counts as probed when one of its probes is counted: at the end of the load the
+    /// pumps leave the table while a last tick may still pick another route, and that probe is
+    /// never counted, so it must not make `routes_probed` claim a failover.
+    fn count(
+        &mut self,
+        (index, first, outcome): (u32, bool, Result<Duration, ProbeError>),
+        all: bool,
+    ) {
+        if all {
+            self.per_route.entry(index).or_default().add(&outcome);
+        }
+        if first {
+            self.rec.add(&outcome);
+            if !self.probed.contains(&index) {
+                self.probed.push(index);
+            }
+        }
+    }
 }
 
 impl Recorder {

@@ -3,6 +3,7 @@
 //! load every route from the same instant, sample counters every interval, watch for stalls, and
 //! report a summary. Emits every event of the run; knows nothing about the CLI.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +66,8 @@ pub struct RunConfig {
     pub stall_timeout: Duration,
     /// Take an idle RTT baseline and probe under load.
     pub probe_rtt: bool,
+    /// Probe every established route, not only the first (`--probe-rtt all`).
+    pub probe_all: bool,
     /// Gap between loaded probes.
     pub probe_interval: Duration,
     /// Sent in every setup header.
@@ -111,7 +114,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
         setup_errors,
         mut pumps,
     } = set_up(cfg, &ctx, &stop).await;
-    let (idle, idle_route) = idle_baseline(cfg, &ctx, &stop).await;
+    let idle = idle_baseline(cfg, &ctx, &stop).await;
 
     // Load: every pump starts at the same instant.
     let load_start = tokio::time::Instant::now();
@@ -119,7 +122,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     cfg.load_started.cancel();
     let prober = cfg
         .probe_rtt
-        .then(|| probe::spawn_prober(ctx.clone(), cfg.probe_interval));
+        .then(|| probe::spawn_prober(ctx.clone(), cfg.probe_interval, cfg.probe_all));
     let mut sampler = Sampler::new(cfg, &slots, load_start);
     // The load ends at the deadline even if the sampler is behind (a slow output, a busy CPU).
     let deadline = {
@@ -149,7 +152,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     .await;
     pumps.abort_all();
 
-    let rtt = loaded.map(|(rec, probed)| rtt_summary(&idle, idle_route, &rec, probed));
+    let rtt = loaded.map(|l| rtt_summary(&idle.first, idle.route, &l, &idle.per_route));
     let mut summary = sampler.summary(cfg, &slots, &setup_errors, end, interrupt.is_cancelled());
     summary.rtt = rtt;
     sink.emit(Event::Summary(summary.clone()));
@@ -273,27 +276,54 @@ impl Setups {
     }
 }
 
-/// The idle RTT baseline on the first established route (routes were registered, in the order
-/// they came up, before their supervisors started), and that route.
-async fn idle_baseline(
-    cfg: &RunConfig,
-    ctx: &RouteCtx,
-    stop: &CancellationToken,
-) -> (Recorder, Option<RouteRef>) {
-    let mut idle = Recorder::default();
-    let idle_route = ctx.up_order().first().copied();
-    if let (true, Some(r)) = (cfg.probe_rtt, idle_route) {
-        for i in 0..probe::IDLE_PROBES {
-            if stop.is_cancelled() {
-                break;
+/// The idle RTT baseline before the load: `IDLE_PROBES` probes on the first route that came up
+/// (and with `--probe-rtt all` on every established route, all at once, each on its own).
+async fn idle_baseline(cfg: &RunConfig, ctx: &Arc<RouteCtx>, stop: &CancellationToken) -> Idle {
+    let first = ctx.up_order().first().copied();
+    let mut idle = Idle {
+        first: Recorder::default(),
+        route: first,
+        per_route: BTreeMap::new(),
+    };
+    let routes: Vec<RouteRef> = match (cfg.probe_rtt, cfg.probe_all) {
+        (false, _) => Vec::new(),
+        (true, true) => ctx.up_order().clone(),
+        (true, false) => first.into_iter().collect(),
+    };
+    let mut probing = JoinSet::new();
+    for r in routes {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        probing.spawn(async move {
+            let mut rec = Recorder::default();
+            for i in 0..probe::IDLE_PROBES {
+                if stop.is_cancelled() {
+                    break;
+                }
+                if i > 0 {
+                    tokio::time::sleep(probe::IDLE_GAP).await;
+                }
+                rec.add(&probe::probe_once(&ctx.table, r, ProbePhase::Idle, &ctx.sink).await);
             }
-            if i > 0 {
-                tokio::time::sleep(probe::IDLE_GAP).await;
-            }
-            idle.add(&probe::probe_once(&ctx.table, r, ProbePhase::Idle, &ctx.sink).await);
+            (r, rec)
+        });
+    }
+    while let Some(done) = probing.join_next().await {
+        let Ok((r, rec)) = done else { continue };
+        if Some(r) == first {
+            idle.first = rec.clone();
+        }
+        if cfg.probe_all {
+            idle.per_route.insert(r.index, rec);
         }
     }
-    (idle, idle_route)
+    idle
+}
+
+/// The idle baseline: the first route's probes and, with `--probe-rtt all`, every route's.
+struct Idle {
+    first: Recorder,
+    route: Option<RouteRef>,
+    per_route: BTreeMap<u32, Recorder>,
 }
 
 /// How long the client endpoints may drain at the end: a close lost on a congested link is

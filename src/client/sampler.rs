@@ -291,6 +291,7 @@ mod tests {
             io_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(1),
             probe_rtt: false,
+            probe_all: false,
             probe_interval: Duration::from_millis(100),
             token: Vec::new(),
             redial: false,

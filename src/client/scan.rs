@@ -109,6 +109,7 @@ async fn measure(
         relays: relay.iter().map(|(_, r)| *r).collect(),
         min_hops: path.len(),
         probe_rtt: true,
+        probe_all: false,
         redial: false,
         load_started: CancellationToken::new(),
         ..cfg.base.clone()

@@ -1,17 +1,18 @@
 //! The run's `start` configuration view and its `summary`: per-route totals over the measured
 //! part, goodput in the run's direction.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::plan::PlannedRoute;
-use crate::client::probe::Recorder;
+use crate::client::probe::{Loaded, Recorder};
 use crate::client::run::RunConfig;
 use crate::client::sampler::Reading;
 use crate::client::slot::Slot;
 use crate::client::table::RouteRef;
-use crate::report::events::{ConfigView, RouteSummary, RttSummary, Summary};
+use crate::report::events::{ConfigView, RouteRtt, RouteSummary, RttSummary, Summary};
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
 use crate::wire::setup::PROTOCOL_VERSION;
@@ -28,6 +29,7 @@ pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {
         omit_ns: cfg.omit.as_nanos() as u64,
         stall_timeout_ns: cfg.stall_timeout.as_nanos() as u64,
         probe_rtt: cfg.probe_rtt,
+        probe_all: cfg.probe_all,
         probe_interval_ns: cfg.probe_interval.as_nanos() as u64,
         interval_ns: cfg.interval.as_nanos() as u64,
         setup_timeout_ns: cfg.setup_timeout.as_nanos() as u64,
@@ -176,10 +178,12 @@ fn setup_failed_route(route_index: u32, path: Vec<String>, f: &SetupFailure) -> 
 pub(crate) fn rtt_summary(
     idle: &Recorder,
     idle_route: Option<RouteRef>,
-    loaded: &Recorder,
-    routes_probed: Vec<u32>,
+    loaded: &Loaded,
+    idle_per_route: &BTreeMap<u32, Recorder>,
 ) -> RttSummary {
-    let (idle, loaded) = (idle.stats(), loaded.stats());
+    let routes_probed = loaded.probed.clone();
+    let routes = per_route(idle_per_route, &loaded.per_route);
+    let (idle, loaded) = (idle.stats(), loaded.rec.stats());
     let route_index = idle_route
         .map(|r| r.index)
         .or(routes_probed.first().copied());
@@ -191,9 +195,24 @@ pub(crate) fn rtt_summary(
             _ => None,
         },
         routes_probed,
+        routes,
         idle,
         loaded,
     }
+}
+
+/// Each probed route's own figures (`--probe-rtt all`), by route index.
+fn per_route(idle: &BTreeMap<u32, Recorder>, loaded: &BTreeMap<u32, Recorder>) -> Vec<RouteRtt> {
+    let indices: std::collections::BTreeSet<u32> =
+        idle.keys().chain(loaded.keys()).copied().collect();
+    indices
+        .into_iter()
+        .map(|route_index| RouteRtt {
+            route_index,
+            idle: idle.get(&route_index).and_then(Recorder::stats),
+            loaded: loaded.get(&route_index).and_then(Recorder::stats),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
             omit_ns: 0,
             stall_timeout_ns: 1_000_000_000,
             probe_rtt: false,
+            probe_all: false,
             probe_interval_ns: 100_000_000,
             interval_ns: 1_000_000_000,
             setup_timeout_ns: 1_000_000_000,
@@ -139,6 +140,7 @@ pub(crate) fn rtt(loaded_p50_ns: u64) -> RttSummary {
     RttSummary {
         route_index: Some(0),
         routes_probed: vec![0],
+        routes: vec![],
         idle: Some(stats(1_000_000)),
         loaded: Some(stats(loaded_p50_ns)),
         latency_increase_ns: Some(-5),

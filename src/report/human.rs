@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::report::events::{
-    Event, RouteEstablished, RouteFailure, RouteRedial, RouteSample, RouteSetupFailed,
-    RouteStalled, RouteState, RouteSummary, RttSummary, Sample, Start, Summary,
+    Event, RouteEstablished, RouteFailure, RouteRedial, RouteRtt, RouteSample, RouteSetupFailed,
+    RouteStalled, RouteState, RouteSummary, RttStats, RttSummary, Sample, Start, Summary,
 };
 use crate::wire::mode::Mode;
 
@@ -234,6 +234,34 @@ fn rtt_lines(out: &mut String, rtt: &RttSummary) {
             out,
             "latency increase under load: {:+.2} ms",
             inc as f64 / 1e6
+        );
+    }
+    route_rtt_lines(out, &rtt.routes);
+}
+
+/// `--probe-rtt all`: one line per route, idle and loaded p50/p90/p99 side by side.
+fn route_rtt_lines(out: &mut String, routes: &[RouteRtt]) {
+    let fmt = |st: &Option<RttStats>| match st {
+        Some(s) => {
+            let ms = |ns: u64| ns as f64 / 1e6;
+            format!(
+                "p50 {:.2} p90 {:.2} p99 {:.2} ms ({} probes, {} lost)",
+                ms(s.p50_ns),
+                ms(s.p90_ns),
+                ms(s.p99_ns),
+                s.count,
+                s.lost
+            )
+        }
+        None => "no answer".to_string(),
+    };
+    for r in routes {
+        let _ = writeln!(
+            out,
+            "rtt R{:<5} idle {}  loaded {}",
+            r.route_index,
+            fmt(&r.idle),
+            fmt(&r.loaded)
         );
     }
 }

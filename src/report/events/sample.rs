@@ -69,6 +69,10 @@ pub struct RttSummary {
     /// Under load, if any probe was answered.
     #[serde(deserialize_with = "present")]
     pub loaded: Option<RttStats>,
+    /// With `--probe-rtt all`: every established route's own idle and loaded figures, by route
+    /// index (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteRtt>,
     /// Loaded p50 minus idle p50 (may be negative from noise); only when every probe ran on
     /// `route_index`.
     #[serde(deserialize_with = "present")]
@@ -152,4 +156,17 @@ pub struct Sample {
     pub late: bool,
     /// One entry per planned route, in index order, whatever its state.
     pub routes: Vec<RouteSample>,
+}
+
+/// One route's RTT with `--probe-rtt all`: probes on that route alone, end to end.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RouteRtt {
+    /// Route index.
+    pub route_index: u32,
+    /// Before the load, if any probe was answered.
+    #[serde(deserialize_with = "present")]
+    pub idle: Option<RttStats>,
+    /// Under load, if any probe was answered.
+    #[serde(deserialize_with = "present")]
+    pub loaded: Option<RttStats>,
 }

@@ -48,6 +48,10 @@ pub struct ConfigView {
     pub stall_timeout_ns: u64,
     /// Whether RTT probes run.
     pub probe_rtt: bool,
+    /// `--probe-rtt all`: every established route is probed, not only the first (absent when
+    /// false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe_all: bool,
     /// Gap between loaded probes.
     pub probe_interval_ns: u64,
     /// Sample interval.
