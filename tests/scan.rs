@@ -130,33 +130,29 @@ fn pick_fastest_plans_over_the_scans_best_relays() {
         LIMIT,
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let lab = |pick: &str| {
-        let out = run(
-            &[
-                "lab",
-                "--relays",
-                "4",
-                "--link-rate",
-                rates,
-                "--relays-from",
-                scan_s,
-                "--pick",
-                pick,
-                "--routes",
-                "2",
-                "--min-hops",
-                "2",
-                "--duration",
-                "3s",
-                "--omit",
-                "1s",
-                "--json",
-            ],
-            LIMIT,
-        );
+    let lab_with = |extra: &[&str]| {
+        let mut args = vec![
+            "lab",
+            "--relays",
+            "4",
+            "--link-rate",
+            rates,
+            "--routes",
+            "2",
+            "--min-hops",
+            "2",
+            "--duration",
+            "3s",
+            "--omit",
+            "1s",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, LIMIT);
         assert_eq!(out.code, 0, "{}", out.stderr);
         events(&out.stdout)
     };
+    let lab = |pick: &str| lab_with(&["--relays-from", scan_s, "--pick", pick]);
     let fast = lab("fastest");
     let start = of_type(&fast, "start")[0];
     assert_eq!(start["config"]["pick"]["rule"], "fastest", "{start}");
@@ -175,6 +171,12 @@ fn pick_fastest_plans_over_the_scans_best_relays() {
         (0.85 * 24e6..=1.02 * 24e6).contains(&agg),
         "fastest pick gave {agg} bit/s"
     );
+    // The worst pick, the two slowest relays, delivers far less.
+    let worst = lab_with(&["--via", "0=r0", "--via", "1=r1"]);
+    let worst = of_type(&worst, "summary")[0]["aggregate_bps"]
+        .as_f64()
+        .unwrap();
+    assert!(agg > 2.0 * worst, "fastest {agg} vs the worst pick {worst}");
     let random = lab("random");
     let pick = &of_type(&random, "start")[0]["config"]["pick"];
     assert_eq!(pick["rule"], "random", "{pick}");
