@@ -27,15 +27,20 @@ fn skip() -> bool {
 }
 
 fn mux_run(topo: &Topology, args: &[&str]) -> Vec<Value> {
+    mux_bw(topo, "run", args)
+}
+
+/// `mux-bw <command> --json ARGS` in the client's namespace; its events.
+fn mux_bw(topo: &Topology, command: &str, args: &[&str]) -> Vec<Value> {
     let out = topo
-        .exec(&topo.client, &[common::bin(), "run", "--json"])
+        .exec(&topo.client, &[common::bin(), command, "--json"])
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("mux-bw run");
     assert!(
         out.status.success(),
-        "mux-bw run failed: {}",
+        "mux-bw {command} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
@@ -94,7 +99,7 @@ fn direct_route_reads_a_50mbit_link_like_iperf3() {
 
 /// Four relays on uneven tbf links (5, 10, 20, 40 mbit: the lab's uneven example, halved, on kernel
 /// links): each route runs at its own relay's rate and the total matches iperf3 over the same
-/// four links.
+/// four links; `scan` then measures the same relays within 5 % of iperf3 on each link.
 #[test]
 fn four_uneven_relay_routes_add_up_like_iperf3() {
     if skip() || !iperf3_or_skip() {
@@ -169,8 +174,39 @@ fn four_uneven_relay_routes_add_up_like_iperf3() {
             "route {i}: {r} bit/s where iperf3 got {link} on its link"
         );
     }
+    scan_agrees_with_iperf3(&topo, &args, &per_link);
     drop(topo);
     assert_gone(&names);
+}
+
+/// `scan` over the relays of `run_args` (`--to DST ... --relay R ...`), one at a time: each
+/// relay's figure within 5 % of iperf3 on its link.
+fn scan_agrees_with_iperf3(topo: &Topology, run_args: &[&str], per_link: &[f64]) {
+    let mut scan_args: Vec<&str> = vec!["--to", run_args[1], "--duration", "3s"];
+    let relays = run_args
+        .iter()
+        .position(|a| *a == "--relay")
+        .unwrap_or(run_args.len());
+    scan_args.extend(run_args[relays..].iter().copied());
+    let scanned = mux_bw(topo, "scan", &scan_args);
+    let rows: Vec<&Value> = scanned
+        .iter()
+        .filter(|e| e["type"] == "relay_scan")
+        .collect();
+    assert_eq!(rows.len(), per_link.len() + 1, "direct + relays: {rows:?}");
+    for (row, link) in rows[1..].iter().zip(per_link) {
+        let bps = row["bps"].as_f64().unwrap();
+        println!(
+            "scan {}: {:.2} Mbit/s, iperf3 {:.2}",
+            row["relay"],
+            bps / 1e6,
+            link / 1e6
+        );
+        assert!(
+            (bps / link - 1.0).abs() <= 0.05,
+            "scan {row} vs iperf3 {link}"
+        );
+    }
 }
 
 #[test]
