@@ -36,6 +36,8 @@ pub struct RunStats {
     pub failures: u64,
     /// Median RTT under load, ns, when probed.
     pub loaded_rtt_p50_ns: Option<f64>,
+    /// With `--probe-rtt all`: the lowest and highest of the routes' own loaded p50, ns.
+    pub route_loaded_rtt_p50_ns: Option<(f64, f64)>,
     /// Share of the routes' first-link packets QUIC declared lost (all routes together);
     /// `None` when nothing was sent.
     pub first_link_loss: Option<f64>,
@@ -227,8 +229,22 @@ pub fn stats(run: &Run) -> RunStats {
         route_max_bps: route_rates.iter().copied().reduce(f64::max).unwrap_or(0.0),
         failures: setup_failed + pump_failures,
         loaded_rtt_p50_ns: loaded.map(|l| l.p50_ns as f64),
+        route_loaded_rtt_p50_ns: route_rtt_range(s),
         first_link_loss: ratio(lost as f64, sent as f64),
     }
+}
+
+/// The spread of the routes' own loaded p50 (`--probe-rtt all`), lowest and highest.
+fn route_rtt_range(s: &crate::report::events::Summary) -> Option<(f64, f64)> {
+    let p50s: Vec<f64> = s
+        .rtt
+        .iter()
+        .flat_map(|rtt| &rtt.routes)
+        .filter_map(|r| r.loaded.as_ref().map(|l| l.p50_ns as f64))
+        .collect();
+    let lo = p50s.iter().copied().reduce(f64::min)?;
+    let hi = p50s.iter().copied().reduce(f64::max)?;
+    Some((lo, hi))
 }
 
 /// Compares every run with the first, and warns of every setting a run differs in.
@@ -282,7 +298,7 @@ pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
+        "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19}",
         "run",
         "routes",
         "hops",
@@ -292,7 +308,8 @@ pub fn render(c: &Comparison) -> String {
         "per-route min..max",
         "failures",
         "loss",
-        "loaded p50"
+        "loaded p50",
+        "per-route p50"
     );
     for r in &c.runs {
         let rtt = r
@@ -301,9 +318,14 @@ pub fn render(c: &Comparison) -> String {
         let loss = r
             .first_link_loss
             .map_or("-".to_string(), |l| format!("{:.2}%", l * 100.0));
+        let route_rtt = r
+            .route_loaded_rtt_p50_ns
+            .map_or("-".to_string(), |(lo, hi)| {
+                format!("{:.2}..{:.2} ms", lo / 1e6, hi / 1e6)
+            });
         let _ = writeln!(
             out,
-            "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11}",
+            "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19}",
             r.name,
             r.routes,
             r.hops,
@@ -317,7 +339,8 @@ pub fn render(c: &Comparison) -> String {
             ),
             r.failures,
             loss,
-            rtt
+            rtt,
+            route_rtt
         );
     }
     for (q, run) in c.ratios.iter().zip(c.runs.iter().skip(1)) {
@@ -378,6 +401,31 @@ mod tests {
         let routes = vec![route("up", 10, 0), route("up", 30, 1)];
         events.push(with_summary(agg, routes, rtt_p50));
         saved(label, &events)
+    }
+
+    /// `--probe-rtt all`: the table shows the spread of the routes' own loaded p50.
+    #[test]
+    fn per_route_rtt_spread_is_a_column() {
+        let mut r = run("runs/all.ndjson", 100, &[100], Some(2_000_000));
+        if let Some(rtt) = &mut r.summary.rtt {
+            for (i, p50) in [(0, 900_000), (1, 200_000)] {
+                let mut one = crate::report::fixtures::rtt(p50);
+                rtt.routes.push(crate::report::events::RouteRtt {
+                    route_index: i,
+                    idle: None,
+                    loaded: one.loaded.take(),
+                });
+            }
+        }
+        let s = stats(&r);
+        assert_eq!(s.route_loaded_rtt_p50_ns, Some((200_000.0, 900_000.0)));
+        let text = render(&compare(&[r]));
+        assert!(
+            text.contains("per-route p50") && text.contains("0.20..0.90 ms"),
+            "{text}"
+        );
+        let plain = run("runs/first.ndjson", 100, &[100], Some(2_000_000));
+        assert_eq!(stats(&plain).route_loaded_rtt_p50_ns, None);
     }
 
     #[test]
