@@ -17,7 +17,7 @@ use crate::client::run::RunConfig;
 use crate::client::scan::{self, ScanConfig};
 use crate::lab::emulation::Links;
 use crate::lab::Lab;
-use crate::report::events::{Event, ScanSummary};
+use crate::report::events::{Event, RelayScan, ScanSummary};
 use crate::report::human::short;
 use crate::report::sink::{EventSink, SinkConfig};
 use crate::wire::addr::NodeAddr;
@@ -99,7 +99,7 @@ pub(super) async fn run_scan(a: ScanArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|r| (short(&r.id.to_string()).to_string(), *r))
             .collect();
-        let cfg = scan_config(&a, dst, named, token, None);
+        let cfg = scan_config(&a, dst, named, token, None, progress(a.json, pool.len()));
         scan::scan(&cfg, &sink, interrupt.clone()).await
     };
     sink.emit(Event::ScanSummary(summary.clone()));
@@ -134,7 +134,14 @@ async fn scan_lab(
         .enumerate()
         .map(|(k, r)| (format!("r{k}"), *r))
         .collect();
-    let cfg = scan_config(a, lab.dst, named, token, links);
+    let cfg = scan_config(
+        a,
+        lab.dst,
+        named,
+        token,
+        links,
+        progress(a.json, lab.relays.len()),
+    );
     let summary = scan::scan(&cfg, sink, interrupt).await;
     drop(cfg);
     lab.stop().await;
@@ -148,6 +155,7 @@ fn scan_config(
     relays: Vec<(String, NodeAddr)>,
     token: Vec<u8>,
     links: Option<Arc<dyn crate::client::wiring::PathWiring>>,
+    on_row: Arc<dyn Fn(&RelayScan) + Send + Sync>,
 ) -> ScanConfig {
     let base = RunConfig {
         dst,
@@ -177,8 +185,30 @@ fn scan_config(
         base,
         relays,
         parallel: a.parallel,
+        on_row,
         scratch: std::env::temp_dir().join(format!("mux-bw-scan-{}", std::process::id())),
     }
+}
+
+/// A progress bar over the rows (the direct path and every relay) on a terminal, for human
+/// output; nothing otherwise (the rows' lines and events say the same).
+fn progress(json: bool, relays: usize) -> Arc<dyn Fn(&RelayScan) + Send + Sync> {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return Arc::new(|_: &RelayScan| {});
+    }
+    let bar = indicatif::ProgressBar::new(relays as u64 + 1);
+    // invariant: the template is a constant known to parse.
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("scan [{bar:30}] {pos}/{len} rows, ETA {eta}")
+            .expect("valid template"),
+    );
+    Arc::new(move |_: &RelayScan| {
+        bar.inc(1);
+        if bar.position() >= bar.length().unwrap_or(0) {
+            bar.finish_and_clear();
+        }
+    })
 }
 
 /// The ranking as pretty JSON.

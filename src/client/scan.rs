@@ -22,7 +22,7 @@ use crate::wire::close::Cause;
 const CLIENT_LIMITED_SHARE: f64 = 0.9;
 
 /// What to scan and how.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ScanConfig {
     /// Every measurement: its duration, warm-up, timeouts, token, tuning and (lab) links. Its
     /// routes, relays and mode are replaced for each relay.
@@ -33,6 +33,17 @@ pub struct ScanConfig {
     pub parallel: usize,
     /// Where each measurement's own events are kept while it runs (then removed).
     pub scratch: PathBuf,
+    /// Told of every row as it is measured (the CLI's progress bar).
+    pub on_row: Arc<dyn Fn(&RelayScan) + Send + Sync>,
+}
+
+impl std::fmt::Debug for ScanConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanConfig")
+            .field("relays", &self.relays.len())
+            .field("parallel", &self.parallel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Scans the direct path, then every relay, emitting one `relay_scan` per row as it is measured
@@ -41,6 +52,7 @@ pub struct ScanConfig {
 pub async fn scan(cfg: &ScanConfig, sink: &EventSink, interrupt: CancellationToken) -> ScanSummary {
     let _ = std::fs::create_dir_all(&cfg.scratch);
     let direct = measure(cfg, None, interrupt.clone()).await;
+    (cfg.on_row)(&direct);
     sink.emit(Event::RelayScan(direct.clone()));
     let mut rows = Vec::with_capacity(cfg.relays.len());
     let mut pending = cfg.relays.iter().cloned();
@@ -56,6 +68,7 @@ pub async fn scan(cfg: &ScanConfig, sink: &EventSink, interrupt: CancellationTok
         };
         if let Ok(row) = done {
             if !row.interrupted {
+                (cfg.on_row)(&row);
                 sink.emit(Event::RelayScan(row.clone()));
                 rows.push(row);
             }
