@@ -127,9 +127,9 @@ async fn measure(
         load_started: CancellationToken::new(),
         ..cfg.base.clone()
     };
-    let (name, uri) = match &relay {
-        Some((name, r)) => (Some(name.clone()), r.uri()),
-        None => (None, cfg.base.dst.uri()),
+    let (name, node) = match &relay {
+        Some((name, r)) => (Some(name.clone()), *r),
+        None => (None, cfg.base.dst),
     };
     let file = cfg.scratch.join(format!(
         "scan-{}.ndjson",
@@ -143,12 +143,12 @@ async fn measure(
     let row = match EventSink::new(Instant::now(), &sink_cfg) {
         Err(e) => failed_row(
             name,
-            uri,
+            node,
             format!("cannot create '{}': {e}", file.display()),
         ),
         Ok(sink) => {
             let summary = run::run(&run_cfg, Arc::new(sink), stop).await;
-            row_of(name, uri, &summary, setup_ns(&file))
+            row_of(name, node, &summary, setup_ns(&file))
         }
     };
     let _ = std::fs::remove_file(&file);
@@ -166,7 +166,7 @@ fn setup_ns(file: &std::path::Path) -> Option<u64> {
 }
 
 /// A row from a run's summary: its rate, RTT, first-link loss, or why it failed.
-fn row_of(name: Option<String>, uri: String, s: &Summary, setup_ns: Option<u64>) -> RelayScan {
+fn row_of(name: Option<String>, node: NodeAddr, s: &Summary, setup_ns: Option<u64>) -> RelayScan {
     let route: Option<&RouteSummary> = s.routes.first();
     let failed = route.is_none_or(|r| r.state != "up");
     let loss = route
@@ -175,7 +175,8 @@ fn row_of(name: Option<String>, uri: String, s: &Summary, setup_ns: Option<u64>)
     let rtt = s.rtt.as_ref();
     RelayScan {
         relay: name,
-        address: uri,
+        address: node.uri(),
+        node_id: node.id.to_string(),
         bps: if failed { 0 } else { s.aggregate_bps },
         setup_ns,
         rtt_idle: rtt.and_then(|r| r.idle.clone()),
@@ -192,10 +193,11 @@ fn row_of(name: Option<String>, uri: String, s: &Summary, setup_ns: Option<u64>)
 }
 
 /// A row for a measurement that could not even start.
-fn failed_row(name: Option<String>, uri: String, error: String) -> RelayScan {
+fn failed_row(name: Option<String>, node: NodeAddr, error: String) -> RelayScan {
     RelayScan {
         relay: name,
-        address: uri,
+        address: node.uri(),
+        node_id: node.id.to_string(),
         bps: 0,
         setup_ns: None,
         rtt_idle: None,

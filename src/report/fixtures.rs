@@ -221,6 +221,7 @@ pub(crate) fn scan_events() -> Vec<Event> {
     let row = |relay: Option<&str>, bps: u64, cause: Option<Cause>| RelayScan {
         relay: relay.map(String::from),
         address: "mbw://00000000000000000000000000000002@127.0.0.1:9".into(),
+        node_id: "00000000000000000000000000000002".into(),
         bps,
         setup_ns: Some(2_000_000),
         rtt_idle: None,

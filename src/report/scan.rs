@@ -126,6 +126,7 @@ mod tests {
         RelayScan {
             relay: name.map(String::from),
             address: "mbw://0564331f00000000000000000000000a@127.0.0.1:7601".into(),
+            node_id: "0564331f00000000000000000000000a".into(),
             bps,
             setup_ns: Some(2_100_000),
             rtt_idle: None,

@@ -16,6 +16,8 @@ pub struct RelayScan {
     pub relay: Option<String>,
     /// The relay's URI (the destination's for the direct row).
     pub address: String,
+    /// The relay's node id (the destination's for the direct row).
+    pub node_id: String,
     /// Mean goodput confirmed by the destination over the measured time, bits/s; 0 if failed.
     pub bps: u64,
     /// Time from first dial to the route's ack.
