@@ -197,3 +197,13 @@ fn the_layering_check_can_fail() {
     assert_eq!(top("node/relay.rs"), "node");
     assert_eq!(top("files.rs"), "files");
 }
+
+/// A file that grows past 600 lines does more than one job: split it (a module's unit tests
+/// may move to its folder's `tests.rs`).
+#[test]
+fn no_source_file_over_600_lines() {
+    for (name, text) in sources() {
+        let lines = text.lines().count();
+        assert!(lines <= 600, "src/{name} has {lines} lines: split it");
+    }
+}
