@@ -241,3 +241,25 @@ fn ctrl_c_keeps_the_rows_measured_so_far() {
         "{saved}"
     );
 }
+
+/// `scan --json > /dev/full` used to exit 0 with nothing written: a stdout that cannot be
+/// written is exit 1 with the reason, after the scan and its `--out`.
+#[test]
+fn a_full_stdout_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("scan.json");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' scan --lab --relays 1 --duration 300ms --omit 0s --json --out '{}' > /dev/full",
+            common::bin(),
+            out_file.display()
+        ))
+        .env_remove("MUX_BW_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    assert!(out_file.exists(), "--out was not written");
+}

@@ -106,6 +106,10 @@ pub(super) async fn run_scan(a: ScanArgs) -> anyhow::Result<i32> {
     if let Some(path) = &a.out {
         write_out(path, &summary)?;
     }
+    if let (Some(e), false) = (sink.stdout_error(), sink.stdout_gone().is_cancelled()) {
+        // The scan went on (`--out` has it all); stdout lost output from here.
+        return Err(anyhow::anyhow!("cannot write to stdout: {e}"));
+    }
     Ok(if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.relays_measured == 0 && summary.direct.cause.is_some() {
