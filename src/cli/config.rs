@@ -13,6 +13,7 @@ use crate::client::plan::{self, PlanRequest};
 use crate::client::run::RunConfig;
 use crate::client::wiring::PathWiring;
 use crate::lab::emulation::Links;
+use crate::lab::shaper::xorshift64star;
 use crate::report::events::{PickView, ScanSummary};
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
@@ -148,10 +149,7 @@ fn random_seed() -> Result<u64, UsageError> {
 fn shuffled(mut pool: Vec<NodeAddr>, seed: u64) -> Vec<NodeAddr> {
     let mut x = seed | 1;
     for i in (1..pool.len()).rev() {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let j = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        let j = (xorshift64star(&mut x) % (i as u64 + 1)) as usize;
         pool.swap(i, j);
     }
     pool

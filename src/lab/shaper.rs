@@ -140,13 +140,19 @@ impl Shaper {
         Verdict::SendAt(done + self.spec.delay)
     }
 
-    /// xorshift64*: cheap, good enough to decide drops; not for anything secret.
+    /// A uniform draw in [0, 1) for the loss decision.
     fn next_uniform(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        (xorshift64star(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// xorshift64*: the next pseudo-random value from `state` (never 0). Cheap and repeatable from a
+/// seed, good enough to decide drops or shuffle a pool; not for anything secret.
+pub fn xorshift64star(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// How a link is reported in `start.config.links`.
