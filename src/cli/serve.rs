@@ -110,6 +110,9 @@ async fn until_stopped(
     drain: Duration,
 ) {
     tokio::select! {
+        // Biased: a node with nothing to drain may have stopped by the time this looks, and the
+        // signal must still be answered with its draining line.
+        biased;
         // The node stops accepting at the same signal, and its routes run on: this is the count
         // its drain waits for.
         _ = shutdown.cancelled() => {
