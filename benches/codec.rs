@@ -17,6 +17,7 @@ fn request(hops: usize) -> SetupRequest {
         setup_timeout_ms: 5000,
         token: b"a-shared-token".to_vec(),
         client_key: [7; mux_bw::wire::proof::KEY_LEN],
+        stripe: None,
         next: (0..hops)
             .map(|i| NodeAddr {
                 id: NodeId([i as u8; 16]),
@@ -69,6 +70,7 @@ fn event_encoding(c: &mut Criterion) {
                     link_rtt_ns: Some(1_500_000),
                 })
                 .collect(),
+            stripe: None,
         });
         let len = events::to_json_line(&ev, Duration::from_secs(2)).len();
         g.throughput(Throughput::Bytes(len as u64));
@@ -79,5 +81,22 @@ fn event_encoding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, setup_header, event_encoding);
+/// The striped transfer's payload pattern: what each segment costs the client to write and the
+/// destination to verify.
+fn stripe_pattern(c: &mut Criterion) {
+    use mux_bw::wire::stripe;
+    let mut g = c.benchmark_group("stripe_pattern");
+    let mut buf = vec![0u8; 64 * 1024];
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("fill/64K", |b| {
+        b.iter(|| stripe::fill(7, black_box(1 << 20), &mut buf))
+    });
+    stripe::fill(7, 1 << 20, &mut buf);
+    g.bench_function("verify/64K", |b| {
+        b.iter(|| assert!(stripe::verify(7, black_box(1 << 20), &buf)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, setup_header, event_encoding, stripe_pattern);
 criterion_main!(benches);

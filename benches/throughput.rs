@@ -241,6 +241,7 @@ async fn mux(
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
         pick: None,
+        stripe: None,
     };
     // CPU time over the measured window: the load phase starts when every route is up, then
     // the warm-up is omitted.

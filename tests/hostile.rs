@@ -63,6 +63,7 @@ fn request(next: Vec<NodeAddr>) -> SetupRequest {
         setup_timeout_ms: 500,
         token: TOKEN.to_vec(),
         client_key: mux_bw::wire::proof::ClientHalf::new().unwrap().public(),
+        stripe: None,
         next,
     }
 }

@@ -76,6 +76,7 @@ async fn one_run(k: usize, dir: &std::path::Path) {
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
         pick: None,
+        stripe: None,
     };
     // Every fifth run loses relay r0 mid-run: its route fails and redials through the spare.
     if k % 5 == 4 {

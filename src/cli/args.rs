@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::parse::*;
 use super::UsageError;
+use crate::client::stripe::scheduler::Scheduler;
 use crate::lab::shaper::{LinkSpec, Loss, Rate};
 use crate::lab::topology::{self, LinkPlan};
 use crate::lab::Fault;
@@ -364,7 +365,35 @@ pub(super) struct MeasureOpts {
     #[arg(long, env = "MUX_BW_TOKEN", hide_env_values = true)]
     pub(super) token: Option<String>,
     #[command(flatten)]
+    pub(super) stripe: StripeArgs,
+    #[command(flatten)]
     pub(super) tuning: TuningArgs,
+}
+
+/// One transfer striped over the routes.
+#[derive(Debug, Args)]
+pub(super) struct StripeArgs {
+    /// Split one upload stream over the routes (segments of --segment bytes, each on the route
+    /// --scheduler picks) and measure how fast it arrives in order at the destination, which
+    /// verifies every byte; a failed route's unconfirmed segments are resent over the others.
+    /// Upload only (--mode up); RTT probes and --redial work as usual.
+    #[arg(long)]
+    pub(super) stripe: bool,
+    /// Which route carries each segment: round-robin (in turn), weighted (in turn, by measured
+    /// rate) or earliest-arrival (where it is predicted to arrive first; docs/STRIPE.md).
+    #[arg(long, value_enum, default_value_t = Scheduler::EarliestArrival, requires = "stripe")]
+    pub(super) scheduler: Scheduler,
+    /// Payload bytes per segment (1K to 1M).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size, requires = "stripe")]
+    pub(super) segment: u64,
+    /// Most bytes the destination holds beyond the in-order offset; a route further ahead is
+    /// not read until the gap fills (at least 2 segments, at most 1G).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size, requires = "stripe")]
+    pub(super) reorder_window: u64,
+    /// End the run once this many bytes arrived in order (time to transfer in the summary),
+    /// instead of after --duration (up to 4G).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "stripe", conflicts_with = "duration")]
+    pub(super) bytes: Option<u64>,
 }
 
 /// The lab's emulated links.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{MeasureOpts, Pick, ProbeScope, RunOpts};
+use super::args::{MeasureOpts, Pick, ProbeScope, RunOpts, StripeArgs};
+use super::parse::WEEK;
 use super::UsageError;
 use crate::client::plan::{self, PlanRequest};
 use crate::client::run::RunConfig;
+use crate::client::stripe::StripeConfig;
 use crate::client::wiring::PathWiring;
 use crate::lab::emulation::Links;
 use crate::lab::shaper::xorshift64star;
@@ -18,6 +20,7 @@ use crate::report::events::{PickView, ScanSummary};
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
 use crate::wire::setup::MAX_TOKEN_LEN;
+use crate::wire::stripe::{MAX_REORDER_WINDOW, MAX_SEGMENT};
 
 pub(super) fn random_token() -> anyhow::Result<Vec<u8>> {
     use ring::rand::SecureRandom;
@@ -232,6 +235,7 @@ pub(super) fn build_config(
         allow_overlap: o.allow_overlap,
     })
     .map_err(UsageError::of)?;
+    let stripe = stripe_config(&o.stripe, shape.mode)?;
     Ok(RunConfig {
         dst,
         relays: pool,
@@ -239,7 +243,12 @@ pub(super) fn build_config(
         min_hops: shape.min_hops,
         allow_overlap: o.allow_overlap,
         mode: shape.mode,
-        duration: o.duration,
+        // A sized transfer lasts until its bytes arrived (or every route failed).
+        duration: if o.stripe.bytes.is_some() {
+            WEEK
+        } else {
+            o.duration
+        },
         omit: o.omit,
         interval: o.interval,
         setup_timeout: o.setup_timeout,
@@ -255,7 +264,48 @@ pub(super) fn build_config(
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
         pick: None,
+        stripe,
     })
+}
+
+/// `--stripe` and its settings, checked against each other and the mode.
+fn stripe_config(a: &StripeArgs, mode: Mode) -> Result<Option<StripeConfig>, UsageError> {
+    if !a.stripe {
+        return Ok(None);
+    }
+    if mode != Mode::Up {
+        return Err(UsageError(format!(
+            "--stripe measures an upload: it needs --mode up, not --mode {}",
+            mode.as_str()
+        )));
+    }
+    let segment = u32::try_from(a.segment)
+        .ok()
+        .filter(|s| *s <= MAX_SEGMENT)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --segment {}: at most {MAX_SEGMENT} bytes (1M)",
+                a.segment
+            ))
+        })?;
+    let window = u32::try_from(a.reorder_window)
+        .ok()
+        .filter(|w| {
+            (2 * u64::from(segment)..=u64::from(MAX_REORDER_WINDOW)).contains(&u64::from(*w))
+        })
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --reorder-window {}: from 2 segments ({} bytes) to 1G",
+                a.reorder_window,
+                2 * segment
+            ))
+        })?;
+    Ok(Some(StripeConfig {
+        scheduler: a.scheduler,
+        segment,
+        window,
+        bytes: a.bytes,
+    }))
 }
 
 /// The lab's emulated links as what a run dials through.

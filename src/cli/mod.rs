@@ -42,7 +42,7 @@ pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (git ",
     env!("MUX_BW_GIT_SHA"),
-    ", protocol v2)"
+    ", protocol v3)"
 );
 
 /// Multi-route bandwidth measurement over QUIC.

@@ -184,6 +184,7 @@ fn scan_config(
         load_started: CancellationToken::new(),
         warnings: Vec::new(),
         pick: None,
+        stripe: None,
     };
     ScanConfig {
         base,

@@ -10,6 +10,7 @@ pub mod run;
 pub mod sampler;
 pub mod scan;
 pub mod slot;
+pub mod stripe;
 pub mod summary;
 pub mod supervisor;
 pub mod table;

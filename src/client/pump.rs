@@ -13,9 +13,12 @@ use quinn::{Connection, ConnectionError, ReadError, WriteError};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::stripe::Stripe;
 use crate::client::table::RouteRef;
 use crate::wire::addr::NodeAddr;
-use crate::wire::close::{cause_of, Attribution, Cause, CLOSE_DONE, CLOSE_DOWNSTREAM};
+use crate::wire::close::{
+    cause_of, Attribution, Cause, CLOSE_DONE, CLOSE_DOWNSTREAM, RESET_ABANDONED,
+};
 use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
@@ -59,6 +62,8 @@ pub struct RouteLive {
     sent_base: u64,
     /// Authenticates the destination's reports and pongs (`proof`).
     key: ReportKey,
+    /// The striped transfer this route carries segments of (`--stripe`).
+    stripe: Option<Arc<Stripe>>,
     next_seq: AtomicU32,
     /// Probes waiting for their answer, by sequence number, with the hop a `HopPing` was for
     /// (`None`: an RTT ping, answered by the destination's pong); locked only to insert/remove.
@@ -87,6 +92,7 @@ impl RouteLive {
         conn: Connection,
         counters: Arc<Counters>,
         key: ReportKey,
+        stripe: Option<Arc<Stripe>>,
     ) -> Self {
         RouteLive {
             rref,
@@ -95,6 +101,7 @@ impl RouteLive {
             sent_base: counters.sent.load(Ordering::Relaxed),
             counters,
             key,
+            stripe,
             next_seq: AtomicU32::new(0),
             waiting: Mutex::new(HashMap::new()),
         }
@@ -173,6 +180,20 @@ impl RouteLive {
                 self.counters
                     .sent
                     .fetch_max(self.sent_base + received, Ordering::Relaxed);
+            }
+            Ok(r @ Datagram::StripeReport { seq, figures, .. }) => {
+                if !self.key.opens(&r) {
+                    return Err(self.forged("a stripe report failed authentication"));
+                }
+                if !replays.accept(seq) {
+                    return Err(self.forged(&format!("stripe report {seq} was replayed")));
+                }
+                self.counters
+                    .sent
+                    .fetch_max(self.sent_base + figures.received, Ordering::Relaxed);
+                if let Some(stripe) = &self.stripe {
+                    stripe.on_report(self.rref.index, &figures);
+                }
             }
             Ok(p @ Datagram::Pong { seq, .. }) => {
                 if !self.key.opens(&p) {
@@ -297,8 +318,8 @@ pub const END_WAIT: Duration = Duration::from_secs(2);
 /// lost (a node then holds the route's slot until QUIC's 30 s idle timeout), but a stream reset
 /// is repeated until acknowledged: each relay passes it on, the destination closes the route on
 /// it, and that close travels back hop by hop. The local close comes last, bounded by `END_WAIT`.
-async fn end_route(conn: Connection, mut send: quinn::SendStream) {
-    let _ = send.reset(CLOSE_DONE);
+async fn end_route(conn: Connection, mut send: quinn::SendStream, code: quinn::VarInt) {
+    let _ = send.reset(code);
     let _ = tokio::time::timeout(END_WAIT, conn.closed()).await;
     conn.close(CLOSE_DONE, b"run over");
 }
@@ -350,10 +371,10 @@ pub async fn pump(
         r = silence(route, &stalls) => r,
     };
     if result.is_ok() {
-        end_route(conn, send).await;
+        end_route(conn, send, CLOSE_DONE).await;
     } else {
         tokio::spawn(async move {
-            end_route(conn, send).await;
+            end_route(conn, send, RESET_ABANDONED).await;
             drop(endpoint); // the endpoint must outlive the close
         });
     }
@@ -378,6 +399,9 @@ async fn write(
     if !mode.client_sends() {
         return std::future::pending().await;
     }
+    if let Some(stripe) = &route.stripe {
+        return write_segments(send, route, stripe, io_timeout).await;
+    }
     let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
     let received = &route.counters.received;
     loop {
@@ -401,6 +425,26 @@ async fn write(
                 echo.written
                     .fetch_add(PAYLOAD_CHUNK as u64, Ordering::Relaxed);
             }
+            Ok(Err(e)) => return Err(PumpError::write(e, &route.path)),
+            Err(_) => return Err(PumpError::timed_out("write", io_timeout)),
+        }
+    }
+}
+
+/// Writes the segments the transfer gives this route, each under `io_timeout`. Waiting for a
+/// segment is not a fault (the scheduler may prefer another route), so it has no deadline.
+async fn write_segments(
+    send: &mut quinn::SendStream,
+    route: &RouteLive,
+    stripe: &Stripe,
+    io_timeout: Duration,
+) -> Result<(), PumpError> {
+    let seed = crate::wire::stripe::seed(&stripe.transfer);
+    loop {
+        let h = stripe.next_for(route.rref.index).await;
+        let seg = Bytes::from(crate::wire::stripe::segment(seed, h));
+        match tokio::time::timeout(io_timeout, send.write_chunk(seg)).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(PumpError::write(e, &route.path)),
             Err(_) => return Err(PumpError::timed_out("write", io_timeout)),
         }

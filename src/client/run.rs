@@ -18,6 +18,7 @@ use crate::client::pump::{self};
 use crate::client::redial::Spares;
 use crate::client::sampler::Sampler;
 use crate::client::slot::Slot;
+use crate::client::stripe::{Stripe, StripeConfig};
 use crate::client::summary::{config_view, rtt_summary};
 use crate::client::supervisor::{register, supervise, Proven, RouteCtx};
 use crate::client::table::{RouteRef, RouteTable};
@@ -28,6 +29,7 @@ use crate::wire::addr::NodeAddr;
 use crate::wire::close;
 use crate::wire::mode::Mode;
 use crate::wire::setup::PROTOCOL_VERSION;
+use crate::wire::stripe::TRANSFER_ID_LEN;
 use crate::wire::transport::{self, SetupFailure};
 
 /// How much longer than `pump::END_WAIT` a run waits for its pumps before aborting them: they
@@ -84,20 +86,30 @@ pub struct RunConfig {
     pub warnings: Vec<String>,
     /// How the relay pool was picked, for `start.config.pick`.
     pub pick: Option<crate::report::events::PickView>,
+    /// One transfer striped over the routes (`--stripe`) instead of one flow per route.
+    pub stripe: Option<StripeConfig>,
 }
+
+/// After a striped run's load, how long it waits for the segments in flight to arrive in order
+/// before counting the rest as missing.
+pub const STRIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).
 /// `interrupt` ends the run early with a summary (Ctrl-C); so does a closed stdout.
 pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationToken) -> Summary {
+    let stop = interrupt.child_token();
+    // A sized transfer ends the run (through `stop`) once it all arrived.
+    let stripe = cfg
+        .stripe
+        .map(|c| Arc::new(Stripe::new(c, transfer_id(), stop.clone())));
     sink.emit(Event::Start(Start {
         tool: "mux-bw".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: PROTOCOL_VERSION,
         git_sha: GIT_SHA.into(),
-        config: config_view(cfg),
+        config: config_view(cfg, stripe.as_deref()),
         warnings: cfg.warnings.clone(),
     }));
-    let stop = interrupt.child_token();
     // Owned by the run: it ends when the run stops, whatever stopped it.
     let stdout_watch = {
         let (gone, stop) = (sink.stdout_gone(), stop.clone());
@@ -108,7 +120,7 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
             }
         })
     };
-    let ctx = route_ctx(cfg, sink.clone());
+    let ctx = route_ctx(cfg, sink.clone(), stripe.clone());
     let Setups {
         slots,
         setup_errors,
@@ -123,21 +135,19 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     let prober = cfg
         .probe_rtt
         .then(|| probe::spawn_prober(ctx.clone(), cfg.probe_interval, cfg.probe_all));
-    let mut sampler = Sampler::new(cfg, &slots, load_start);
-    // The load ends at the deadline even if the sampler is behind (a slow output, a busy CPU).
-    let deadline = {
-        let (at, pumps) = (sampler.deadline, ctx.cancel.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            pumps.cancel();
-        })
-    };
+    let mut sampler = Sampler::new(cfg, &slots, load_start, stripe.clone());
+    let load_over = CancellationToken::new();
+    let deadline = end_load_at(sampler.deadline, &load_over, &ctx);
     let mut end = load_start;
     let any_route = slots
         .iter()
         .any(|s| s.established.load(Ordering::Relaxed) || s.pending.load(Ordering::Relaxed));
     if any_route && !stop.is_cancelled() {
-        end = sampler.run(cfg, &slots, &sink, &stop, &ctx.cancel).await;
+        end = sampler.run(cfg, &slots, &sink, &stop, &load_over).await;
+    }
+    if let Some(s) = &stripe {
+        s.close_intake();
+        s.drain(STRIPE_DRAIN, &interrupt).await;
     }
     ctx.cancel.cancel();
     deadline.abort();
@@ -162,8 +172,27 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     summary
 }
 
+/// The load ends at `at` even if the sampler is behind (a slow output, a busy CPU): the pumps
+/// stop, or a striped transfer stops taking new bytes (those in flight still arrive); then
+/// `over` fires.
+fn end_load_at(
+    at: tokio::time::Instant,
+    over: &CancellationToken,
+    ctx: &RouteCtx,
+) -> tokio::task::JoinHandle<()> {
+    let (over, pumps, stripe) = (over.clone(), ctx.cancel.clone(), ctx.stripe.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        match stripe {
+            Some(s) => s.close_intake(),
+            None => pumps.cancel(),
+        }
+        over.cancel();
+    })
+}
+
 /// The shared state of the run's route supervisors.
-fn route_ctx(cfg: &RunConfig, sink: Arc<EventSink>) -> Arc<RouteCtx> {
+fn route_ctx(cfg: &RunConfig, sink: Arc<EventSink>, stripe: Option<Arc<Stripe>>) -> Arc<RouteCtx> {
     let spares = cfg.redial.then(|| {
         let routes: Vec<(u32, Vec<NodeAddr>)> = cfg
             .routes
@@ -188,7 +217,24 @@ fn route_ctx(cfg: &RunConfig, sink: Arc<EventSink>) -> Arc<RouteCtx> {
         cancel: CancellationToken::new(),
         spares,
         up_order: Mutex::new(Vec::new()),
+        stripe,
     })
+}
+
+/// A fresh transfer id: random, so no two runs (or clients) share a transfer at a destination.
+/// Without system randomness, the clock and a counter still keep this process's runs apart.
+fn transfer_id() -> [u8; TRANSFER_ID_LEN] {
+    use ring::rand::SecureRandom;
+    let mut id = [0u8; TRANSFER_ID_LEN];
+    if ring::rand::SystemRandom::new().fill(&mut id).is_err() {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        id[..8].copy_from_slice(&now.to_le_bytes());
+        id[8..].copy_from_slice(&RUNS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    id
 }
 
 /// What the setup phase leaves: every planned route (by index; a setup that panicked leaves a

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::client::plan::PlannedRoute;
 use crate::client::run::RunConfig;
 use crate::client::slot::{LinkReading, Slot};
-use crate::client::summary::{bps, directional, summarize};
+use crate::client::stripe::{Stripe, StripeReading};
+use crate::client::summary::{bps, directional, stripe_summary, summarize};
 use crate::report::events::Summary;
-use crate::report::events::{Event, RouteSample, RouteStalled, RouteState, Sample};
+use crate::report::events::{Event, RouteSample, RouteStalled, RouteState, Sample, StripeSample};
 use crate::report::sink::EventSink;
 use crate::wire::mode::Mode;
 use crate::wire::transport::SetupFailure;
@@ -51,6 +52,10 @@ pub(crate) struct Sampler {
     /// Samples taken later than `late_after` past their due time.
     pub(crate) late_samples: u32,
     pub(crate) late_after: Duration,
+    /// The striped transfer, if any, and its figures at the last sample and at `baseline_at`.
+    pub(crate) stripe: Option<Arc<Stripe>>,
+    pub(crate) stripe_prev: StripeReading,
+    pub(crate) stripe_baseline: StripeReading,
 }
 
 /// The least lateness that counts: a few ticks of tokio's 1 ms timer, which any sleep may
@@ -64,7 +69,12 @@ pub(crate) fn late_after(interval: Duration) -> Duration {
 }
 
 impl Sampler {
-    pub(crate) fn new(cfg: &RunConfig, slots: &[Arc<Slot>], load_start: Instant) -> Self {
+    pub(crate) fn new(
+        cfg: &RunConfig,
+        slots: &[Arc<Slot>],
+        load_start: Instant,
+        stripe: Option<Arc<Stripe>>,
+    ) -> Self {
         let omit_end = load_start + cfg.omit;
         Sampler {
             prev: vec![Reading::default(); slots.len()],
@@ -83,6 +93,9 @@ impl Sampler {
             baseline_at: cfg.omit.is_zero().then_some(load_start),
             late_samples: 0,
             late_after: late_after(cfg.interval),
+            stripe,
+            stripe_prev: StripeReading::default(),
+            stripe_baseline: StripeReading::default(),
         }
     }
 
@@ -122,8 +135,9 @@ impl Sampler {
             };
             let mut now = Instant::now();
             let late = !stopped && now.saturating_duration_since(due) > self.late_after;
-            if load_over.is_cancelled() {
-                // The pumps stopped at the deadline: nothing moved after it.
+            if load_over.is_cancelled() && self.stripe.is_none() {
+                // The pumps stopped at the deadline: nothing moved after it. (A striped
+                // transfer's bytes in flight still arrive: its interval ends when sampled.)
                 now = now.min(self.deadline);
             }
             self.late_samples += u32::from(late);
@@ -135,6 +149,7 @@ impl Sampler {
             sink.emit(Event::Sample(sample));
             if self.baseline_at.is_none() && now >= self.omit_end {
                 self.baseline = self.prev.clone();
+                self.stripe_baseline = self.stripe_prev;
                 self.baseline_at = Some(now);
             }
             interval_start = now;
@@ -216,7 +231,21 @@ impl Sampler {
             aggregate_bps: bps(aggregate, span),
             late: false,
             routes,
+            stripe: self.stripe_sample(span),
         }
+    }
+
+    /// The striped transfer's part of a sample over `span`.
+    fn stripe_sample(&mut self, span: Duration) -> Option<StripeSample> {
+        let stripe = self.stripe.as_ref()?;
+        let now = stripe.reading();
+        let prev = std::mem::replace(&mut self.stripe_prev, now);
+        Some(StripeSample {
+            in_order_bps: bps(now.delivered.saturating_sub(prev.delivered), span),
+            delivered_bytes: now.delivered,
+            buffer_max_bytes: stripe.figures().buffer_interval.swap(0, Ordering::Relaxed),
+            blocked_ns: now.blocked_ns.saturating_sub(prev.blocked_ns),
+        })
     }
 
     /// The summary of what was measured: from the sample that ended the warm-up (or, stopped
@@ -231,6 +260,7 @@ impl Sampler {
     ) -> Summary {
         if self.baseline_at.is_none() {
             self.baseline = self.prev.clone();
+            self.stripe_baseline = self.stripe_prev;
         }
         let measured_from = self.baseline_at.unwrap_or(end);
         let mut summary = summarize(
@@ -242,6 +272,19 @@ impl Sampler {
             interrupted,
         );
         summary.late_samples = self.late_samples;
+        summary.stripe = self.stripe.as_ref().map(|s| {
+            let span = end.saturating_duration_since(measured_from);
+            let transfer = s
+                .done_at()
+                .map(|t| t.saturating_duration_since(self.load_start.into_std()));
+            stripe_summary(
+                s,
+                (self.stripe_baseline, self.stripe_prev),
+                span,
+                summary.aggregate_bps,
+                transfer,
+            )
+        });
         summary
     }
 }
@@ -300,6 +343,7 @@ mod tests {
             load_started: CancellationToken::new(),
             warnings: Vec::new(),
             pick: None,
+            stripe: None,
         }
     }
 
@@ -333,7 +377,7 @@ mod tests {
         };
         let sink = EventSink::new(Instant::now().into_std(), &sink_cfg).unwrap();
         let slots = vec![slot.clone()];
-        let mut sampler = Sampler::new(cfg, &slots, Instant::now());
+        let mut sampler = Sampler::new(cfg, &slots, Instant::now(), None);
         let (stop, load_over) = (CancellationToken::new(), CancellationToken::new());
         let (at, over) = (sampler.deadline, load_over.clone());
         tokio::spawn(async move {
@@ -385,7 +429,7 @@ mod tests {
         trying.pending.store(true, Ordering::Relaxed);
         let cfg = config(Duration::ZERO, Duration::from_secs(1));
         let slots = vec![up, never, trying];
-        let mut sampler = Sampler::new(&cfg, &slots, Instant::now());
+        let mut sampler = Sampler::new(&cfg, &slots, Instant::now(), None);
         let s = sampler.sample(Mode::Up, &slots, Duration::ZERO, MS * 1000, false);
         let states: Vec<RouteState> = s.routes.iter().map(|r| r.state).collect();
         use RouteState::*;

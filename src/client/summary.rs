@@ -11,14 +11,17 @@ use crate::client::probe::{Loaded, Recorder};
 use crate::client::run::RunConfig;
 use crate::client::sampler::Reading;
 use crate::client::slot::Slot;
+use crate::client::stripe::{Stripe, StripeReading};
 use crate::client::table::RouteRef;
-use crate::report::events::{ConfigView, RouteRtt, RouteSummary, RttSummary, Summary};
+use crate::report::events::{
+    ConfigView, RouteRtt, RouteSummary, RttSummary, StripeSummary, StripeView, Summary,
+};
 use crate::wire::addr::NodeAddr;
 use crate::wire::mode::Mode;
 use crate::wire::setup::PROTOCOL_VERSION;
 use crate::wire::transport::SetupFailure;
 
-pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {
+pub(crate) fn config_view(cfg: &RunConfig, stripe: Option<&Stripe>) -> ConfigView {
     ConfigView {
         to: cfg.dst.uri(),
         relays: cfg.relays.iter().map(NodeAddr::uri).collect(),
@@ -40,6 +43,48 @@ pub(crate) fn config_view(cfg: &RunConfig) -> ConfigView {
         links: cfg.links.as_ref().map(|l| l.view()),
         planned_paths: cfg.routes.iter().map(PlannedRoute::path_ids).collect(),
         pick: cfg.pick.clone(),
+        stripe: stripe.map(|s| StripeView {
+            scheduler: s.cfg.scheduler.as_str().into(),
+            segment_bytes: s.cfg.segment,
+            reorder_window_bytes: s.cfg.window,
+            bytes: s.cfg.bytes,
+            transfer: s.transfer.iter().map(|b| format!("{b:02x}")).collect(),
+        }),
+    }
+}
+
+/// A striped transfer's summary: in-order bytes between the `readings` (at the end of the
+/// warm-up, at the last sample) over `span`, against the routes' sum; integrity counts and
+/// what is still missing (the run waited for it: `run::STRIPE_DRAIN`).
+pub(crate) fn stripe_summary(
+    s: &Stripe,
+    (from, to): (StripeReading, StripeReading),
+    span: Duration,
+    routes_sum_bps: u64,
+    transfer: Option<Duration>,
+) -> StripeSummary {
+    let f = s.figures();
+    let in_order_bytes = to.delivered.saturating_sub(from.delivered);
+    let in_order_bps = bps(in_order_bytes, span);
+    let delivered = f.delivered.load(Ordering::Relaxed);
+    StripeSummary {
+        in_order_bytes,
+        in_order_bps,
+        routes_sum_bps,
+        efficiency: if routes_sum_bps == 0 {
+            0.0
+        } else {
+            in_order_bps as f64 / routes_sum_bps as f64
+        },
+        buffer_peak_bytes: f.buffer_peak.load(Ordering::Relaxed),
+        blocked_ns: to.blocked_ns.saturating_sub(from.blocked_ns),
+        segments_sent: f.segments.load(Ordering::Relaxed),
+        segments_resent: f.resent.load(Ordering::Relaxed),
+        duplicate_bytes: f.duplicate.load(Ordering::Relaxed),
+        corrupt_bytes: f.corrupt.load(Ordering::Relaxed),
+        missing_bytes: s.target().saturating_sub(delivered),
+        delivered_bytes: delivered,
+        transfer_ns: transfer.map(|d| d.as_nanos() as u64),
     }
 }
 
@@ -110,6 +155,7 @@ pub(crate) fn summarize(
         events_dropped: 0, // the sink sets it
         rtt: None,         // the run sets it, with the probes
         routes,
+        stripe: None, // the sampler sets it
     }
 }
 

@@ -14,6 +14,7 @@ use crate::client::endpoints::{unwire, EndpointPool};
 use crate::client::pump::{self, PumpError, RouteLive};
 use crate::client::redial::{NoSpare, Spares};
 use crate::client::slot::Slot;
+use crate::client::stripe::Stripe;
 use crate::client::table::{RouteRef, RouteTable};
 use crate::client::wiring::PathWiring;
 use crate::report::events::{ErrorEvent, Event, RouteFailure, RouteRedial, RouteSetupFailed};
@@ -22,8 +23,9 @@ use crate::wire::addr::NodeAddr;
 use crate::wire::close::{self, Cause};
 use crate::wire::identity::NodeId;
 use crate::wire::mode::Mode;
-use crate::wire::proof::{ClientHalf, ProofError, ReportKey, KEY_LEN};
+use crate::wire::proof::{ClientHalf, ProofError, ReportKey, RouteTerms, KEY_LEN};
 use crate::wire::setup::SetupRequest;
+use crate::wire::stripe;
 use crate::wire::transport::{self, Link, SetupFailure};
 
 /// What every route supervisor needs; shared, read-only but for `spares`.
@@ -50,6 +52,8 @@ pub(crate) struct RouteCtx {
     /// Routes in the order they first came up (probes use the first one still up). Locked only
     /// to push or copy.
     pub(crate) up_order: Mutex<Vec<RouteRef>>,
+    /// The striped transfer every route carries (`--stripe`).
+    pub(crate) stripe: Option<Arc<Stripe>>,
 }
 
 /// An established link whose destination proved itself, with the route's report key.
@@ -124,7 +128,13 @@ impl RouteCtx {
             .map_err(|e| SetupFailure::unattributed(Cause::Local, e.to_string()))?;
         let req = self.setup_request(index, path, half.public());
         let link = transport::setup_link(&endpoint, &path[0], &req, self.setup_timeout).await?;
-        match half.finish(self.dst, index, self.mode, &link.proof) {
+        let stripe = stripe::spec_bytes(req.stripe.as_ref());
+        let terms = RouteTerms {
+            index,
+            mode: self.mode,
+            stripe: &stripe,
+        };
+        match half.finish(self.dst, &terms, &link.proof) {
             Ok(key) => Ok((link, key)),
             Err(e) => {
                 link.conn.close(close::CLOSE_REFUSED, b"route proof failed");
@@ -178,6 +188,7 @@ impl RouteCtx {
             setup_timeout_ms: self.setup_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
             token: self.token.clone(),
             client_key: key,
+            stripe: self.stripe.as_ref().map(|s| s.spec()),
             next: path[1..].to_vec(),
         }
     }
@@ -228,6 +239,9 @@ pub(crate) async fn supervise(
             Err(err) if !ctx.cancel.is_cancelled() => err,
             _ => return,
         };
+        if let Some(stripe) = &ctx.stripe {
+            stripe.route_down(slot.index);
+        }
         slot.failed.store(true, Ordering::Relaxed);
         slot.failures.fetch_add(1, Ordering::Relaxed);
         let counts = slot.counters.snapshot();
@@ -262,6 +276,7 @@ pub(crate) fn register(
         link.conn.clone(),
         slot.counters.clone(),
         key,
+        ctx.stripe.clone(),
     ));
     if let Err(e) = ctx.table.insert(rref, live.clone()) {
         ctx.sink.emit(Event::Error(ErrorEvent {
@@ -271,6 +286,9 @@ pub(crate) fn register(
         return None;
     }
     *slot.path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    if let Some(stripe) = &ctx.stripe {
+        stripe.route_up(slot.index);
+    }
     slot.link_up(link.conn.clone());
     slot.set_error(None);
     // In this order, a sample taken meanwhile sees `pending` or `failed`, then `up`.

@@ -345,6 +345,7 @@ mod tests {
             setup_timeout_ms: 1000,
             token: token.to_vec(),
             client_key: [0; crate::wire::proof::KEY_LEN],
+            stripe: None,
             next,
         }
     }

@@ -11,17 +11,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::admit::{refuse, Route};
+use super::stripe::{RouteOfTransfer, SegmentsEnd};
 use super::{or_stall, Node, SHUTDOWN_REASON};
 use crate::wire::close::Cause;
-use crate::wire::close::{CLOSE_DONE, CLOSE_SHUTDOWN};
+use crate::wire::close::{CLOSE_DONE, CLOSE_INTEGRITY, CLOSE_SHUTDOWN};
 use crate::wire::datagram::Datagram;
 use crate::wire::mode::Mode;
-use crate::wire::proof::{ReportKey, Signer, TAG_LEN};
+use crate::wire::proof::{ReportKey, RouteTerms, Signer, TAG_LEN};
 use crate::wire::setup::{SetupReply, SetupRequest, PAYLOAD_CHUNK};
+use crate::wire::stripe::{self, StripeSpec};
 use crate::wire::transport;
 
-/// How often the destination tells an `up` client how many bytes arrived.
-pub const REPORT_INTERVAL: Duration = Duration::from_millis(20);
+pub use crate::wire::datagram::REPORT_INTERVAL;
 
 /// After the client finished its stream, how long the destination waits for the client to close
 /// the connection (so replies still in flight are not discarded) before dropping it anyway.
@@ -45,14 +46,35 @@ pub(super) async fn destination(conn: &Connection, route: Route, node: &Node) {
         recv,
         req,
     } = route;
+    let member = match &req.stripe {
+        None => None,
+        Some(spec) => match join(node, spec, req.mode) {
+            Ok(m) => Some(m),
+            Err(message) => {
+                refuse(conn, &mut send, req.hop_index, Cause::Integrity, &message).await;
+                return;
+            }
+        },
+    };
     let Some(key) = acknowledge(conn, &mut send, &req, &node.signer).await else {
         return;
     };
     let _up = node.route_up();
     info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
     let (stall, shutdown) = (&node.cfg.faults.stall, &node.hard_stop);
+    let reporter = Reporter {
+        conn,
+        key: &key,
+        seq: AtomicU32::new(0),
+    };
+    let carried = async {
+        match &member {
+            Some(m) => striped(conn, &req, recv, &reporter, m, stall).await,
+            None => far_end(conn, &req, send, recv, &reporter, stall).await,
+        }
+    };
     tokio::select! {
-        end = far_end(conn, &req, send, recv, &key, stall) => close_after(conn, end, shutdown).await,
+        end = carried => close_after(conn, end, shutdown).await,
         _ = conn.closed() => {},
         _ = shutdown.cancelled() => conn.close(CLOSE_SHUTDOWN, SHUTDOWN_REASON),
     }
@@ -66,7 +88,13 @@ async fn acknowledge(
     req: &SetupRequest,
     signer: &Signer,
 ) -> Option<ReportKey> {
-    let (proof, key) = match signer.answer(req.route_index, req.mode, &req.client_key) {
+    let stripe = stripe::spec_bytes(req.stripe.as_ref());
+    let terms = RouteTerms {
+        index: req.route_index,
+        mode: req.mode,
+        stripe: &stripe,
+    };
+    let (proof, key) = match signer.answer(&terms, &req.client_key) {
         Ok(x) => x,
         Err(e) => {
             let message = format!("cannot prove this route: {e}");
@@ -105,21 +133,17 @@ async fn far_end(
     req: &SetupRequest,
     mut send: SendStream,
     mut recv: RecvStream,
-    key: &ReportKey,
+    reporter: &Reporter<'_>,
     stall: &CancellationToken,
 ) -> End {
     let mode = req.mode;
     let received = AtomicU64::new(0);
-    // Every report gets the next sequence number, so the client can refuse replays.
-    let seq = AtomicU32::new(0);
     let report = |received: u64| {
-        let d = key.seal(Datagram::Report {
-            seq: seq.fetch_add(1, Ordering::Relaxed),
+        reporter.send(Datagram::Report {
+            seq: 0,
             received,
             tag: [0; TAG_LEN],
-        });
-        // A lost report is harmless: the next one carries the newer total.
-        let _ = conn.send_datagram(d.encode().into());
+        })
     };
     let reports = async {
         if !mode.client_sends() {
@@ -133,8 +157,81 @@ async fn far_end(
             end
         }
         end = reports => end,
-        end = answer_pings(conn, key, req.hop_index, stall) => end,
+        end = answer_pings(conn, reporter.key, req.hop_index, stall) => end,
     }
+}
+
+/// Seals the destination's reports on one route, each with the next sequence number (so the
+/// client can refuse replays), and sends them.
+struct Reporter<'a> {
+    conn: &'a Connection,
+    key: &'a ReportKey,
+    seq: AtomicU32,
+}
+
+impl Reporter<'_> {
+    /// Sends `d` (a `Report` or `StripeReport`) with its sequence number and MAC set. A lost
+    /// report is harmless: the next one carries the newer totals.
+    fn send(&self, mut d: Datagram) {
+        let next = self.seq.fetch_add(1, Ordering::Relaxed);
+        if let Datagram::Report { seq, .. } | Datagram::StripeReport { seq, .. } = &mut d {
+            *seq = next;
+        }
+        let _ = self.conn.send_datagram(self.key.seal(d).encode().into());
+    }
+}
+
+/// The destination's side of a route of a striped transfer (upload): segments into the
+/// transfer's reassembly, a `StripeReport` every `REPORT_INTERVAL` while bytes arrive, pongs.
+/// A segment that breaks the transfer's rules closes the route with `CLOSE_INTEGRITY`.
+async fn striped(
+    conn: &Connection,
+    req: &SetupRequest,
+    mut recv: RecvStream,
+    reporter: &Reporter<'_>,
+    member: &RouteOfTransfer,
+    stall: &CancellationToken,
+) -> End {
+    let received = AtomicU64::new(0);
+    let report = |received: u64| {
+        reporter.send(Datagram::StripeReport {
+            seq: 0,
+            figures: member.figures(received),
+            tag: [0; TAG_LEN],
+        })
+    };
+    tokio::select! {
+        end = member.read_segments(&mut recv, &received, stall) => {
+            report(received.load(Ordering::Relaxed));
+            match end {
+                SegmentsEnd::Client { reset, over } => {
+                    if over {
+                        member.finish();
+                    }
+                    if reset { End::Reset } else { End::Finished }
+                }
+                SegmentsEnd::Lost => End::Lost,
+                SegmentsEnd::Refused(reason) => {
+                    info!(route = req.route_index, %reason, "striped route refused");
+                    conn.close(CLOSE_INTEGRITY, reason.as_bytes());
+                    End::Lost
+                }
+            }
+        }
+        end = report_progress(&received, &report, stall) => end,
+        end = answer_pings(conn, reporter.key, req.hop_index, stall) => end,
+    }
+}
+
+/// The transfer a destination's route joins; striped transfers are upload only.
+fn join(node: &Node, spec: &StripeSpec, mode: Mode) -> Result<RouteOfTransfer, String> {
+    if mode != Mode::Up {
+        return Err(format!(
+            "a striped transfer is upload only, not mode {}",
+            mode.as_str()
+        ));
+    }
+    node.transfers.join(spec)
 }
 
 /// Moves the route's payload as `mode` asks, counting what arrives into `received`, until the

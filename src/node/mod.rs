@@ -16,7 +16,9 @@
 
 mod admit;
 mod far_end;
+pub mod reassembly;
 mod relay;
+mod stripe;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,6 +149,7 @@ async fn serve(
         signer,
         hard_stop: CancellationToken::new(),
         established,
+        transfers: stripe::Transfers::default(),
     });
     let tasks = TaskTracker::new();
     while let Some(incoming) = node.next_incoming(&shutdown).await {
@@ -178,6 +181,8 @@ struct Node {
     hard_stop: CancellationToken,
     /// Routes established (acknowledged) and not yet over.
     established: Arc<AtomicUsize>,
+    /// The striped transfers this node is the destination of.
+    transfers: stripe::Transfers,
 }
 
 /// Counts one established route in `Node::established` until dropped.

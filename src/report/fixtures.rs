@@ -55,6 +55,7 @@ pub(crate) fn start(mode: Mode, routes: usize) -> Event {
             }),
             planned_paths: vec![vec!["d".into()]],
             pick: None,
+            stripe: None,
         },
         warnings: vec![],
     })
@@ -83,6 +84,7 @@ pub(crate) fn sample(end_ns: u64, aggregate_bps: u64, routes: Vec<RouteSample>) 
         aggregate_bps,
         late: false,
         routes,
+        stripe: None,
     })
 }
 
@@ -123,6 +125,7 @@ pub(crate) fn summary(aggregate_bps: u64, routes: Vec<RouteSummary>) -> Event {
         events_dropped: 0,
         rtt: None,
         routes,
+        stripe: None,
     })
 }
 

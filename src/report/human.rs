@@ -421,6 +421,7 @@ mod tests {
             aggregate_bps,
             late: false,
             routes,
+            stripe: None,
         }
     }
 

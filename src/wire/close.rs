@@ -19,6 +19,13 @@ pub const CLOSE_DOWNSTREAM: VarInt = VarInt::from_u32(2);
 pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(3);
 /// Application close code: the node was killed by fault injection (the lab's `--fault kill`).
 pub const CLOSE_KILLED: VarInt = VarInt::from_u32(4);
+/// Stream reset code of a route the client gave up on (after a failure), as opposed to
+/// `CLOSE_DONE`, the reset that ends a run: a striped transfer's destination keeps a transfer
+/// whose routes were given up, for a redial to rejoin.
+pub const RESET_ABANDONED: VarInt = VarInt::from_u32(1);
+/// Application close code: the destination refused a striped route's bytes (an unknown
+/// transfer, a malformed or corrupt segment, one beyond the reorder window); the reason says which.
+pub const CLOSE_INTEGRITY: VarInt = VarInt::from_u32(5);
 
 /// What went wrong, for scripts (`jq 'group_by(.cause)'`); the event's `error` says it for
 /// people.
@@ -54,10 +61,13 @@ pub enum Cause {
     Forged,
     /// This host failed: no endpoint, emulated links, a task that panicked.
     Local,
+    /// The destination refused a striped route's bytes: an unknown transfer, a malformed or
+    /// corrupt segment, one beyond the reorder window (`--stripe`).
+    Integrity,
 }
 
 impl Cause {
-    const ALL: [Cause; 13] = [
+    const ALL: [Cause; 14] = [
         Cause::Timeout,
         Cause::Refused,
         Cause::IdMismatch,
@@ -71,6 +81,7 @@ impl Cause {
         Cause::Silent,
         Cause::Forged,
         Cause::Local,
+        Cause::Integrity,
     ];
 
     /// The code on the wire (nack status, attribution): 1 and up, in declaration order.
@@ -94,6 +105,7 @@ pub fn cause_of(e: &ConnectionError) -> Cause {
             CLOSE_REFUSED => Cause::Refused,
             CLOSE_SHUTDOWN => Cause::Shutdown,
             CLOSE_KILLED => Cause::Killed,
+            CLOSE_INTEGRITY => Cause::Integrity,
             _ => Cause::ClosedByPeer,
         },
         ConnectionError::TimedOut => Cause::Timeout,

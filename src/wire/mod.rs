@@ -8,5 +8,6 @@ pub mod identity;
 pub mod mode;
 pub mod proof;
 pub mod setup;
+pub mod stripe;
 pub mod tls;
 pub mod transport;

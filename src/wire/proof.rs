@@ -6,7 +6,7 @@
 //! Per route, at setup (docs/PROTOCOL.md, "Route proof"):
 //! 1. the client sends a fresh X25519 public key in its setup header;
 //! 2. the destination answers, in its ack, with its own fresh X25519 public key, its identity
-//!    public key, and a signature by its identity key over both keys, the route index and mode;
+//!    public key, and a signature by its identity key over both keys, the route index, mode and stripe field;
 //! 3. the client checks that the identity key hashes to the destination id it pinned and that the
 //!    signature verifies, then both derive the route's report key with HKDF-SHA256 from the X25519
 //!    shared secret;
@@ -29,7 +29,7 @@ pub const KEY_LEN: usize = 32;
 /// Length of a report or pong MAC (HMAC-SHA256, untruncated).
 pub const TAG_LEN: usize = 32;
 
-const SIGNED_LABEL: &[u8] = b"mux-bw route proof v2";
+const SIGNED_LABEL: &[u8] = b"mux-bw route proof v3";
 const KEY_LABEL: &[u8] = b"mux-bw report key v2";
 
 /// Why a proof could not be made or checked.
@@ -141,23 +141,19 @@ impl std::fmt::Debug for ReportKey {
 }
 
 impl ReportKey {
-    /// `d` with its MAC set (reports and pongs; any other datagram is returned as it is).
+    /// `d` with its MAC set (reports, stripe reports and pongs; any other datagram is returned as
+    /// it is).
     pub fn seal(&self, mut d: Datagram) -> Datagram {
         let mac = self.tag(&d.mac_input());
-        if let Datagram::Report { tag, .. } | Datagram::Pong { tag, .. } = &mut d {
+        if let Some(tag) = d.tag_mut() {
             *tag = mac;
         }
         d
     }
 
-    /// Whether `d` is a report or pong whose MAC is right.
+    /// Whether `d` is a report, stripe report or pong whose MAC is right.
     pub fn opens(&self, d: &Datagram) -> bool {
-        match d {
-            Datagram::Report { tag, .. } | Datagram::Pong { tag, .. } => {
-                self.verify(&d.mac_input(), tag)
-            }
-            _ => false,
-        }
+        d.tag().is_some_and(|tag| self.verify(&d.mac_input(), tag))
     }
 
     /// The MAC of `msg`.
@@ -173,12 +169,14 @@ impl ReportKey {
     }
 }
 
-/// What the destination signs: both exchange keys, bound to the route and its mode.
-fn transcript(route_index: u32, mode: Mode, client: &[u8], dst: &[u8]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(SIGNED_LABEL.len() + 5 + 2 * KEY_LEN);
+/// What the destination signs: both exchange keys, bound to the route, its mode and its stripe
+/// field (`stripe::spec_bytes`: the transfer a route joins cannot be changed on the way).
+fn transcript(route: &RouteTerms<'_>, client: &[u8], dst: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(SIGNED_LABEL.len() + 5 + 2 * KEY_LEN + route.stripe.len());
     t.extend_from_slice(SIGNED_LABEL);
-    t.extend_from_slice(&route_index.to_be_bytes());
-    t.push(mode.code());
+    t.extend_from_slice(&route.index.to_be_bytes());
+    t.push(route.mode.code());
+    t.extend_from_slice(route.stripe);
     t.extend_from_slice(client);
     t.extend_from_slice(dst);
     t
@@ -228,8 +226,7 @@ impl Signer {
     /// route's report key.
     pub fn answer(
         &self,
-        route_index: u32,
-        mode: Mode,
+        route: &RouteTerms<'_>,
         client_key: &[u8; KEY_LEN],
     ) -> Result<(Vec<u8>, ReportKey), ProofError> {
         let private = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &self.rng)
@@ -237,7 +234,7 @@ impl Signer {
         let ours = private
             .compute_public_key()
             .map_err(|_| ProofError::Crypto)?;
-        let t = transcript(route_index, mode, client_key, ours.as_ref());
+        let t = transcript(route, client_key, ours.as_ref());
         let sig = match &self.key {
             SigningKey::Ecdsa(k) => k
                 .sign(&self.rng, &t)
@@ -259,6 +256,15 @@ impl Signer {
         proof.extend_from_slice(&sig);
         Ok((proof, key))
     }
+}
+
+/// What a route proof binds besides the keys: the route's index, mode and stripe field
+/// (`stripe::spec_bytes`), as the destination received them.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTerms<'a> {
+    pub index: u32,
+    pub mode: Mode,
+    pub stripe: &'a [u8],
 }
 
 /// The client's half of one route's key agreement.
@@ -293,8 +299,7 @@ impl ClientHalf {
     pub fn finish(
         self,
         dst: NodeId,
-        route_index: u32,
-        mode: Mode,
+        route: &RouteTerms<'_>,
         proof: &[u8],
     ) -> Result<ReportKey, ProofError> {
         let mut r = proof;
@@ -323,7 +328,7 @@ impl ClientHalf {
                 actual,
             });
         }
-        let t = transcript(route_index, mode, &self.public, theirs);
+        let t = transcript(route, &self.public, theirs);
         signature::UnparsedPublicKey::new(kind.verification(), public)
             .verify(&t, sig)
             .map_err(|_| ProofError::BadSignature)?;
@@ -386,13 +391,22 @@ mod tests {
         s
     }
 
+    /// The terms of route `index`, upload, no stripe.
+    fn t(index: u32) -> RouteTerms<'static> {
+        RouteTerms {
+            index,
+            mode: Mode::Up,
+            stripe: &[0],
+        }
+    }
+
     #[test]
     fn both_ends_derive_the_same_key_for_every_key_kind() {
         for kind in [KeyKind::EcdsaP256, KeyKind::EcdsaP384, KeyKind::Ed25519] {
             let s = signer(kind);
             let client = ClientHalf::new().unwrap();
-            let (proof, dst_key) = s.answer(7, Mode::Up, &client.public()).unwrap();
-            let client_key = client.finish(s.id(), 7, Mode::Up, &proof).unwrap();
+            let (proof, dst_key) = s.answer(&t(7), &client.public()).unwrap();
+            let client_key = client.finish(s.id(), &t(7), &proof).unwrap();
             let tag = dst_key.tag(b"report");
             assert!(client_key.verify(b"report", &tag), "{kind:?}");
             assert!(!client_key.verify(b"rep0rt", &tag));
@@ -406,27 +420,35 @@ mod tests {
         // A relay swaps in its own exchange key: the destination signs that one, and the proof
         // does not verify for the client's.
         let relay = ClientHalf::new().unwrap();
-        let (proof, _) = s.answer(1, Mode::Up, &relay.public()).unwrap();
+        let (proof, _) = s.answer(&t(1), &relay.public()).unwrap();
         assert_eq!(
-            client.finish(s.id(), 1, Mode::Up, &proof).unwrap_err(),
+            client.finish(s.id(), &t(1), &proof).unwrap_err(),
             ProofError::BadSignature
         );
         // A proof made by another key is refused by the pin.
         let other = signer(KeyKind::EcdsaP256);
         let client = ClientHalf::new().unwrap();
-        let (proof, _) = other.answer(1, Mode::Up, &client.public()).unwrap();
+        let (proof, _) = other.answer(&t(1), &client.public()).unwrap();
         assert!(matches!(
-            client.finish(s.id(), 1, Mode::Up, &proof),
+            client.finish(s.id(), &t(1), &proof),
             Err(ProofError::WrongKey { .. })
         ));
         // Another route index or mode, and every truncation, fail.
         let client = ClientHalf::new().unwrap();
-        let (proof, _) = s.answer(1, Mode::Up, &client.public()).unwrap();
+        let (proof, _) = s.answer(&t(1), &client.public()).unwrap();
         for cut in 0..proof.len() {
             let c = ClientHalf::new().unwrap();
-            assert!(c.finish(s.id(), 1, Mode::Up, &proof[..cut]).is_err());
+            assert!(c.finish(s.id(), &t(1), &proof[..cut]).is_err());
         }
-        assert!(client.finish(s.id(), 2, Mode::Up, &proof).is_err());
+        assert!(client.finish(s.id(), &t(2), &proof).is_err());
+        // A relay that moved the route into another transfer (or out of one) is caught.
+        let client = ClientHalf::new().unwrap();
+        let (proof, _) = s.answer(&t(1), &client.public()).unwrap();
+        let moved = RouteTerms {
+            stripe: &[1; 21],
+            ..t(1)
+        };
+        assert!(client.finish(s.id(), &moved, &proof).is_err());
     }
 
     #[test]

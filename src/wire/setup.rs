@@ -10,9 +10,10 @@ use crate::wire::close::Cause;
 use crate::wire::identity::{NodeId, NODE_ID_LEN};
 use crate::wire::mode::Mode;
 use crate::wire::proof::KEY_LEN;
+use crate::wire::stripe::{self, StripeSpec};
 
 /// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of a setup request.
 pub const REQUEST_MAGIC: [u8; 4] = *b"MBWQ";
 /// First bytes of a setup reply.
@@ -50,6 +51,8 @@ pub struct SetupRequest {
     pub token: Vec<u8>,
     /// The client's X25519 key for this route's proof (`proof`); relays pass it on unchanged.
     pub client_key: [u8; KEY_LEN],
+    /// The striped transfer this route carries segments of (`--stripe`); relays pass it on.
+    pub stripe: Option<StripeSpec>,
     /// Nodes after the receiver, ending with the destination; empty when the receiver is the destination.
     pub next: Vec<NodeAddr>,
 }
@@ -155,6 +158,7 @@ pub fn decode_request_body(body: &[u8]) -> Result<SetupRequest, DecodeError> {
     let token = r.take(token_len, "token")?.to_vec();
     let mut client_key = [0u8; KEY_LEN];
     client_key.copy_from_slice(r.take(KEY_LEN, "client key")?);
+    let stripe = stripe::decode_spec(&mut r)?;
     let n = r.u8("path length")? as usize;
     if hop_index as usize + 1 + n > MAX_HOPS {
         return Err(DecodeError::TooLong {
@@ -195,6 +199,7 @@ pub fn decode_request_body(body: &[u8]) -> Result<SetupRequest, DecodeError> {
         setup_timeout_ms,
         token,
         client_key,
+        stripe,
         next,
     })
 }
@@ -212,6 +217,7 @@ impl SetupRequest {
         body.push(token.len() as u8);
         body.extend_from_slice(token);
         body.extend_from_slice(&self.client_key);
+        stripe::encode_spec(self.stripe.as_ref(), &mut body);
         let fits = MAX_HOPS.saturating_sub(self.hop_index as usize + 1);
         let next = &self.next[..self.next.len().min(fits)];
         body.push(next.len() as u8);
@@ -345,6 +351,7 @@ mod tests {
             setup_timeout_ms: 5000,
             token: b"secret".to_vec(),
             client_key: [9; KEY_LEN],
+            stripe: None,
             next: vec![
                 NodeAddr {
                     id: NodeId([1; 16]),
@@ -397,10 +404,10 @@ mod tests {
         let mut bytes = sample().encode();
         bytes[4..6].copy_from_slice(&9u16.to_be_bytes());
         let err = decode(&bytes).unwrap_err();
-        assert_eq!(err, DecodeError::Version { peer: 9, ours: 2 });
+        assert_eq!(err, DecodeError::Version { peer: 9, ours: 3 });
         assert_eq!(
             err.to_string(),
-            "protocol version mismatch: peer speaks v9, this node speaks v2"
+            "protocol version mismatch: peer speaks v9, this node speaks v3"
         );
     }
 
@@ -441,15 +448,16 @@ mod tests {
             setup_timeout_ms: 5000,
             token: b"s3cret".to_vec(),
             client_key: [0x11; KEY_LEN],
+            stripe: None,
             next: vec![dst],
         };
         let key = "11".repeat(32);
         let bytes = req.encode();
-        assert_eq!(bytes.len(), 81);
+        assert_eq!(bytes.len(), 82);
         assert_eq!(
             hex(&bytes),
             format!(
-                "4d4257510002004900000002000000001388067333637265 74{key}01\
+                "4d4257510003004a00000002000000001388067333637265 74{key}0001\
                  00112233445566778899aabbccddeeff047f0000011db0"
             )
             .replace(' ', "")
@@ -460,10 +468,27 @@ mod tests {
             ..req
         };
         let bytes = onward.encode();
-        assert_eq!(bytes.len(), 58);
+        assert_eq!(bytes.len(), 59);
         assert_eq!(
             hex(&bytes),
-            format!("4d4257510002003200000002010000001388067333637265 74{key}00").replace(' ', "")
+            format!("4d4257510003003300000002010000001388067333637265 74{key}0000").replace(' ', "")
+        );
+        // The same route as part of a striped transfer: kind 1 (open), id, window 16 MiB.
+        let striped = SetupRequest {
+            stripe: Some(StripeSpec {
+                transfer: [0xab; 16],
+                window: 16 << 20,
+                rejoin: false,
+            }),
+            ..onward.clone()
+        };
+        assert_eq!(
+            hex(&striped.encode()),
+            format!(
+                "4d4257510003004700000002010000001388067333637265 74{key}01{}0100000000",
+                "ab".repeat(16)
+            )
+            .replace(' ', "")
         );
         let nack = SetupReply::Nack {
             failed_hop: 1,
@@ -472,7 +497,7 @@ mod tests {
         };
         assert_eq!(
             hex(&nack.encode()),
-            "4d42575200020101000962616420746f6b656e"
+            "4d42575200030101000962616420746f6b656e"
         );
         let report = Datagram::Report {
             seq: 0,

@@ -17,7 +17,9 @@ use crate::wire::identity::{Identity, NodeId};
 /// recognizes it to report a wrong URI as bad input.
 pub const ID_MISMATCH: &str = "node id mismatch";
 
-/// ALPN of protocol version 2. A peer speaking another ALPN fails the handshake.
+/// ALPN of the setup protocol since version 2. Later versions keep it: the setup header's version
+/// field tells them apart, so a peer of another version gets a nack naming both versions rather
+/// than a failed handshake. A peer speaking another ALPN fails the handshake.
 pub const ALPN: &[u8] = b"mux-bw/2";
 
 fn provider() -> Arc<CryptoProvider> {

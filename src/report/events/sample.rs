@@ -156,6 +156,23 @@ pub struct Sample {
     pub late: bool,
     /// One entry per planned route, in index order, whatever its state.
     pub routes: Vec<RouteSample>,
+    /// With `--stripe`: the transfer's in-order progress over the interval (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeSample>,
+}
+
+/// A striped transfer over one sample interval, from the destination's MACed stripe reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StripeSample {
+    /// Bytes that arrived in order (verified, no gap before them) during the interval, as
+    /// bits/s: what an application reading the one stream would have received.
+    pub in_order_bps: u64,
+    /// The in-order offset at the end of the interval.
+    pub delivered_bytes: u64,
+    /// Most bytes the destination held beyond the in-order offset during the interval.
+    pub buffer_max_bytes: u64,
+    /// Time during the interval the destination held bytes behind a missing segment.
+    pub blocked_ns: u64,
 }
 
 /// One route's RTT with `--probe-rtt all`: probes on that route alone, end to end.

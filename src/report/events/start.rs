@@ -75,6 +75,25 @@ pub struct ConfigView {
     /// the order given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pick: Option<PickView>,
+    /// With `--stripe`: how the one transfer is cut and scheduled (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeView>,
+}
+
+/// `--stripe` and its settings as reported in `start.config.stripe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StripeView {
+    /// `round-robin`, `weighted` or `earliest-arrival`.
+    pub scheduler: String,
+    /// Payload bytes per segment (`--segment`).
+    pub segment_bytes: u32,
+    /// Most bytes the destination holds beyond the in-order offset (`--reorder-window`).
+    pub reorder_window_bytes: u32,
+    /// `--bytes`: the run ends when this many arrived in order; `null`: at `--duration`.
+    #[serde(deserialize_with = "present")]
+    pub bytes: Option<u64>,
+    /// The transfer's id (hex), as the destination logs it.
+    pub transfer: String,
 }
 
 /// `--pick` and `--relays-from` as reported in `start.config.pick`.

@@ -86,4 +86,46 @@ pub struct Summary {
     pub rtt: Option<RttSummary>,
     /// One entry per planned route.
     pub routes: Vec<RouteSummary>,
+    /// With `--stripe`: the transfer's figures (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeSummary>,
+}
+
+/// A striped transfer's figures over the measured part of the run, from the destination's
+/// MACed stripe reports; the counts of resends and integrity cover the whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StripeSummary {
+    /// Bytes that arrived in order over the measured part.
+    pub in_order_bytes: u64,
+    /// Those as a mean rate, bits/s: the striped transfer's goodput.
+    pub in_order_bps: u64,
+    /// The routes' own goodput added up (`aggregate_bps`), for comparison.
+    pub routes_sum_bps: u64,
+    /// `in_order_bps / routes_sum_bps`: what reordering and head-of-line blocking left of the
+    /// routes' sum (0 when the routes moved nothing).
+    pub efficiency: f64,
+    /// Most bytes the destination held beyond the in-order offset at any time.
+    pub buffer_peak_bytes: u64,
+    /// Time over the measured part the destination held bytes behind a missing segment.
+    pub blocked_ns: u64,
+    /// Segments written, resends included.
+    pub segments_sent: u64,
+    /// Segments written again because their route failed before they were confirmed.
+    pub segments_resent: u64,
+    /// Bytes that arrived twice (a resend of a segment the failed route had delivered
+    /// without its report reaching the client): counted, never delivered twice.
+    pub duplicate_bytes: u64,
+    /// Bytes that did not match the transfer's pattern at their offset (their route was
+    /// closed): 0 on a sound path.
+    pub corrupt_bytes: u64,
+    /// Bytes handed out (or asked for with `--bytes`) that had not arrived in order when the
+    /// run ended, after waiting up to `client::run::STRIPE_DRAIN` for those in flight: 0 on
+    /// success.
+    pub missing_bytes: u64,
+    /// The in-order offset at the end.
+    pub delivered_bytes: u64,
+    /// With `--bytes`: from the start of the load to the report that all of them arrived in
+    /// order; `null` otherwise, or when they did not.
+    #[serde(deserialize_with = "present")]
+    pub transfer_ns: Option<u64>,
 }
