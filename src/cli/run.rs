@@ -8,13 +8,13 @@ use std::time::Instant;
 use super::args::{LabArgs, Live, RunArgs, RunOpts};
 use super::config::{build_config, node_pool, picked_pool, random_token, token_bytes, wired};
 use super::{
-    interrupt_token, UsageError, EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_NO_ROUTE, EXIT_OK,
-    EXIT_PARTIAL,
+    interrupt_token, UsageError, EXIT_ALL_FAILED, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_ROUTE,
+    EXIT_OK, EXIT_PARTIAL,
 };
 use crate::client::run::{self, RunConfig};
 use crate::lab::emulation::Links;
 use crate::lab::{Fault, Lab};
-use crate::report::events::Summary;
+use crate::report::events::{StripeSummary, Summary};
 use crate::report::sink::{EventSink, SinkConfig};
 use crate::wire::addr::NodeAddr;
 use crate::wire::close::Cause;
@@ -171,31 +171,80 @@ fn open_sink(o: &RunOpts) -> Result<EventSink, UsageError> {
 /// output; the summary event says the same to `--json` readers). Ctrl-C wins over the rest.
 fn verdict(s: &Summary, allow_partial: bool) -> (i32, Option<String>) {
     let all_failed = s.routes_established > 0 && s.routes_failed == s.routes_established;
-    let partial = s.partial && !allow_partial;
-    let why = if s.routes_established == 0 {
-        Some("no route could be established".to_string())
-    } else if s.interrupted {
-        None
-    } else if all_failed {
-        Some("every route failed during the run".to_string())
-    } else if partial {
-        Some(format!(
+    if s.interrupted {
+        return (EXIT_INTERRUPTED, None);
+    }
+    if s.routes_established == 0 {
+        return (EXIT_NO_ROUTE, Some("no route could be established".into()));
+    }
+    if all_failed {
+        return (
+            EXIT_ALL_FAILED,
+            Some("every route failed during the run".into()),
+        );
+    }
+    if let Some(why) = s.stripe.as_ref().and_then(stripe_fault) {
+        return (EXIT_FAILURE, Some(why));
+    }
+    if s.partial && !allow_partial {
+        let why = format!(
             "only {} of {} planned routes were established (--allow-partial accepts that)",
             s.routes_established, s.routes_planned
+        );
+        return (EXIT_PARTIAL, Some(why));
+    }
+    (EXIT_OK, None)
+}
+
+/// What makes a striped transfer a failure: bytes that arrived corrupt, or never arrived.
+fn stripe_fault(st: &StripeSummary) -> Option<String> {
+    if st.corrupt_bytes > 0 {
+        Some(format!(
+            "the destination received {} corrupt bytes of the striped transfer",
+            st.corrupt_bytes
+        ))
+    } else if st.missing_bytes > 0 {
+        Some(format!(
+            "{} bytes of the striped transfer never arrived in order",
+            st.missing_bytes
         ))
     } else {
         None
-    };
-    let code = if s.interrupted {
-        EXIT_INTERRUPTED
-    } else if s.routes_established == 0 {
-        EXIT_NO_ROUTE
-    } else if all_failed {
-        EXIT_ALL_FAILED
-    } else if partial {
-        EXIT_PARTIAL
-    } else {
-        EXIT_OK
-    };
-    (code, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    fn striped(corrupt: u64, missing: u64) -> Summary {
+        let crate::report::events::Event::Summary(mut s) =
+            fixtures::summary(8, vec![fixtures::route("up", 8, 0)])
+        else {
+            unreachable!("the fixture is a summary")
+        };
+        s.stripe = Some(StripeSummary {
+            corrupt_bytes: corrupt,
+            missing_bytes: missing,
+            ..fixtures::stripe_summary()
+        });
+        s
+    }
+
+    #[test]
+    fn a_striped_transfer_with_corrupt_or_missing_bytes_fails() {
+        assert_eq!(verdict(&striped(0, 0), false), (EXIT_OK, None));
+        let (code, why) = verdict(&striped(12, 0), false);
+        assert_eq!(code, EXIT_FAILURE);
+        assert!(why.unwrap().contains("12 corrupt bytes"));
+        let (code, why) = verdict(&striped(0, 65536), false);
+        assert_eq!(code, EXIT_FAILURE);
+        assert!(why
+            .unwrap()
+            .contains("65536 bytes of the striped transfer never arrived"));
+        let mut s = striped(0, 65536);
+        s.interrupted = true;
+        assert_eq!(verdict(&s, false).0, EXIT_INTERRUPTED, "Ctrl-C wins");
+    }
 }

@@ -432,7 +432,8 @@ async fn write(
 }
 
 /// Writes the segments the transfer gives this route, each under `io_timeout`. Waiting for a
-/// segment is not a fault (the scheduler may prefer another route), so it has no deadline.
+/// segment is not a fault (the scheduler may prefer another route), but bytes the destination
+/// has not confirmed for `io_timeout` are: a striped write is done when it is confirmed.
 async fn write_segments(
     send: &mut quinn::SendStream,
     route: &RouteLive,
@@ -441,7 +442,9 @@ async fn write_segments(
 ) -> Result<(), PumpError> {
     let seed = crate::wire::stripe::seed(&stripe.transfer);
     loop {
-        let h = stripe.next_for(route.rref.index).await;
+        let Some(h) = stripe.next_for(route.rref.index, io_timeout).await else {
+            return Err(PumpError::timed_out("segment confirmation", io_timeout));
+        };
         let seg = Bytes::from(crate::wire::stripe::segment(seed, h));
         match tokio::time::timeout(io_timeout, send.write_chunk(seg)).await {
             Ok(Ok(())) => {}

@@ -129,6 +129,25 @@ pub(crate) fn summary(aggregate_bps: u64, routes: Vec<RouteSummary>) -> Event {
     })
 }
 
+/// A striped transfer's summary that went well: nothing corrupt or missing.
+pub(crate) fn stripe_summary() -> StripeSummary {
+    StripeSummary {
+        in_order_bytes: 100,
+        in_order_bps: 800,
+        routes_sum_bps: 1000,
+        efficiency: 0.8,
+        buffer_peak_bytes: 64,
+        blocked_ns: 5,
+        segments_sent: 4,
+        segments_resent: 1,
+        duplicate_bytes: 0,
+        corrupt_bytes: 0,
+        missing_bytes: 0,
+        delivered_bytes: 100,
+        transfer_ns: Some(1_000_000_000),
+    }
+}
+
 pub(crate) fn rtt(loaded_p50_ns: u64) -> RttSummary {
     let stats = |p50_ns| RttStats {
         count: 3,
@@ -165,6 +184,16 @@ pub(crate) fn every_event() -> Vec<Event> {
     let mut with_rtt = summary(5, vec![route("up", 5, 0)]);
     if let Event::Summary(s) = &mut with_rtt {
         s.rtt = Some(rtt(2_000_000));
+        s.stripe = Some(stripe_summary());
+    }
+    let mut striped = sample(2_000_000_000, 8, vec![route_sample(0, 8, 1)]);
+    if let Event::Sample(s) = &mut striped {
+        s.stripe = Some(StripeSample {
+            in_order_bps: 7,
+            delivered_bytes: 9,
+            buffer_max_bytes: 3,
+            blocked_ns: 1,
+        });
     }
     vec![
         start(Mode::Bidir, 1),
@@ -206,6 +235,7 @@ pub(crate) fn every_event() -> Vec<Event> {
             setup_ns: 9,
         }),
         sample(1_000_000_000, 8, vec![route_sample(0, 8, 1)]),
+        striped,
         Event::Probe(Probe {
             phase: ProbePhase::Loaded,
             route_index: 0,

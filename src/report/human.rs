@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::report::events::{
     Event, RouteEstablished, RouteFailure, RouteRedial, RouteRtt, RouteSample, RouteSetupFailed,
-    RouteStalled, RouteState, RouteSummary, RttStats, RttSummary, Sample, Start, Summary,
+    RouteStalled, RouteState, RouteSummary, RttStats, RttSummary, Sample, Start, StripeSummary,
+    Summary,
 };
 use crate::wire::mode::Mode;
 
@@ -40,14 +41,34 @@ fn start_text(s: &Start) -> String {
         ),
         None => String::new(),
     };
+    let (length, stripe) = match &s.config.stripe {
+        Some(st) => (
+            st.bytes.map_or_else(
+                || {
+                    humantime::format_duration(Duration::from_nanos(s.config.duration_ns))
+                        .to_string()
+                },
+                |b| fmt_bytes(b),
+            ),
+            format!(
+                " · striped: {}, {} segments, window {}",
+                st.scheduler,
+                fmt_bytes(u64::from(st.segment_bytes)),
+                fmt_bytes(u64::from(st.reorder_window_bytes))
+            ),
+        ),
+        None => (
+            humantime::format_duration(Duration::from_nanos(s.config.duration_ns)).to_string(),
+            String::new(),
+        ),
+    };
     format!(
-        "mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {}{links}",
+        "mux-bw {} → {} · {} route(s) · min-hops {} · mode {} · {length}{stripe}{links}",
         s.version,
         short_uri(&s.config.to),
         s.config.routes,
         s.config.min_hops,
         s.config.mode.as_str(),
-        humantime::format_duration(Duration::from_nanos(s.config.duration_ns)),
     )
 }
 
@@ -124,6 +145,9 @@ fn sample_text(s: &Sample, mode: Mode) -> String {
             RouteState::SetupFailed => write!(l, "  R{} ✗", r.route_index),
         };
     }
+    if let Some(st) = &s.stripe {
+        let _ = write!(l, "  in order {}", fig(st.in_order_bps));
+    }
     if s.omitted {
         l.push_str("  (omitted)");
     }
@@ -162,8 +186,38 @@ pub fn summary_table(s: &Summary) -> String {
     if let Some(rtt) = &s.rtt {
         rtt_lines(&mut out, rtt);
     }
+    if let Some(st) = &s.stripe {
+        let _ = writeln!(out, "{}", stripe_line(st, s.duration_ns));
+    }
     out.push_str(&total_line(s));
     out
+}
+
+/// `striped: X in order = E% of the routes' sum; buffer peak B; resent R; …`, and every
+/// integrity count that is not 0.
+fn stripe_line(st: &StripeSummary, measured_ns: u64) -> String {
+    let mut l = format!(
+        "striped: {} in order = {:.0}% of the routes' sum; buffer peak {}; resent {}; blocked {:.0}% of the time",
+        fmt_rate(st.in_order_bps),
+        st.efficiency * 100.0,
+        fmt_bytes(st.buffer_peak_bytes),
+        st.segments_resent,
+        st.blocked_ns as f64 * 100.0 / measured_ns.max(1) as f64,
+    );
+    if let Some(ns) = st.transfer_ns {
+        let t = Duration::from_nanos(ns).as_secs_f64();
+        let _ = write!(l, "; {} in {t:.2}s", fmt_bytes(st.delivered_bytes));
+    }
+    for (what, n) in [
+        ("duplicate", st.duplicate_bytes),
+        ("CORRUPT", st.corrupt_bytes),
+        ("MISSING", st.missing_bytes),
+    ] {
+        if n > 0 {
+            let _ = write!(l, "; {what} {}", fmt_bytes(n));
+        }
+    }
+    l
 }
 
 /// One route's row: its counters, then its path, or its error and where it happened.

@@ -471,7 +471,8 @@ mod tests {
         assert_eq!(bytes.len(), 59);
         assert_eq!(
             hex(&bytes),
-            format!("4d4257510003003300000002010000001388067333637265 74{key}0000").replace(' ', "")
+            format!("4d4257510003003300000002010000001388067333637265 74{key}0000")
+                .replace(' ', "")
         );
         // The same route as part of a striped transfer: kind 1 (open), id, window 16 MiB.
         let striped = SetupRequest {

@@ -300,20 +300,34 @@ impl Stripe {
         self.changed.notify_waiters();
     }
 
-    /// The next segment route `index` should write, waiting until there is one for it.
-    pub async fn next_for(&self, index: u32) -> SegmentHeader {
+    /// The next segment route `index` should write, waiting until there is one for it; `None`
+    /// once the route has had bytes unconfirmed, with no confirmation at all, for `deadline`
+    /// (a write is only done when the destination confirms it).
+    pub async fn next_for(&self, index: u32, deadline: Duration) -> Option<SegmentHeader> {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(seg) = self.claim(index, Instant::now()) {
-                return seg;
+            let now = Instant::now();
+            if let Some(seg) = self.claim(index, now) {
+                return Some(seg);
+            }
+            if self.unconfirmed_for(index, now) >= deadline {
+                return None;
             }
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep(RECHECK) => {}
             }
         }
+    }
+
+    /// How long route `index` has had bytes unconfirmed without any confirmation.
+    fn unconfirmed_for(&self, index: u32, now: Instant) -> Duration {
+        let st = self.state();
+        st.routes
+            .get(&index)
+            .map_or(Duration::ZERO, |r| r.lane(index, now).waiting)
     }
 
     /// A segment for route `index` now, if it should send one: a resend first, else the next
