@@ -48,7 +48,7 @@ fn start_text(s: &Start) -> String {
                     humantime::format_duration(Duration::from_nanos(s.config.duration_ns))
                         .to_string()
                 },
-                |b| fmt_bytes(b),
+                fmt_bytes,
             ),
             format!(
                 " · striped: {}, {} segments, window {}",
