@@ -8,52 +8,16 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mux_bw::node::{self, Faults, Limits, NodeConfig, Role};
+use mux_bw::node::{Limits, Role};
 use mux_bw::wire::addr::NodeAddr;
-use mux_bw::wire::identity::{Identity, NodeId};
+use mux_bw::wire::identity::NodeId;
 use mux_bw::wire::mode::Mode;
 use mux_bw::wire::setup::{self, SetupRequest, REPLY_PREFIX_LEN};
 use mux_bw::wire::tls;
 use mux_bw::wire::transport;
 use quinn::Endpoint;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &[u8] = b"s3cret";
-
-struct Node {
-    addr: NodeAddr,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-fn start(role: Role, header_timeout: Duration) -> Node {
-    start_with(role, header_timeout, Limits::default())
-}
-
-fn start_with(role: Role, header_timeout: Duration, limits: Limits) -> Node {
-    let identity = Identity::ephemeral().unwrap();
-    let cfg = NodeConfig {
-        role,
-        id: identity.id,
-        token: Some(TOKEN.to_vec()),
-        header_timeout,
-        limits,
-        drain_timeout: Duration::from_millis(100),
-        tuning: transport::Tuning::default(),
-        faults: Faults::default(),
-    };
-    let stop = CancellationToken::new();
-    let listen = "127.0.0.1:0".parse().unwrap();
-    let running = node::start(listen, &identity, cfg, stop.clone()).unwrap();
-    Node {
-        addr: running.addr,
-        _stop: stop.drop_guard(),
-    }
-}
-
-fn client() -> Endpoint {
-    let tuning = transport::Tuning::default();
-    transport::endpoint("127.0.0.1:0".parse().unwrap(), None, &tuning).unwrap()
-}
+use common::inproc::{client, start, start_with, TOKEN};
 
 fn request(next: Vec<NodeAddr>) -> SetupRequest {
     SetupRequest {

@@ -105,7 +105,9 @@ impl Reassembly {
             return Err(Violation::Corrupt { offset, end });
         }
         let pieces = self.new_pieces(offset, end);
-        if self.held.len() + pieces.len() > MAX_FRAGMENTS {
+        // A piece at the in-order offset is released at once: it never adds to what is held.
+        let at_head = pieces.first().is_some_and(|p| p.0 == self.delivered);
+        if self.held.len() + pieces.len() - usize::from(at_head) > MAX_FRAGMENTS {
             return Err(Violation::TooFragmented);
         }
         let mut kept = 0;
@@ -252,5 +254,21 @@ mod tests {
         ));
         assert_eq!(r.figures(0, t).corrupt, 20);
         assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn scattered_tiny_segments_are_refused_before_the_bookkeeping_outgrows_the_bytes() {
+        let t = Instant::now();
+        let mut r = Reassembly::new(SEED, 1 << 20);
+        for i in 0..MAX_FRAGMENTS as u64 {
+            r.offer(2 * i + 1, seg(2 * i + 1, 1), t).unwrap();
+        }
+        let next = 2 * MAX_FRAGMENTS as u64 + 1;
+        assert_eq!(
+            r.offer(next, seg(next, 1), t),
+            Err(Violation::TooFragmented)
+        );
+        // Filling a gap still works: it joins nothing new.
+        assert_eq!(r.offer(0, seg(0, 1), t), Ok(true));
     }
 }

@@ -1,0 +1,328 @@
+//! Striped transfers (`--stripe`): one upload split over the routes arrives in order near the
+//! routes' sum on equal routes, earliest-arrival beats round-robin on uneven ones, a killed or
+//! stalled relay loses nothing, a redialed route rejoins the transfer, and a destination refuses
+//! segments that break the rules by name (raw peers against an in-process destination).
+
+mod common;
+
+use std::time::Duration;
+
+use common::inproc::{client, start, Node, TOKEN};
+use common::{lab_json, of_type, run};
+use mux_bw::node::Role;
+use mux_bw::wire::close::CLOSE_INTEGRITY;
+use mux_bw::wire::mode::Mode;
+use mux_bw::wire::proof::ClientHalf;
+use mux_bw::wire::setup::{self, SetupRequest, REPLY_PREFIX_LEN};
+use mux_bw::wire::stripe::{self, SegmentHeader, StripeSpec};
+use mux_bw::wire::tls;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn summary(events: &[Value]) -> &Value {
+    of_type(events, "summary")[0]
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// A striped transfer that went well: nothing corrupt, missing or resent for nothing.
+fn assert_sound(st: &Value) {
+    assert_eq!(st["corrupt_bytes"], 0, "{st}");
+    assert_eq!(st["missing_bytes"], 0, "{st}");
+}
+
+#[test]
+fn equal_routes_deliver_in_order_near_their_unstriped_sum_with_every_scheduler() {
+    let base = [
+        "--relays",
+        "4",
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--link-rate",
+        "50mbit",
+        "--duration",
+        "3s",
+        "--omit",
+        "1s",
+    ];
+    let unstriped = f(&summary(&lab_json(&base, LIMIT))["aggregate_bps"]);
+    assert!(unstriped > 150e6, "4 x 50 mbit unstriped: {unstriped}");
+    for s in ["round-robin", "weighted", "earliest-arrival"] {
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--stripe", "--scheduler", s])
+            .collect();
+        let events = lab_json(&args, LIMIT);
+        let st = &summary(&events)["stripe"];
+        assert_sound(st);
+        let in_order = f(&st["in_order_bps"]);
+        assert!(
+            in_order >= 0.9 * unstriped && f(&st["efficiency"]) >= 0.9,
+            "{s}: {in_order} in order vs {unstriped} unstriped: {st}"
+        );
+        // Every sample after the warm-up says how the one stream did.
+        let samples = of_type(&events, "sample");
+        assert!(samples.iter().all(|x| x["stripe"]["in_order_bps"].is_u64()));
+    }
+}
+
+#[test]
+fn on_uneven_routes_earliest_arrival_nears_the_sum_and_beats_round_robin() {
+    let base = [
+        "--relays",
+        "2",
+        "--routes",
+        "2",
+        "--min-hops",
+        "2",
+        "--link-rate",
+        "10mbit,40mbit",
+        "--link-delay",
+        "40ms,5ms",
+        "--duration",
+        "4s",
+        "--omit",
+        "2s",
+    ];
+    let sum = f(&summary(&lab_json(&base, LIMIT))["aggregate_bps"]);
+    let striped = |s: &str| {
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--stripe", "--scheduler", s, "--reorder-window", "4M"])
+            .collect();
+        let events = lab_json(&args, LIMIT);
+        let st = summary(&events)["stripe"].clone();
+        assert_sound(&st);
+        assert!(f(&st["buffer_peak_bytes"]) <= 4_194_304.0, "{s}: {st}");
+        f(&st["in_order_bps"])
+    };
+    let (ea, rr) = (striped("earliest-arrival"), striped("round-robin"));
+    assert!(
+        ea >= 0.8 * sum && ea >= rr,
+        "earliest-arrival {ea}, round-robin {rr}, unstriped sum {sum}"
+    );
+}
+
+/// A 100M transfer over 4 relayed routes with `fault` on relay 1: it completes, nothing is
+/// missing or corrupt, route 1 fails with `cause` and its segments are resent.
+fn survives(fault: &str, cause: &str, extra: &[&str]) {
+    let mut args = vec![
+        "--relays",
+        "4",
+        "--routes",
+        "4",
+        "--min-hops",
+        "2",
+        "--link-rate",
+        "50mbit",
+        "--stripe",
+        "--bytes",
+        "100M",
+        "--fault",
+        fault,
+    ];
+    args.extend_from_slice(extra);
+    let mut all = vec!["lab", "--json"];
+    all.extend(args);
+    let out = run(&all, LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = out.events();
+    let failures = of_type(&events, "route_failure");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(
+        (&failures[0]["route_index"], failures[0]["cause"].as_str()),
+        (&1.into(), Some(cause))
+    );
+    let st = &summary(&events)["stripe"];
+    assert_sound(st);
+    assert_eq!(st["delivered_bytes"], 100u64 << 20, "{st}");
+    assert!(f(&st["segments_resent"]) > 0.0, "{st}");
+    assert!(st["transfer_ns"].is_u64(), "{st}");
+}
+
+#[test]
+fn a_killed_relay_loses_nothing() {
+    survives("kill:1@2s", "killed", &[]);
+}
+
+#[test]
+fn a_stalled_relay_times_out_and_loses_nothing() {
+    survives("stall:1@2s", "timeout", &["--io-timeout", "2s"]);
+}
+
+#[test]
+fn a_redialed_route_rejoins_the_transfer() {
+    let events = lab_json(
+        &[
+            "--relays",
+            "5",
+            "--routes",
+            "4",
+            "--min-hops",
+            "2",
+            "--link-rate",
+            "50mbit",
+            "--stripe",
+            "--bytes",
+            "40M",
+            "--redial",
+            "--fault",
+            "kill:1@1s",
+        ],
+        LIMIT,
+    );
+    assert_eq!(of_type(&events, "route_redial").len(), 1);
+    assert!(of_type(&events, "route_setup_failed").is_empty());
+    let s = summary(&events);
+    assert_sound(&s["stripe"]);
+    assert_eq!(s["routes"][1]["state"], "up", "{s}");
+}
+
+#[test]
+fn stripe_flags_are_checked_against_each_other() {
+    for (args, says) in [
+        (&["--bytes", "1M"][..], "--stripe"),
+        (&["--stripe", "--mode", "down"], "needs --mode up"),
+        (
+            &["--stripe", "--segment", "2M"],
+            "invalid --segment 2097152",
+        ),
+        (
+            &["--stripe", "--reorder-window", "64K"],
+            "invalid --reorder-window 65536",
+        ),
+        (
+            &["--stripe", "--bytes", "1M", "--duration", "5s"],
+            "--duration",
+        ),
+    ] {
+        let mut all = vec!["lab"];
+        all.extend_from_slice(args);
+        let out = run(&all, LIMIT);
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// Sets up a one-hop striped route to `dst` and returns its connection and stream (`Err`: the
+/// nack's message).
+async fn striped_route(
+    ep: &quinn::Endpoint,
+    dst: &Node,
+    spec: StripeSpec,
+    mode: Mode,
+) -> Result<(quinn::Connection, quinn::SendStream), String> {
+    let req = SetupRequest {
+        route_index: 0,
+        hop_index: 0,
+        mode,
+        setup_timeout_ms: 500,
+        token: TOKEN.to_vec(),
+        client_key: ClientHalf::new().unwrap().public(),
+        stripe: Some(spec),
+        next: vec![],
+    };
+    let conn = ep
+        .connect(dst.addr.addr, &tls::server_name(&dst.addr.id))
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&req.encode()).await.unwrap();
+    let mut prefix = [0u8; REPLY_PREFIX_LEN];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let p = setup::decode_reply_prefix(&prefix).unwrap();
+    let mut msg = vec![0u8; p.message_len];
+    recv.read_exact(&mut msg).await.unwrap();
+    match p.nack {
+        None => Ok((conn, send)),
+        Some(_) => Err(String::from_utf8_lossy(&msg).into_owned()),
+    }
+}
+
+fn spec(id: u8, window: u32, rejoin: bool) -> StripeSpec {
+    StripeSpec {
+        transfer: [id; 16],
+        window,
+        rejoin,
+    }
+}
+
+#[tokio::test]
+async fn a_destination_refuses_unknown_transfers_and_downloads_by_name() {
+    let dst = start(Role::Destination, Duration::from_secs(2));
+    let ep = client();
+    let e = striped_route(&ep, &dst, spec(1, 1 << 20, true), Mode::Up).await;
+    assert!(
+        e.as_ref().unwrap_err().contains("unknown transfer 0101"),
+        "{e:?}"
+    );
+    let e = striped_route(&ep, &dst, spec(2, 1 << 20, false), Mode::Down).await;
+    assert!(e.as_ref().unwrap_err().contains("upload only"), "{e:?}");
+    // A transfer that exists can be joined, with its own window only.
+    let (_a, _s) = striped_route(&ep, &dst, spec(3, 1 << 20, false), Mode::Up)
+        .await
+        .unwrap();
+    assert!(striped_route(&ep, &dst, spec(3, 1 << 20, true), Mode::Up)
+        .await
+        .is_ok());
+    let e = striped_route(&ep, &dst, spec(3, 1 << 21, true), Mode::Up).await;
+    assert!(e.as_ref().unwrap_err().contains("reorder window"), "{e:?}");
+}
+
+/// The pattern's bytes of transfer `id` at `offset`, as a segment.
+fn segment(id: u8, offset: u64, len: u32) -> Vec<u8> {
+    stripe::segment(stripe::seed(&[id; 16]), SegmentHeader { offset, len })
+}
+
+#[tokio::test]
+async fn segments_that_break_the_rules_close_the_route_naming_why() {
+    let dst = start(Role::Destination, Duration::from_secs(2));
+    let ep = client();
+    let mut corrupt = segment(10, 0, 1024);
+    corrupt[100] ^= 1;
+    // 1000..2000 is held (0..1000 is missing); then 1500..2500 comes with 2000..3000's bytes:
+    // it overlaps what is held with different bytes.
+    let mut overlap = segment(11, 1000, 1000);
+    let mut wrong = segment(11, 2000, 1000);
+    wrong[..8].copy_from_slice(&1500u64.to_be_bytes());
+    overlap.extend_from_slice(&wrong);
+    let empty = SegmentHeader { offset: 0, len: 0 }.encode().to_vec();
+    let huge = SegmentHeader {
+        offset: 0,
+        len: 2 << 20,
+    }
+    .encode()
+    .to_vec();
+    let cases: [(u8, Vec<u8>, &str); 5] = [
+        (10, corrupt, "corrupt segment at 0..1024"),
+        (11, overlap, "corrupt segment at 1500..2500"),
+        (12, segment(12, 2 << 20, 1024), "beyond the reorder window"),
+        (13, empty, "bad segment header"),
+        (14, huge, "segment too long"),
+    ];
+    for (id, bytes, says) in cases {
+        let (conn, mut send) = striped_route(&ep, &dst, spec(id, 1 << 20, false), Mode::Up)
+            .await
+            .unwrap();
+        send.write_all(&bytes).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap_or_else(|_| panic!("{says}: not closed in 5 s"));
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code, CLOSE_INTEGRITY, "{says}");
+                let reason = String::from_utf8_lossy(&c.reason);
+                assert!(reason.contains(says), "{says}: {reason}");
+            }
+            other => panic!("{says}: {other}"),
+        }
+    }
+}
