@@ -41,6 +41,10 @@ pub struct RunStats {
     /// Share of the routes' first-link packets QUIC declared lost (all routes together);
     /// `None` when nothing was sent.
     pub first_link_loss: Option<f64>,
+    /// With `--stripe`: the one transfer's in-order goodput, bits/s.
+    pub striped_bps: Option<f64>,
+    /// With `--stripe`: in-order goodput over the routes' sum.
+    pub stripe_efficiency: Option<f64>,
 }
 
 /// A run against the first run.
@@ -54,6 +58,8 @@ pub struct Ratio {
     pub throughput: Option<f64>,
     /// Loaded RTT p50 over the baseline's; `None` unless both were probed.
     pub loaded_rtt: Option<f64>,
+    /// A striped run's in-order goodput over the baseline's (striped, else mean) throughput.
+    pub striped: Option<f64>,
 }
 
 /// The whole comparison.
@@ -231,6 +237,8 @@ pub fn stats(run: &Run) -> RunStats {
         loaded_rtt_p50_ns: loaded.map(|l| l.p50_ns as f64),
         route_loaded_rtt_p50_ns: route_rtt_range(s),
         first_link_loss: ratio(lost as f64, sent as f64),
+        striped_bps: s.stripe.as_ref().map(|st| st.in_order_bps as f64),
+        stripe_efficiency: s.stripe.as_ref().map(|st| st.efficiency),
     }
 }
 
@@ -270,6 +278,9 @@ pub fn compare(runs: &[Run]) -> Comparison {
                     (Some(a), Some(b)) => ratio(a, b),
                     _ => None,
                 },
+                striped: r
+                    .striped_bps
+                    .and_then(|x| ratio(x, base.striped_bps.unwrap_or(base.mean_bps))),
             })
             .collect(),
         None => Vec::new(),
@@ -298,7 +309,7 @@ pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19}",
+        "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19} {:>14} {:>5}",
         "run",
         "routes",
         "hops",
@@ -309,7 +320,9 @@ pub fn render(c: &Comparison) -> String {
         "failures",
         "loss",
         "loaded p50",
-        "per-route p50"
+        "per-route p50",
+        "striped",
+        "eff"
     );
     for r in &c.runs {
         let rtt = r
@@ -323,9 +336,13 @@ pub fn render(c: &Comparison) -> String {
             .map_or("-".to_string(), |(lo, hi)| {
                 format!("{:.2}..{:.2} ms", lo / 1e6, hi / 1e6)
             });
+        let striped = r.striped_bps.map_or("-".into(), |b| fmt_rate(b as u64));
+        let eff = r
+            .stripe_efficiency
+            .map_or("-".into(), |e| format!("{:.0}%", e * 100.0));
         let _ = writeln!(
             out,
-            "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19}",
+            "{:<width$} {:>6} {:>5} {:>14} {:>14} {:>14} {:>27} {:>8} {:>7} {:>11} {:>19} {:>14} {:>5}",
             r.name,
             r.routes,
             r.hops,
@@ -340,7 +357,9 @@ pub fn render(c: &Comparison) -> String {
             r.failures,
             loss,
             rtt,
-            route_rtt
+            route_rtt,
+            striped,
+            eff
         );
     }
     for (q, run) in c.ratios.iter().zip(c.runs.iter().skip(1)) {
@@ -360,6 +379,10 @@ fn ratio_line(c: &Comparison, q: &Ratio, name: &str) -> String {
     let rtt = q.loaded_rtt.map_or(String::new(), |x| {
         format!("; loaded p50 RTT {x:.2}x {base}'s")
     });
+    let striped = q.striped.map_or(String::new(), |x| {
+        format!("; its striped transfer arrived in order at {x:.2}x {base}'s throughput")
+    });
+    let rtt = format!("{rtt}{striped}");
     let differs: Vec<&str> = c
         .warnings
         .iter()

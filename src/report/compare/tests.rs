@@ -230,3 +230,22 @@ fn loss_is_pooled_over_routes_and_absent_when_nothing_was_sent() {
     let text = render(&c);
     assert!(text.contains(" 2.50% "), "{text}");
 }
+
+/// A striped run next to an unstriped one: its in-order rate and efficiency are columns, and
+/// its ratio line says how fast the one transfer arrived against the baseline.
+#[test]
+fn striped_rate_and_efficiency_are_columns() {
+    let direct = run("direct.ndjson", 400, &[400], None);
+    let mut striped = run("striped.ndjson", 1000, &[1000], None);
+    striped.summary.stripe = Some(crate::report::fixtures::stripe_summary());
+    let c = compare(&[direct, striped]);
+    assert_eq!(c.runs[0].striped_bps, None);
+    assert_eq!(c.runs[1].striped_bps, Some(800.0));
+    assert_eq!(c.ratios[0].striped, Some(2.0));
+    let text = render(&c);
+    assert!(text.contains("striped") && text.contains("80%"), "{text}");
+    assert!(
+        text.contains("its striped transfer arrived in order at 2.00x direct.ndjson's throughput"),
+        "{text}"
+    );
+}

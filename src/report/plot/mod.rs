@@ -37,18 +37,21 @@ pub fn plot(run: &Run, out: &Path) -> Result<(), PlotError> {
         reason: e.to_string(),
     };
     let with_rtt = !run.probes.is_empty();
-    let height = if with_rtt { 900 } else { 560 };
+    let striped = run.intervals.iter().any(|i| i.stripe.is_some());
+    let height = 560 + if with_rtt { 340 } else { 0 } + if striped { 300 } else { 0 };
     let root = SVGBackend::new(out, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let (top, bottom) = if with_rtt {
-        let (a, b) = root.split_vertically(560);
-        (a, Some(b))
-    } else {
-        (root.clone(), None)
-    };
+    let (top, rest) = root.split_vertically(560);
     throughput_chart(run, &top).map_err(|e| err(&e))?;
-    if let Some(area) = bottom {
-        rtt_chart(run, &area).map_err(|e| err(&e))?;
+    let rest = if with_rtt {
+        let (rtt, rest) = rest.split_vertically(340);
+        rtt_chart(run, &rtt).map_err(|e| err(&e))?;
+        rest
+    } else {
+        rest
+    };
+    if striped {
+        buffer_chart(run, &rest).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -177,6 +180,24 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         "aggregate".to_string(),
         Mark::Line(BLACK.stroke_width(3), None),
     ));
+    let in_order: Vec<(f64, f64, f64)> = run
+        .intervals
+        .iter()
+        .filter_map(|i| i.stripe.map(|(bps, _)| (i.start, i.t, bps / 1e6)))
+        .collect();
+    if !in_order.is_empty() {
+        let style = IN_ORDER.stroke_width(3);
+        chart.draw_series(DashedLineSeries::new(
+            steps(in_order.into_iter()),
+            10,
+            5,
+            style,
+        ))?;
+        legend.push((
+            "in order (striped)".to_string(),
+            Mark::Line(style, Some((10, 5))),
+        ));
+    }
     if !run.failures.is_empty() {
         failure_markers(&mut chart, run, y_max)?;
         legend.push((
@@ -185,6 +206,29 @@ fn throughput_chart(run: &Run, area: &Area<'_>) -> DrawResult {
         ));
     }
     draw_legend(area, &legend)
+}
+
+/// The striped transfer's in-order goodput: dark green, dashed.
+const IN_ORDER: RGBColor = RGBColor(0, 110, 50);
+
+/// A striped transfer's reorder buffer over time: the most bytes the destination held beyond
+/// the in-order offset in each interval.
+fn buffer_chart(run: &Run, area: &Area<'_>) -> DrawResult {
+    let t_max = run.intervals.last().map_or(1.0, |i| i.t).max(1e-3);
+    let held: Vec<(f64, f64, f64)> = run
+        .intervals
+        .iter()
+        .filter_map(|i| i.stripe.map(|(_, b)| (i.start, i.t, b / 1e6)))
+        .collect();
+    let y_max = held.iter().map(|h| h.2).fold(0.1, f64::max) * 1.1;
+    let title = "striped transfer: reorder buffer held at the destination";
+    let mut chart = time_chart(area, title, 18, t_max, y_max, "buffer (MB, interval max)")?;
+    let style = IN_ORDER.stroke_width(2);
+    chart.draw_series(LineSeries::new(steps(held.into_iter()), style))?;
+    draw_legend(
+        area,
+        &[("reorder buffer".to_string(), Mark::Line(style, None))],
+    )
 }
 
 /// Fill of the omitted warm-up: light grey.

@@ -195,3 +195,50 @@ fn svg_shades_the_warm_up_and_separates_equal_routes() {
 fn color_hex(c: RGBColor) -> String {
     format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
 }
+
+/// A striped run: its in-order goodput is a line of its own in the goodput chart, and the
+/// reorder buffer gets a chart below.
+#[test]
+fn a_striped_run_draws_its_in_order_goodput_and_buffer() {
+    let mut text = to_json_line(&start(Mode::Up, 1), Duration::ZERO) + "\n";
+    for k in 1..=3u64 {
+        let mut e = sample(k * S, 50_000_000, vec![route_sample(0, 50_000_000, 0)]);
+        if let Event::Sample(s) = &mut e {
+            s.interval_start_ns = (k - 1) * S;
+            s.stripe = Some(crate::report::events::StripeSample {
+                in_order_bps: 40_000_000,
+                delivered_bytes: k * 5_000_000,
+                buffer_max_bytes: k * 1_000_000,
+                blocked_ns: 0,
+            });
+        }
+        text += &(to_json_line(&e, Duration::from_secs(k)) + "\n");
+    }
+    text += &(to_json_line(
+        &summary(50_000_000, vec![route("up", 1, 0)]),
+        Duration::from_secs(3),
+    ) + "\n");
+    let run = parse("striped.ndjson", &text).unwrap();
+    let svg = svg_of(&run);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for want in [
+        "in order (striped)",
+        "reorder buffer",
+        "buffer (MB, interval max)",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(want)),
+            "no '{want}': {texts:?}"
+        );
+    }
+    let green = color_hex(IN_ORDER);
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some(green.as_str()))
+        .count();
+    assert!(lines >= 2, "in-order and buffer lines: {lines}");
+    // Without a striped sample, neither is drawn.
+    let plain = svg_of(&four_equal_routes_one_fails());
+    assert!(!plain.contains("reorder buffer") && !plain.contains("in order (striped)"));
+}

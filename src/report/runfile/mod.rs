@@ -79,6 +79,8 @@ pub struct Interval {
     /// (`up`, `stalled`, `failed`); `pending` and `setup_failed` entries are left out, so a
     /// route that never came up is not drawn or counted as a route at 0.
     pub routes: Vec<(u32, f64)>,
+    /// With `--stripe`: (in-order goodput bits/s, most bytes held in the reorder buffer).
+    pub stripe: Option<(f64, f64)>,
 }
 
 /// A saved run.
@@ -387,6 +389,10 @@ fn interval(mode: Mode, s: &Sample) -> Interval {
         omitted: s.omitted,
         aggregate_bps: s.aggregate_bps as f64,
         routes,
+        stripe: s
+            .stripe
+            .as_ref()
+            .map(|st| (st.in_order_bps as f64, st.buffer_max_bytes as f64)),
     }
 }
 
