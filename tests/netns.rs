@@ -179,6 +179,56 @@ fn four_uneven_relay_routes_add_up_like_iperf3() {
     assert_gone(&names);
 }
 
+/// One transfer striped over four relays, each behind a 20 mbit tbf link: it arrives in order
+/// within 10 % of the same four routes run unstriped.
+#[test]
+fn a_striped_transfer_over_four_kernel_links_nears_their_unstriped_sum() {
+    if skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let shapes = [Shape { rate: "20mbit" }; 4];
+    let mut topo = Topology::build(4, Shape { rate: "100mbit" }, &shapes);
+    let names = topo.namespaces();
+    let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
+    let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
+    let mut args: Vec<String> = ["--to", &dst, "--routes", "4", "--min-hops", "2"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--omit", "1s", "--duration", "5s"].map(String::from));
+    for i in 0..4 {
+        let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
+        let relay = topo.start_node(&ns, "relay", &ip);
+        args.extend(["--relay".to_string(), relay]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let unstriped = summary(&mux_run(&topo, &args))["aggregate_bps"]
+        .as_f64()
+        .unwrap();
+    let striped_args: Vec<&str> = args.iter().copied().chain(["--stripe"]).collect();
+    let events = mux_run(&topo, &striped_args);
+    let st = &summary(&events)["stripe"];
+    let in_order = st["in_order_bps"].as_f64().unwrap();
+    println!(
+        "4 x 20mbit via relays: unstriped {:.2} Mbit/s, striped in order {:.2} Mbit/s ({:+.1} %), buffer peak {} B",
+        unstriped / 1e6,
+        in_order / 1e6,
+        (in_order / unstriped - 1.0) * 100.0,
+        st["buffer_peak_bytes"]
+    );
+    assert_eq!(
+        (&st["corrupt_bytes"], &st["missing_bytes"]),
+        (&0.into(), &0.into()),
+        "{st}"
+    );
+    assert!(
+        (in_order / unstriped - 1.0).abs() <= 0.10,
+        "striped {in_order} vs unstriped {unstriped}"
+    );
+    drop(topo);
+    assert_gone(&names);
+}
+
 /// `scan` over the relays of `run_args` (`--to DST ... --relay R ...`), one at a time: each
 /// relay's figure within 5 % of iperf3 on its link.
 fn scan_agrees_with_iperf3(topo: &Topology, run_args: &[&str], per_link: &[f64]) {
