@@ -156,3 +156,49 @@ fn sweep_needs_a_target() {
     );
     assert_eq!(res.code, 2, "{}", res.stderr);
 }
+
+/// A striped sweep: each cell is its runs' in-order goodput, as their saved summaries say.
+#[test]
+fn a_striped_sweep_shows_the_in_order_goodput() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let json = dir.path().join("matrix.json");
+    let (out_s, json_s) = (
+        out.to_string_lossy().into_owned(),
+        json.to_string_lossy().into_owned(),
+    );
+    let res = run(
+        &[
+            "sweep",
+            "--lab",
+            "--link-rate",
+            "20mbit",
+            "--routes",
+            "2",
+            "--min-hops",
+            "2",
+            "--duration",
+            "1s",
+            "--stripe",
+            "--out",
+            &out_s,
+            "--export-json",
+            &json_s,
+        ],
+        LIMIT,
+    );
+    assert_eq!(res.code, 0, "{}", res.stderr);
+    assert!(res.stderr.contains("in-order goodput"), "{}", res.stderr);
+    let cells: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let text = std::fs::read_to_string(out.join("r2-h2-up-run1.ndjson")).unwrap();
+    let summary: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "summary")
+        .unwrap();
+    assert_eq!(
+        cells[0]["mean_bps"].as_f64(),
+        summary["stripe"]["in_order_bps"].as_f64(),
+        "{summary}"
+    );
+}

@@ -133,6 +133,12 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 fn report(a: &SweepArgs, results: &Results) -> anyhow::Result<()> {
     let stats = sweep::stats(results);
     let printed = write_stdout(&sweep::render(&stats));
+    if a.measure.stripe.stripe {
+        let _ = writeln!(
+            std::io::stderr(),
+            "cells: the striped transfer's in-order goodput (--stripe)"
+        );
+    }
     let _ = writeln!(std::io::stderr(), "runs saved under {}", a.out.display());
     if let Some(path) = &a.export_markdown {
         std::fs::write(path, sweep::markdown(&stats))
@@ -258,7 +264,8 @@ fn read_outcome(file: &Path) -> sweep::Outcome {
     }
     let stats = compare::stats(&run);
     sweep::Outcome::Measured {
-        bps: stats.mean_bps,
+        // A striped run's figure is its one transfer's in-order goodput.
+        bps: stats.striped_bps.unwrap_or(stats.mean_bps),
         failures: stats.failures,
         loss: stats.first_link_loss,
         routes: run.summary.routes_established,
