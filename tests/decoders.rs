@@ -94,7 +94,7 @@ proptest! {
         use mux_bw::node::reassembly::{Reassembly, Violation};
         const SEED: u64 = 7;
         let window = 1024;
-        let mut r = Reassembly::new(SEED, window);
+        let mut r = Reassembly::new(window);
         let t = std::time::Instant::now();
         let (mut dup_or_new, mut corrupt) = (0u64, 0u64);
         for (offset, len, flip) in segs {
@@ -104,7 +104,7 @@ proptest! {
                 b[len / 2] ^= 0x10;
             }
             let before = r.delivered();
-            match r.offer(offset, bytes::Bytes::from(b), t) {
+            match r.offer(offset, bytes::Bytes::from(b), SEED, t) {
                 Ok(_) => dup_or_new += len as u64,
                 Err(Violation::Corrupt { .. }) => {
                     prop_assert!(flip);

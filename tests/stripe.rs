@@ -12,7 +12,7 @@ use common::{lab_json, of_type, run};
 use mux_bw::node::Role;
 use mux_bw::wire::close::CLOSE_INTEGRITY;
 use mux_bw::wire::mode::Mode;
-use mux_bw::wire::proof::ClientHalf;
+use mux_bw::wire::proof::{ClientHalf, RouteTerms};
 use mux_bw::wire::setup::{self, SetupRequest, REPLY_PREFIX_LEN};
 use mux_bw::wire::stripe::{self, SegmentHeader, StripeSpec};
 use mux_bw::wire::tls;
@@ -211,21 +211,30 @@ fn stripe_flags_are_checked_against_each_other() {
     }
 }
 
-/// Sets up a one-hop striped route to `dst` and returns its connection and stream (`Err`: the
-/// nack's message).
+/// A striped route to `dst` as a raw peer holds it: its connection, its stream, and its
+/// pattern's seed (from the route's proven key).
+#[derive(Debug)]
+struct Raw {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    seed: u64,
+}
+
+/// Sets up a one-hop striped route to `dst` (`Err`: the nack's message).
 async fn striped_route(
     ep: &quinn::Endpoint,
     dst: &Node,
     spec: StripeSpec,
     mode: Mode,
-) -> Result<(quinn::Connection, quinn::SendStream), String> {
+) -> Result<Raw, String> {
+    let half = ClientHalf::new().unwrap();
     let req = SetupRequest {
         route_index: 0,
         hop_index: 0,
         mode,
         setup_timeout_ms: 500,
         token: TOKEN.to_vec(),
-        client_key: ClientHalf::new().unwrap().public(),
+        client_key: half.public(),
         stripe: Some(spec),
         next: vec![],
     };
@@ -241,10 +250,21 @@ async fn striped_route(
     let p = setup::decode_reply_prefix(&prefix).unwrap();
     let mut msg = vec![0u8; p.message_len];
     recv.read_exact(&mut msg).await.unwrap();
-    match p.nack {
-        None => Ok((conn, send)),
-        Some(_) => Err(String::from_utf8_lossy(&msg).into_owned()),
+    if p.nack.is_some() {
+        return Err(String::from_utf8_lossy(&msg).into_owned());
     }
+    let stripe = stripe::spec_bytes(Some(&spec));
+    let terms = RouteTerms {
+        index: 0,
+        mode,
+        stripe: &stripe,
+    };
+    let key = half.finish(dst.addr.id, &terms, &msg).unwrap();
+    Ok(Raw {
+        conn,
+        send,
+        seed: key.stripe_seed(),
+    })
 }
 
 fn spec(id: u8, window: u32, rejoin: bool) -> StripeSpec {
@@ -267,7 +287,7 @@ async fn a_destination_refuses_unknown_transfers_and_downloads_by_name() {
     let e = striped_route(&ep, &dst, spec(2, 1 << 20, false), Mode::Down).await;
     assert!(e.as_ref().unwrap_err().contains("upload only"), "{e:?}");
     // A transfer that exists can be joined, with its own window only.
-    let (_a, _s) = striped_route(&ep, &dst, spec(3, 1 << 20, false), Mode::Up)
+    let _joined = striped_route(&ep, &dst, spec(3, 1 << 20, false), Mode::Up)
         .await
         .unwrap();
     assert!(striped_route(&ep, &dst, spec(3, 1 << 20, true), Mode::Up)
@@ -277,43 +297,68 @@ async fn a_destination_refuses_unknown_transfers_and_downloads_by_name() {
     assert!(e.as_ref().unwrap_err().contains("reorder window"), "{e:?}");
 }
 
-/// The pattern's bytes of transfer `id` at `offset`, as a segment.
-fn segment(id: u8, offset: u64, len: u32) -> Vec<u8> {
-    stripe::segment(stripe::seed(&[id; 16]), SegmentHeader { offset, len })
+/// The pattern's bytes at `offset` under `seed`, as a segment.
+fn segment(seed: u64, offset: u64, len: u32) -> Vec<u8> {
+    stripe::segment(seed, SegmentHeader { offset, len })
 }
 
 #[tokio::test]
 async fn segments_that_break_the_rules_close_the_route_naming_why() {
     let dst = start(Role::Destination, Duration::from_secs(2));
     let ep = client();
-    let mut corrupt = segment(10, 0, 1024);
-    corrupt[100] ^= 1;
-    // 1000..2000 is held (0..1000 is missing); then 1500..2500 comes with 2000..3000's bytes:
-    // it overlaps what is held with different bytes.
-    let mut overlap = segment(11, 1000, 1000);
-    let mut wrong = segment(11, 2000, 1000);
-    wrong[..8].copy_from_slice(&1500u64.to_be_bytes());
-    overlap.extend_from_slice(&wrong);
-    let empty = SegmentHeader { offset: 0, len: 0 }.encode().to_vec();
-    let huge = SegmentHeader {
-        offset: 0,
-        len: 2 << 20,
-    }
-    .encode()
-    .to_vec();
-    let cases: [(u8, Vec<u8>, &str); 5] = [
-        (10, corrupt, "corrupt segment at 0..1024"),
-        (11, overlap, "corrupt segment at 1500..2500"),
-        (12, segment(12, 2 << 20, 1024), "beyond the reorder window"),
-        (13, empty, "bad segment header"),
-        (14, huge, "segment too long"),
+    type Make = fn(u64) -> Vec<u8>;
+    let cases: [(Make, &str); 6] = [
+        (
+            |seed| {
+                let mut b = segment(seed, 0, 1024);
+                b[100] ^= 1;
+                b
+            },
+            "corrupt segment at 0..1024",
+        ),
+        // 1000..2000 is held (0..1000 is missing); then 1500..2500 comes with 2000..3000's
+        // bytes: it overlaps what is held with different bytes.
+        (
+            |seed| {
+                let mut b = segment(seed, 1000, 1000);
+                let mut wrong = segment(seed, 2000, 1000);
+                wrong[..8].copy_from_slice(&1500u64.to_be_bytes());
+                b.extend_from_slice(&wrong);
+                b
+            },
+            "corrupt segment at 1500..2500",
+        ),
+        // A relay sees the transfer id, never the route's key: bytes it makes up do not verify.
+        (
+            |_| segment(0x0f0f_0f0f_0f0f_0f0f, 0, 1024),
+            "corrupt segment at 0..1024",
+        ),
+        (
+            |seed| segment(seed, 2 << 20, 1024),
+            "beyond the reorder window",
+        ),
+        (
+            |_| SegmentHeader { offset: 0, len: 0 }.encode().to_vec(),
+            "bad segment header",
+        ),
+        (
+            |_| {
+                SegmentHeader {
+                    offset: 0,
+                    len: 2 << 20,
+                }
+                .encode()
+                .to_vec()
+            },
+            "segment too long",
+        ),
     ];
-    for (id, bytes, says) in cases {
-        let (conn, mut send) = striped_route(&ep, &dst, spec(id, 1 << 20, false), Mode::Up)
+    for (id, (make, says)) in (10..).zip(cases) {
+        let mut r = striped_route(&ep, &dst, spec(id, 1 << 20, false), Mode::Up)
             .await
             .unwrap();
-        send.write_all(&bytes).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        r.send.write_all(&make(r.seed)).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), r.conn.closed())
             .await
             .unwrap_or_else(|_| panic!("{says}: not closed in 5 s"));
         match closed {

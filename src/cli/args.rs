@@ -387,7 +387,7 @@ pub(super) struct StripeArgs {
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size, requires = "stripe")]
     pub(super) segment: u64,
     /// Most bytes the destination holds beyond the in-order offset; a route further ahead is
-    /// not read until the gap fills (at least 2 segments, at most 1G).
+    /// not read until the gap fills (at least 2 segments, at most 256M).
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size, requires = "stripe")]
     pub(super) reorder_window: u64,
     /// End the run once this many bytes arrived in order (time to transfer in the summary),

@@ -295,7 +295,7 @@ fn stripe_config(a: &StripeArgs, mode: Mode) -> Result<Option<StripeConfig>, Usa
         })
         .ok_or_else(|| {
             UsageError(format!(
-                "invalid --reorder-window {}: from 2 segments ({} bytes) to 1G",
+                "invalid --reorder-window {}: from 2 segments ({} bytes) to 256M",
                 a.reorder_window,
                 2 * segment
             ))

@@ -440,7 +440,7 @@ async fn write_segments(
     stripe: &Stripe,
     io_timeout: Duration,
 ) -> Result<(), PumpError> {
-    let seed = crate::wire::stripe::seed(&stripe.transfer);
+    let seed = route.key.stripe_seed();
     loop {
         let Some(h) = stripe.next_for(route.rref.index, io_timeout).await else {
             return Err(PumpError::timed_out("segment confirmation", io_timeout));

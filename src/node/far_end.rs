@@ -201,7 +201,7 @@ async fn striped(
         })
     };
     tokio::select! {
-        end = member.read_segments(&mut recv, &received, stall) => {
+        end = member.read_segments(&mut recv, &received, reporter.key.stripe_seed(), stall) => {
             report(received.load(Ordering::Relaxed));
             match end {
                 SegmentsEnd::Client { reset, over } => {

@@ -1,5 +1,5 @@
 //! The destination's reassembly of one striped transfer: segments from every route land here,
-//! each verified against the pattern at its offset, held until the bytes before them arrive, and
+//! each verified against its route's pattern at its offset, held until the bytes before them arrive, and
 //! released in order. What it holds is bounded by the transfer's reorder window and by
 //! `MAX_FRAGMENTS`; duplicates, corrupt bytes and the time spent waiting behind a missing
 //! segment are counted. Pure (time is passed in), so it is property-tested.
@@ -38,7 +38,6 @@ pub enum Violation {
 /// One transfer's reassembly buffer and its figures.
 #[derive(Debug)]
 pub struct Reassembly {
-    seed: u64,
     window: u64,
     delivered: u64,
     /// Disjoint pieces beyond `delivered`, by offset.
@@ -52,10 +51,9 @@ pub struct Reassembly {
 }
 
 impl Reassembly {
-    /// An empty transfer whose bytes follow `seed`'s pattern, holding at most `window` bytes.
-    pub fn new(seed: u64, window: u64) -> Self {
+    /// An empty transfer holding at most `window` bytes.
+    pub fn new(window: u64) -> Self {
         Reassembly {
-            seed,
             window,
             delivered: 0,
             held: BTreeMap::new(),
@@ -88,9 +86,16 @@ impl Reassembly {
         end <= self.delivered.saturating_add(self.window)
     }
 
-    /// Takes the segment `bytes` at `offset`: verifies it, keeps what is new, releases what is
-    /// now in order. Returns whether the in-order offset moved.
-    pub fn offer(&mut self, offset: u64, bytes: Bytes, now: Instant) -> Result<bool, Violation> {
+    /// Takes the segment `bytes` at `offset` from a route whose pattern has `seed`: verifies it,
+    /// keeps what is new, releases what is now in order. Returns whether the in-order offset
+    /// moved.
+    pub fn offer(
+        &mut self,
+        offset: u64,
+        bytes: Bytes,
+        seed: u64,
+        now: Instant,
+    ) -> Result<bool, Violation> {
         let end = offset.saturating_add(bytes.len() as u64);
         if !self.fits(end) {
             return Err(Violation::BeyondWindow {
@@ -100,7 +105,7 @@ impl Reassembly {
                 window: self.window,
             });
         }
-        if !stripe::verify(self.seed, offset, &bytes) {
+        if !stripe::verify(seed, offset, &bytes) {
             self.corrupt += bytes.len() as u64;
             return Err(Violation::Corrupt { offset, end });
         }
@@ -207,11 +212,11 @@ mod tests {
     #[test]
     fn out_of_order_segments_are_held_then_released_in_order() {
         let t0 = Instant::now();
-        let mut r = Reassembly::new(SEED, 1000);
-        assert_eq!(r.offer(100, seg(100, 100), t0), Ok(false));
+        let mut r = Reassembly::new(1000);
+        assert_eq!(r.offer(100, seg(100, 100), SEED, t0), Ok(false));
         assert_eq!((r.delivered(), r.buffered()), (0, 100));
         let t1 = t0 + Duration::from_millis(30);
-        assert_eq!(r.offer(0, seg(0, 100), t1), Ok(true));
+        assert_eq!(r.offer(0, seg(0, 100), SEED, t1), Ok(true));
         assert_eq!((r.delivered(), r.buffered()), (200, 0));
         let f = r.figures(200, t1);
         assert_eq!(f.buffer_max, 100);
@@ -223,33 +228,33 @@ mod tests {
     #[test]
     fn overlaps_count_as_duplicates_and_only_new_bytes_are_kept() {
         let t = Instant::now();
-        let mut r = Reassembly::new(SEED, 1000);
-        r.offer(0, seg(0, 50), t).unwrap();
-        r.offer(100, seg(100, 50), t).unwrap();
+        let mut r = Reassembly::new(1000);
+        r.offer(0, seg(0, 50), SEED, t).unwrap();
+        r.offer(100, seg(100, 50), SEED, t).unwrap();
         // 20..180 overlaps what was delivered (20..50) and what is held (100..150).
-        r.offer(20, seg(20, 160), t).unwrap();
+        r.offer(20, seg(20, 160), SEED, t).unwrap();
         assert_eq!(r.delivered(), 180);
         assert_eq!(r.figures(0, t).duplicate, 30 + 50);
         // A segment wholly inside a held piece is all duplicate.
-        r.offer(300, seg(300, 100), t).unwrap();
-        r.offer(320, seg(320, 10), t).unwrap();
+        r.offer(300, seg(300, 100), SEED, t).unwrap();
+        r.offer(320, seg(320, 10), SEED, t).unwrap();
         assert_eq!(r.figures(0, t).duplicate, 30 + 50 + 10);
     }
 
     #[test]
     fn corrupt_and_out_of_window_segments_are_refused() {
         let t = Instant::now();
-        let mut r = Reassembly::new(SEED, 100);
+        let mut r = Reassembly::new(100);
         let mut bad = seg(0, 10).to_vec();
         bad[3] ^= 0x40;
         assert_eq!(
-            r.offer(0, Bytes::from(bad), t),
+            r.offer(0, Bytes::from(bad), SEED, t),
             Err(Violation::Corrupt { offset: 0, end: 10 })
         );
         // Right bytes at the wrong offset are corrupt too.
-        assert!(r.offer(8, seg(0, 10), t).is_err());
+        assert!(r.offer(8, seg(0, 10), SEED, t).is_err());
         assert!(matches!(
-            r.offer(95, seg(95, 10), t),
+            r.offer(95, seg(95, 10), SEED, t),
             Err(Violation::BeyondWindow { .. })
         ));
         assert_eq!(r.figures(0, t).corrupt, 20);
@@ -259,16 +264,16 @@ mod tests {
     #[test]
     fn scattered_tiny_segments_are_refused_before_the_bookkeeping_outgrows_the_bytes() {
         let t = Instant::now();
-        let mut r = Reassembly::new(SEED, 1 << 20);
+        let mut r = Reassembly::new(1 << 20);
         for i in 0..MAX_FRAGMENTS as u64 {
-            r.offer(2 * i + 1, seg(2 * i + 1, 1), t).unwrap();
+            r.offer(2 * i + 1, seg(2 * i + 1, 1), SEED, t).unwrap();
         }
         let next = 2 * MAX_FRAGMENTS as u64 + 1;
         assert_eq!(
-            r.offer(next, seg(next, 1), t),
+            r.offer(next, seg(next, 1), SEED, t),
             Err(Violation::TooFragmented)
         );
         // Filling a gap still works: it joins nothing new.
-        assert_eq!(r.offer(0, seg(0, 1), t), Ok(true));
+        assert_eq!(r.offer(0, seg(0, 1), SEED, t), Ok(true));
     }
 }

@@ -22,7 +22,7 @@ use crate::wire::stripe::{self, SegmentHeader, StripeSpec, TRANSFER_ID_LEN};
 
 /// The most reorder-window bytes all of a node's live transfers may claim together: what a
 /// destination may end up holding for striped clients.
-pub const STRIPE_MEMORY_BUDGET: u64 = 2 << 30;
+pub const STRIPE_MEMORY_BUDGET: u64 = 1 << 30;
 /// How long a transfer whose routes are all gone (not ended by the client) is kept, so a
 /// redialed route can rejoin it.
 const LINGER: Duration = Duration::from_secs(30);
@@ -81,7 +81,7 @@ impl Transfers {
                     ));
                 }
                 let t = Arc::new(Transfer {
-                    state: Mutex::new(Reassembly::new(stripe::seed(&spec.transfer), window)),
+                    state: Mutex::new(Reassembly::new(window)),
                     advanced: Notify::new(),
                     routes: AtomicUsize::new(0),
                     finished: AtomicBool::new(false),
@@ -156,12 +156,14 @@ impl RouteOfTransfer {
         self.0.state().figures(received, Instant::now())
     }
 
-    /// Reads the route's segments into the transfer, counting payload bytes in `received`,
-    /// until the client's half ends, the connection is lost, or a segment breaks the rules.
+    /// Reads the route's segments (its pattern seeded with `seed`) into the transfer, counting
+    /// payload bytes in `received`, until the client's half ends, the connection is lost, or a
+    /// segment breaks the rules.
     pub(super) async fn read_segments(
         &self,
         recv: &mut RecvStream,
         received: &AtomicU64,
+        seed: u64,
         stall: &CancellationToken,
     ) -> SegmentsEnd {
         loop {
@@ -191,7 +193,7 @@ impl RouteOfTransfer {
             let offered = self
                 .0
                 .state()
-                .offer(h.offset, Bytes::from(body), Instant::now());
+                .offer(h.offset, Bytes::from(body), seed, Instant::now());
             match offered {
                 Ok(true) => self.0.advanced.notify_waiters(),
                 Ok(false) => {}

@@ -156,6 +156,14 @@ impl ReportKey {
         d.tag().is_some_and(|tag| self.verify(&d.mac_input(), tag))
     }
 
+    /// The seed of the route's striped payload pattern (`stripe::fill`): derived from the
+    /// route's key, so only the client and the destination can make bytes that verify.
+    pub fn stripe_seed(&self) -> u64 {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&self.tag(b"mux-bw stripe pattern seed")[..8]);
+        u64::from_le_bytes(s)
+    }
+
     /// The MAC of `msg`.
     pub fn tag(&self, msg: &[u8]) -> [u8; TAG_LEN] {
         let mut out = [0u8; TAG_LEN];

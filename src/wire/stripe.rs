@@ -1,6 +1,8 @@
 //! What crosses the wire for a striped transfer (`--stripe`): the transfer a route joins (in its
 //! setup header), the segment framing on a route's stream, and the payload pattern that lets the
-//! destination verify every byte without being told what to expect. Pure; decoders check every
+//! destination verify every byte without being told what to expect. The pattern's seed is the
+//! route's own (`proof::ReportKey::stripe_seed`), known to the client and the destination only:
+//! a relay can drop or repeat a route's bytes, never make up bytes that verify. Pure; decoders check every
 //! length first and never panic. See docs/PROTOCOL.md, "Striped transfers".
 
 use crate::wire::setup::{DecodeError, Reader};
@@ -12,7 +14,7 @@ pub const SEGMENT_HEADER_LEN: usize = 12;
 /// Largest segment a destination accepts (and `--segment` allows).
 pub const MAX_SEGMENT: u32 = 1 << 20;
 /// Largest reorder window a destination accepts (and `--reorder-window` allows).
-pub const MAX_REORDER_WINDOW: u32 = 1 << 30;
+pub const MAX_REORDER_WINDOW: u32 = 256 << 20;
 
 /// How a route takes part in a striped transfer, as its setup header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,16 +122,9 @@ impl SegmentHeader {
     }
 }
 
-/// The pattern's seed for a transfer: two transfers never carry the same bytes.
-pub fn seed(transfer: &[u8; TRANSFER_ID_LEN]) -> u64 {
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&transfer[..8]);
-    u64::from_le_bytes(s)
-}
-
 /// The 8 payload bytes at offset `8 * w` (splitmix64's finalizer): every byte depends on its
-/// offset, so a segment written at the wrong place, a flipped bit or another transfer's bytes
-/// all fail `verify`.
+/// offset and the seed, so a segment written at the wrong place, a flipped bit or bytes made
+/// without the route's seed all fail `verify`.
 fn word(seed: u64, w: u64) -> [u8; 8] {
     let mut z = w.wrapping_add(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
