@@ -90,8 +90,9 @@ pub struct RunConfig {
     pub stripe: Option<StripeConfig>,
 }
 
-/// After a striped run's load, how long it waits for the segments in flight to arrive in order
-/// before counting the rest as missing.
+/// After a striped run's load, the least time it waits for the segments in flight to arrive in
+/// order before counting the rest as missing (it waits `--io-timeout` if that is longer: a
+/// route whose bytes are stuck fails by then, and they are resent over the others).
 pub const STRIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the whole measurement and returns its summary (also emitted as the last event).
@@ -147,7 +148,8 @@ pub async fn run(cfg: &RunConfig, sink: Arc<EventSink>, interrupt: CancellationT
     }
     if let Some(s) = &stripe {
         s.close_intake();
-        s.drain(STRIPE_DRAIN, &interrupt).await;
+        // A route whose bytes are stuck fails after --io-timeout and they are resent.
+        s.drain(STRIPE_DRAIN.max(cfg.io_timeout), &interrupt).await;
     }
     ctx.cancel.cancel();
     deadline.abort();

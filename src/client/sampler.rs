@@ -171,7 +171,9 @@ impl Sampler {
                 continue;
             }
             let (sent, received) = slot.counters.snapshot();
-            if sent + received != p.last_total {
+            // A striped route the scheduler leaves without bytes is idle, not stalled.
+            let idle = self.stripe.as_ref().is_some_and(|s| s.idle(slot.index));
+            if sent + received != p.last_total || idle {
                 p.last_total = sent + received;
                 p.since = now;
                 p.stalled = false;
@@ -405,6 +407,39 @@ mod tests {
             stalls: of("route_stalled"),
             summary,
         }
+    }
+
+    /// A striped route the scheduler gives nothing is idle, not stalled; with bytes in flight
+    /// and nothing confirmed it is stalled.
+    #[tokio::test(start_paused = true)]
+    async fn a_striped_route_left_idle_is_not_stalled() {
+        use crate::client::stripe::{scheduler::Scheduler, Stripe, StripeConfig};
+        let cfg = config(Duration::ZERO, Duration::from_secs(30));
+        let slot = up_route();
+        let stripe_cfg = StripeConfig {
+            scheduler: Scheduler::EarliestArrival,
+            segment: 1000,
+            window: 1 << 20,
+            bytes: None,
+        };
+        let stripe = Arc::new(Stripe::new(stripe_cfg, [0; 16], CancellationToken::new()));
+        stripe.route_up(0);
+        let sink_cfg = SinkConfig {
+            quiet: true,
+            ..SinkConfig::default()
+        };
+        let sink = EventSink::new(Instant::now().into_std(), &sink_cfg).unwrap();
+        let slots = vec![slot.clone()];
+        let mut sampler = Sampler::new(&cfg, &slots, Instant::now(), Some(stripe.clone()));
+        let t = Instant::now() + Duration::from_secs(5);
+        sampler.check_stalls(&cfg, &slots, &sink, t);
+        assert!(!slot.stalled.load(Ordering::Relaxed), "idle");
+        stripe.claim(0, std::time::Instant::now()).unwrap();
+        sampler.check_stalls(&cfg, &slots, &sink, t + Duration::from_secs(5));
+        assert!(
+            slot.stalled.load(Ordering::Relaxed),
+            "bytes in flight, none confirmed"
+        );
     }
 
     fn up_route() -> Arc<Slot> {

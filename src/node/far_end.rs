@@ -218,8 +218,23 @@ async fn striped(
                 }
             }
         }
-        end = report_progress(&received, &report, stall) => end,
+        end = report_always(&received, &report, stall) => end,
         end = answer_pings(conn, reporter.key, req.hop_index, stall) => end,
+    }
+}
+
+/// Every `REPORT_INTERVAL`, reports: a striped transfer's figures (its in-order offset, its
+/// buffer, the time it is blocked) change while this route moves nothing. Never ends.
+async fn report_always(
+    received: &AtomicU64,
+    report: &impl Fn(u64),
+    stall: &CancellationToken,
+) -> End {
+    let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        or_stall(stall, tick.tick()).await;
+        report(received.load(Ordering::Relaxed));
     }
 }
 

@@ -59,8 +59,13 @@ struct Route {
     /// Of those, confirmed received by the destination (its reports count per connection).
     confirmed: u64,
     unconfirmed: VecDeque<Sent>,
-    /// When a report last confirmed something on it (or when it came up).
+    /// When a report last confirmed something on it, or when it last went from nothing in
+    /// flight to something: how long its bytes have waited for a confirmation counts from here.
     progress_at: Instant,
+    /// Whether, during the current rate measurement, the transfer held the route back (not its
+    /// turn, or the window full) while it had room: such a measurement shows the scheduler's
+    /// pace, not the route's, and may only raise the route's rate.
+    held_back: bool,
     delay: Option<Duration>,
     /// (start, confirmed then) of the current rate measurement, and the last measurements.
     window_start: (Instant, u64),
@@ -74,6 +79,7 @@ impl Route {
             confirmed: 0,
             unconfirmed: VecDeque::new(),
             progress_at: now,
+            held_back: false,
             delay: None,
             window_start: (now, 0),
             rates: VecDeque::new(),
@@ -117,12 +123,15 @@ impl Route {
         let (t0, c0) = self.window_start;
         let span = now.saturating_duration_since(t0);
         if span >= RATE_WINDOW {
-            self.rates
-                .push_back((self.confirmed - c0) as f64 / span.as_secs_f64());
-            if self.rates.len() > RATE_SAMPLES {
-                self.rates.pop_front();
+            let sample = (self.confirmed - c0) as f64 / span.as_secs_f64();
+            if !self.held_back || self.rate().is_none_or(|r| sample >= r) {
+                self.rates.push_back(sample);
+                if self.rates.len() > RATE_SAMPLES {
+                    self.rates.pop_front();
+                }
             }
             self.window_start = (now, self.confirmed);
+            self.held_back = false;
         }
     }
 }
@@ -322,6 +331,14 @@ impl Stripe {
         }
     }
 
+    /// Whether route `index` has nothing in flight: left idle by the scheduler, not stalled.
+    pub fn idle(&self, index: u32) -> bool {
+        self.state()
+            .routes
+            .get(&index)
+            .is_none_or(|r| r.written == r.confirmed)
+    }
+
     /// How long route `index` has had bytes unconfirmed without any confirmation.
     fn unconfirmed_for(&self, index: u32, now: Instant) -> Duration {
         let st = self.state();
@@ -333,7 +350,7 @@ impl Stripe {
     /// A segment for route `index` now, if it should send one: a resend first, else the next
     /// new bytes when the scheduler gives it the turn, the route has room and the destination's
     /// window allows.
-    fn claim(&self, index: u32, now: Instant) -> Option<SegmentHeader> {
+    pub(crate) fn claim(&self, index: u32, now: Instant) -> Option<SegmentHeader> {
         let mut st = self.state();
         let horizon = horizon(&st.routes, self.cfg.segment);
         let r = st.routes.get(&index)?;
@@ -352,11 +369,13 @@ impl Stripe {
                 return None;
             }
             let len = u64::from(self.cfg.segment).min(left);
-            if st.next + len > st.delivered + u64::from(self.cfg.window) {
-                return None;
-            }
             let lanes: Vec<Lane> = st.routes.iter().map(|(i, r)| r.lane(*i, now)).collect();
-            if st.turns.pick(&lanes, len) != Some(index) {
+            if st.next + len > st.delivered + u64::from(self.cfg.window)
+                || st.turns.pick(&lanes, len) != Some(index)
+            {
+                if let Some(r) = st.routes.get_mut(&index) {
+                    r.held_back = true;
+                }
                 return None;
             }
             st.turns.taken(index);
@@ -369,6 +388,9 @@ impl Stripe {
         };
         self.figures.segments.fetch_add(1, Ordering::Relaxed);
         let r = st.routes.get_mut(&index)?;
+        if r.written == r.confirmed {
+            r.progress_at = now;
+        }
         r.written += u64::from(seg.len);
         let mark = r.written;
         r.unconfirmed.push_back(Sent { seg, mark, at: now });

@@ -98,3 +98,39 @@ fn a_route_at_its_cap_waits_until_the_destination_confirms() {
     report(&s, 0, 5000, 5000);
     assert!(s.claim(0, now).is_some());
 }
+
+#[test]
+fn bytes_wait_for_confirmation_from_when_they_were_written_not_from_the_last_confirmation() {
+    let s = stripe(Scheduler::EarliestArrival, 1 << 20, None);
+    s.route_up(0);
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_secs(10);
+    // Idle for 10 s, then a segment: it has waited for nothing yet.
+    s.claim(0, later).unwrap();
+    assert_eq!(s.unconfirmed_for(0, later), Duration::ZERO);
+    assert_eq!(
+        s.unconfirmed_for(0, later + Duration::from_secs(2)),
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn a_route_held_back_by_the_transfer_keeps_its_measured_rate() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut r = Route::new(t0);
+    r.written = 10_000_000;
+    // 1 MB in 100 ms: 10 MB/s.
+    r.confirm(1_000_000, ms(100));
+    assert_eq!(r.rate(), Some(1e7));
+    // Held back (not its turn, window full): 100 kB in the next 100 ms is not its pace.
+    r.held_back = true;
+    r.confirm(1_100_000, ms(200));
+    assert_eq!(r.rate(), Some(1e7));
+    // A window it was free in counts, and so does a faster held-back one.
+    r.confirm(1_200_000, ms(300));
+    r.held_back = true;
+    r.confirm(3_200_000, ms(400));
+    assert_eq!(r.rate(), Some(2e7));
+    assert_eq!(r.rates.len(), 3);
+}

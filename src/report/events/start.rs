@@ -92,7 +92,7 @@ pub struct StripeView {
     /// `--bytes`: the run ends when this many arrived in order; `null`: at `--duration`.
     #[serde(deserialize_with = "present")]
     pub bytes: Option<u64>,
-    /// The transfer's id (hex), as the destination logs it.
+    /// The transfer's id (hex), as the destination names it in its nacks.
     pub transfer: String,
 }
 
