@@ -156,7 +156,11 @@ fn version_names_commit_and_protocol() {
     let line = out.stdout.trim();
     assert!(line.starts_with("mux-bw 0."), "{line}");
     assert!(
-        line.contains("(git ") && line.ends_with(", protocol v2)"),
+        line.contains("(git ")
+            && line.ends_with(&format!(
+                ", protocol v{})",
+                mux_bw::wire::setup::PROTOCOL_VERSION
+            )),
         "{line}"
     );
 }

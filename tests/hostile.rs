@@ -112,7 +112,7 @@ async fn wrong_token_and_unknown_version_are_refused_by_name() {
     let (_, msg) = nack(&ep, &dst.addr, &v9).await;
     assert_eq!(
         msg,
-        "protocol version mismatch: peer speaks v9, this node speaks v2"
+        "protocol version mismatch: peer speaks v9, this node speaks v3"
     );
 }
 

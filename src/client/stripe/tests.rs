@@ -1,3 +1,7 @@
+//! The striped transfer's books: segments in order and in turn within the window, resends of a
+//! failed route's unconfirmed segments, a sized transfer's end, lane caps, confirmation
+//! deadlines and rates measured while held back.
+
 use super::*;
 
 fn stripe(scheduler: Scheduler, window: u32, bytes: Option<u64>) -> Stripe {
