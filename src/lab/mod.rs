@@ -55,6 +55,37 @@ pub struct Lab {
     shutdown: CancellationToken,
     /// Destination first, then relays in order.
     nodes: Vec<LabNode>,
+    /// The in-process destination's own runtime (see `DstRuntime`).
+    dst_runtime: Option<DstRuntime>,
+}
+
+/// The thread an in-process lab destination runs on, as a destination host would: in the
+/// run's runtime, its one endpoint driver would get one turn (at most quinn's 50 µs of
+/// receiving) per round of every client, relay and pump task, and at 256 relayed routes that
+/// starved the whole run (docs/PERFORMANCE.md, "The lab's layout"). Shut down without
+/// blocking when dropped.
+struct DstRuntime(Option<tokio::runtime::Runtime>);
+
+impl DstRuntime {
+    fn new() -> Result<Self, LabError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mux-bw-lab-dst")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                LabError::Startup(format!("cannot start the destination's runtime: {e}"))
+            })?;
+        Ok(DstRuntime(Some(rt)))
+    }
+}
+
+impl Drop for DstRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// One lab node and how to stop it or inject faults into it.
@@ -120,11 +151,16 @@ impl Lab {
         let shutdown = CancellationToken::new();
         let mut nodes = Vec::with_capacity(relays + 1);
         let mut addrs = Vec::with_capacity(relays + 1);
+        let dst_runtime = (!processes).then(DstRuntime::new).transpose()?;
         for role in
             std::iter::once(Role::Destination).chain(std::iter::repeat_n(Role::Relay, relays))
         {
+            let own_runtime = dst_runtime.as_ref().and_then(|r| r.0.as_ref());
             let (node, addr) = if processes {
                 spawn_process(role, &token, &tuning).await?
+            } else if let (Some(rt), Role::Destination) = (own_runtime, role) {
+                let _on = rt.enter();
+                start_task(role, &token, &tuning, shutdown.child_token())?
             } else {
                 start_task(role, &token, &tuning, shutdown.child_token())?
             };
@@ -136,6 +172,7 @@ impl Lab {
             relays: addrs[1..].to_vec(),
             shutdown,
             nodes,
+            dst_runtime,
         })
     }
 
@@ -180,9 +217,9 @@ impl Lab {
     }
 
     /// Stops every node and waits (bounded) for them to finish.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for n in self.nodes {
+        for n in std::mem::take(&mut self.nodes) {
             match n {
                 LabNode::Task(running, _) => {
                     let _ = tokio::time::timeout(NODE_STOP_WAIT, running.task).await;
@@ -201,6 +238,8 @@ impl Lab {
                 }
             }
         }
+        // Every node has stopped: nothing is left on the destination's runtime.
+        drop(self.dst_runtime.take());
     }
 }
 
