@@ -128,11 +128,33 @@ async fn blast(ep: &Endpoint, to: &mux_bw::wire::addr::NodeAddr, stop: Cancellat
     conn.close(0u32.into(), b"done");
 }
 
-/// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
-async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
+/// The receiving end of a bare case, laid out as the lab lays out its destination: its
+/// endpoint and readers on a runtime thread of their own (`lab::DstRuntime`).
+fn sink_on(
+    dst_rt: &tokio::runtime::Runtime,
+    tuning: &Tuning,
+    conns: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> (
+    tokio::task::JoinHandle<Measured>,
+    mux_bw::wire::addr::NodeAddr,
+) {
+    let _on = dst_rt.enter();
     let (srv, addr) = server(tuning);
+    (dst_rt.spawn(sink(srv, conns, warmup, secs)), addr)
+}
+
+/// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
+async fn bare_direct(
+    dst_rt: &tokio::runtime::Runtime,
+    conns: usize,
+    tuning: &Tuning,
+    warmup: Duration,
+    secs: Duration,
+) -> Measured {
     let stop = CancellationToken::new();
-    let rx = tokio::spawn(sink(srv, conns, warmup, secs));
+    let (rx, addr) = sink_on(dst_rt, tuning, conns, warmup, secs);
     let mut tx = tokio::task::JoinSet::new();
     for _ in 0..conns {
         let client = transport::client_endpoint(addr.addr, tuning).expect("client");
@@ -146,12 +168,16 @@ async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Dura
 }
 
 /// A bare quinn relay: decrypts and re-encrypts one stream, chunk by chunk.
-async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
-    let (srv, dst) = server(tuning);
+async fn bare_relay(
+    dst_rt: &tokio::runtime::Runtime,
+    tuning: &Tuning,
+    warmup: Duration,
+    secs: Duration,
+) -> Measured {
+    let (rx, dst) = sink_on(dst_rt, tuning, 1, warmup, secs);
     let (relay_ep, relay) = server(tuning);
     let client = transport::client_endpoint(relay.addr, tuning).expect("client");
     let stop = CancellationToken::new();
-    let rx = tokio::spawn(sink(srv, 1, warmup, secs));
     let hop = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -319,7 +345,12 @@ fn cases(full: bool) -> Vec<(String, Case)> {
         v.push((format!("mux-bw direct, {n} routes"), Case::Mux(n, 1)));
     }
     if full {
+        v.push(("mux-bw direct, 128 routes".to_string(), Case::Mux(128, 1)));
         v.push(("mux-bw direct, 256 routes".to_string(), Case::Mux(256, 1)));
+        // The relayed curve: one relay per route.
+        for n in [16, 64, 128, 256] {
+            v.push((format!("mux-bw 1 relay each, {n} routes"), Case::Mux(n, 2)));
+        }
         v.push((
             "mux-bw 1 route, 1gbit x 25ms link".to_string(),
             Case::MuxLink(1_000_000_000, Duration::from_millis(25)),
@@ -354,10 +385,16 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
         .build()
         .expect("runtime");
     let tuning = Tuning::default();
+    // The bare cases' receiving end gets a thread of its own, as the lab's destination does.
+    let dst_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("destination runtime");
     let m = rt.block_on(async {
         match case {
-            Case::Bare(n) => bare_direct(n, &tuning, warmup, secs).await,
-            Case::BareRelay => bare_relay(&tuning, warmup, secs).await,
+            Case::Bare(n) => bare_direct(&dst_rt, n, &tuning, warmup, secs).await,
+            Case::BareRelay => bare_relay(&dst_rt, &tuning, warmup, secs).await,
             Case::Mux(n, h) => mux(n, h, &tuning, None, warmup, secs).await,
             Case::MuxLink(rate, delay) => {
                 let link = LinkSpec {
@@ -418,6 +455,11 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "routes64_vs_bare64",
         "mux-bw direct, 64 routes",
         "bare quinn, 64 connections",
+    ),
+    (
+        "relayed256_vs_relayed16",
+        "mux-bw 1 relay each, 256 routes",
+        "mux-bw 1 relay each, 16 routes",
     ),
 ];
 
@@ -483,6 +525,7 @@ fn main() {
             r.peak_rss_mib
         );
     }
+    print_curve(&rows);
     let report = json!({
         "cases": rows.iter().map(|r| json!({
             "case": r.name,
@@ -500,6 +543,39 @@ fn main() {
             Ok(()) => println!("wrote {}", path.display()),
             Err(e) => eprintln!("cannot write {}: {e}", path.display()),
         }
+    }
+}
+
+/// The route-count curve, direct and through one relay per route, from the table's rows.
+fn print_curve(rows: &[Row]) {
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    println!(
+        "\n{:>6} {:>14} {:>14} {:>16} {:>16}",
+        "routes", "direct Gbit/s", "relayed Gbit/s", "direct MiB/route", "relayed MiB/route"
+    );
+    for n in [1usize, 16, 64, 128, 256] {
+        let (direct, relayed) = if n == 1 {
+            (
+                "mux-bw direct, 1 route".to_string(),
+                "mux-bw 1 relay, 1 route".to_string(),
+            )
+        } else {
+            (
+                format!("mux-bw direct, {n} routes"),
+                format!("mux-bw 1 relay each, {n} routes"),
+            )
+        };
+        let cell = |r: Option<&Row>| {
+            r.map_or(("-".to_string(), "-".to_string()), |r| {
+                (
+                    format!("{:.2}", r.bps / 1e9),
+                    format!("{:.1}", r.peak_rss_mib / n as f64),
+                )
+            })
+        };
+        let (d, dm) = cell(find(&direct));
+        let (r, rm) = cell(find(&relayed));
+        println!("{n:>6} {d:>14} {r:>14} {dm:>16} {rm:>16}");
     }
 }
 
