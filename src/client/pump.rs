@@ -171,23 +171,13 @@ impl RouteLive {
         };
         match Datagram::decode(d) {
             Ok(r @ Datagram::Report { seq, received, .. }) => {
-                if !self.key.opens(&r) {
-                    return Err(self.forged("a delivery report failed authentication"));
-                }
-                if !replays.accept(seq) {
-                    return Err(self.forged(&format!("delivery report {seq} was replayed")));
-                }
+                self.authentic(&r, seq, "delivery report", replays)?;
                 self.counters
                     .sent
                     .fetch_max(self.sent_base + received, Ordering::Relaxed);
             }
             Ok(r @ Datagram::StripeReport { seq, figures, .. }) => {
-                if !self.key.opens(&r) {
-                    return Err(self.forged("a stripe report failed authentication"));
-                }
-                if !replays.accept(seq) {
-                    return Err(self.forged(&format!("stripe report {seq} was replayed")));
-                }
+                self.authentic(&r, seq, "stripe report", replays)?;
                 self.counters
                     .sent
                     .fetch_max(self.sent_base + figures.received, Ordering::Relaxed);
@@ -204,6 +194,24 @@ impl RouteLive {
             Ok(Datagram::HopPong { hop, seq }) => answered(seq, Some(hop)),
             // Pings are not for the client; garbage from a peer is ignored, not fatal.
             Ok(Datagram::Ping { .. } | Datagram::HopPing { .. }) | Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A report (`what`, sequence number `seq`) counts only if the destination MACed it and it
+    /// was not seen before.
+    fn authentic(
+        &self,
+        d: &Datagram,
+        seq: u32,
+        what: &str,
+        replays: &mut ReplayWindow,
+    ) -> Result<(), PumpError> {
+        if !self.key.opens(d) {
+            return Err(self.forged(&format!("a {what} failed authentication")));
+        }
+        if !replays.accept(seq) {
+            return Err(self.forged(&format!("{what} {seq} was replayed")));
         }
         Ok(())
     }
