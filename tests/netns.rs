@@ -121,26 +121,7 @@ fn four_uneven_relay_routes_add_up_like_iperf3() {
     let per_link: Vec<f64> = clients.into_iter().map(topology::iperf3_result).collect();
     let iperf_total: f64 = per_link.iter().sum();
 
-    let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
-    let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
-    let mut args: Vec<String> = [
-        "--routes",
-        "4",
-        "--min-hops",
-        "2",
-        "--omit",
-        "1s",
-        "--duration",
-        "5s",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.splice(0..0, ["--to".to_string(), dst]);
-    for i in 0..4 {
-        let (ns, ip) = (topo.relays[i].clone(), topo.relay_ips[i].clone());
-        let relay = topo.start_node(&ns, "relay", &ip);
-        args.extend(["--relay".to_string(), relay]);
-    }
+    let args = four_relayed_routes(&mut topo);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let events = mux_run(&topo, &args);
     let s = summary(&events);
@@ -179,17 +160,9 @@ fn four_uneven_relay_routes_add_up_like_iperf3() {
     assert_gone(&names);
 }
 
-/// One transfer striped over four relays, each behind a 20 mbit tbf link: it arrives in order
-/// within 10 % of the same four routes run unstriped.
-#[test]
-fn a_striped_transfer_over_four_kernel_links_nears_their_unstriped_sum() {
-    if skip() {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let shapes = [Shape { rate: "20mbit" }; 4];
-    let mut topo = Topology::build(4, Shape { rate: "100mbit" }, &shapes);
-    let names = topo.namespaces();
+/// Starts the destination and the four relays of `topo` and returns the `run` arguments of
+/// four routes, one through each relay, 1 s warm-up and 5 s measured.
+fn four_relayed_routes(topo: &mut Topology) -> Vec<String> {
     let (dst_ns, dst_ip) = (topo.dst.clone(), topo.dst_backbone_ip.clone());
     let dst = topo.start_node(&dst_ns, "serve", &dst_ip);
     let mut args: Vec<String> = ["--to", &dst, "--routes", "4", "--min-hops", "2"]
@@ -201,6 +174,21 @@ fn a_striped_transfer_over_four_kernel_links_nears_their_unstriped_sum() {
         let relay = topo.start_node(&ns, "relay", &ip);
         args.extend(["--relay".to_string(), relay]);
     }
+    args
+}
+
+/// One transfer striped over four relays, each behind a 20 mbit tbf link: it arrives in order
+/// within 10 % of the same four routes run unstriped.
+#[test]
+fn a_striped_transfer_over_four_kernel_links_nears_their_unstriped_sum() {
+    if skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let shapes = [Shape { rate: "20mbit" }; 4];
+    let mut topo = Topology::build(4, Shape { rate: "100mbit" }, &shapes);
+    let names = topo.namespaces();
+    let args = four_relayed_routes(&mut topo);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let unstriped = summary(&mux_run(&topo, &args))["aggregate_bps"]
         .as_f64()
