@@ -78,6 +78,14 @@ fn server(tuning: &Tuning) -> (Endpoint, mux_bw::wire::addr::NodeAddr) {
     (ep, mux_bw::wire::addr::NodeAddr { id: id.id, addr })
 }
 
+/// Opens an accepted connection's receive window, as a node does once it admitted a route: the
+/// accepting side starts with a stranger's 16 KiB (`transport::STRANGER_WINDOW`), which alone
+/// held one bare quinn stream to 1.2-4 Gbit/s.
+fn open_window(conn: &quinn::Connection) {
+    let window = Tuning::default().conn_window;
+    conn.set_receive_window(quinn::VarInt::from_u64(window).expect("window fits a varint"));
+}
+
 /// Sinks one stream on each of the first `conns` connections; returns their total goodput over
 /// `secs` after `warmup`.
 async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> Measured {
@@ -90,6 +98,7 @@ async fn sink(ep: Endpoint, conns: usize, warmup: Duration, secs: Duration) -> M
             .expect("incoming")
             .await
             .expect("handshake");
+        open_window(&conn);
         let total = total.clone();
         readers.spawn(async move {
             let (_send, mut recv) = conn.accept_bi().await.expect("stream");
@@ -128,11 +137,33 @@ async fn blast(ep: &Endpoint, to: &mux_bw::wire::addr::NodeAddr, stop: Cancellat
     conn.close(0u32.into(), b"done");
 }
 
-/// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
-async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
+/// The receiving end of a bare case, laid out as the lab lays out its destination: its
+/// endpoint and readers on a runtime thread of their own (`lab::DstRuntime`).
+fn sink_on(
+    dst_rt: &tokio::runtime::Runtime,
+    tuning: &Tuning,
+    conns: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> (
+    tokio::task::JoinHandle<Measured>,
+    mux_bw::wire::addr::NodeAddr,
+) {
+    let _on = dst_rt.enter();
     let (srv, addr) = server(tuning);
+    (dst_rt.spawn(sink(srv, conns, warmup, secs)), addr)
+}
+
+/// `conns` bare quinn connections (one client endpoint each), one stream each: the ceiling.
+async fn bare_direct(
+    dst_rt: &tokio::runtime::Runtime,
+    conns: usize,
+    tuning: &Tuning,
+    warmup: Duration,
+    secs: Duration,
+) -> Measured {
     let stop = CancellationToken::new();
-    let rx = tokio::spawn(sink(srv, conns, warmup, secs));
+    let (rx, addr) = sink_on(dst_rt, tuning, conns, warmup, secs);
     let mut tx = tokio::task::JoinSet::new();
     for _ in 0..conns {
         let client = transport::client_endpoint(addr.addr, tuning).expect("client");
@@ -146,12 +177,16 @@ async fn bare_direct(conns: usize, tuning: &Tuning, warmup: Duration, secs: Dura
 }
 
 /// A bare quinn relay: decrypts and re-encrypts one stream, chunk by chunk.
-async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> Measured {
-    let (srv, dst) = server(tuning);
+async fn bare_relay(
+    dst_rt: &tokio::runtime::Runtime,
+    tuning: &Tuning,
+    warmup: Duration,
+    secs: Duration,
+) -> Measured {
+    let (rx, dst) = sink_on(dst_rt, tuning, 1, warmup, secs);
     let (relay_ep, relay) = server(tuning);
     let client = transport::client_endpoint(relay.addr, tuning).expect("client");
     let stop = CancellationToken::new();
-    let rx = tokio::spawn(sink(srv, 1, warmup, secs));
     let hop = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -161,6 +196,7 @@ async fn bare_relay(tuning: &Tuning, warmup: Duration, secs: Duration) -> Measur
                 .expect("incoming")
                 .await
                 .expect("handshake");
+            open_window(&up);
             let (_s, mut from) = up.accept_bi().await.expect("stream");
             let down = relay_ep
                 .connect(dst.addr, &tls::server_name(&dst.id))
@@ -359,10 +395,16 @@ fn run_case(case: Case, warmup: Duration, secs: Duration) {
         .build()
         .expect("runtime");
     let tuning = Tuning::default();
+    // The bare cases' receiving end gets a thread of its own, as the lab's destination does.
+    let dst_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("destination runtime");
     let m = rt.block_on(async {
         match case {
-            Case::Bare(n) => bare_direct(n, &tuning, warmup, secs).await,
-            Case::BareRelay => bare_relay(&tuning, warmup, secs).await,
+            Case::Bare(n) => bare_direct(&dst_rt, n, &tuning, warmup, secs).await,
+            Case::BareRelay => bare_relay(&dst_rt, &tuning, warmup, secs).await,
             Case::Mux(n, h) => mux(n, h, &tuning, None, warmup, secs).await,
             Case::MuxLink(rate, delay) => {
                 let link = LinkSpec {
