@@ -48,7 +48,7 @@ pub(crate) fn config_view(cfg: &RunConfig, stripe: Option<&Stripe>) -> ConfigVie
             segment_bytes: s.cfg.segment,
             reorder_window_bytes: s.cfg.window,
             bytes: s.cfg.bytes,
-            transfer: s.transfer.iter().map(|b| format!("{b:02x}")).collect(),
+            transfer: crate::wire::stripe::transfer_hex(&s.transfer),
         }),
     }
 }

@@ -56,7 +56,7 @@ impl Transfers {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, t| !t.expired(now));
-        let id = hex(&spec.transfer);
+        let id = stripe::transfer_hex(&spec.transfer);
         let window = u64::from(spec.window);
         let t = match map.get(&spec.transfer) {
             Some(t) if t.state().window() != window => {
@@ -94,10 +94,6 @@ impl Transfers {
         t.routes.fetch_add(1, Ordering::Relaxed);
         Ok(RouteOfTransfer(t))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Transfer {

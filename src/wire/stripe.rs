@@ -32,6 +32,11 @@ const STRIPE_NONE: u8 = 0;
 const STRIPE_OPEN: u8 = 1;
 const STRIPE_REJOIN: u8 = 2;
 
+/// A transfer id as both ends name it (in nacks and in `start.config.stripe`): lowercase hex.
+pub fn transfer_hex(id: &[u8; TRANSFER_ID_LEN]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Appends the stripe field of a setup header: one byte (0 none, 1 open, 2 rejoin), then for a
 /// transfer its id and window.
 pub fn encode_spec(spec: Option<&StripeSpec>, out: &mut Vec<u8>) {
