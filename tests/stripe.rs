@@ -50,26 +50,40 @@ fn equal_routes_deliver_in_order_near_their_unstriped_sum_with_every_scheduler()
         "--omit",
         "1s",
     ];
-    let unstriped = f(&summary(&lab_json(&base, LIMIT))["aggregate_bps"]);
-    assert!(unstriped > 150e6, "4 x 50 mbit unstriped: {unstriped}");
     for s in ["round-robin", "weighted", "earliest-arrival"] {
-        let args: Vec<&str> = base
-            .iter()
-            .copied()
-            .chain(["--stripe", "--scheduler", s])
-            .collect();
-        let events = lab_json(&args, LIMIT);
-        let st = &summary(&events)["stripe"];
-        assert_sound(st);
-        let in_order = f(&st["in_order_bps"]);
-        assert!(
-            in_order >= 0.9 * unstriped && f(&st["efficiency"]) >= 0.9,
-            "{s}: {in_order} in order vs {unstriped} unstriped: {st}"
-        );
-        // Every sample after the warm-up says how the one stream did.
-        let samples = of_type(&events, "sample");
-        assert!(samples.iter().all(|x| x["stripe"]["in_order_bps"].is_u64()));
+        // Two tries, each a fresh unstriped reference next to its striped run: on a 2-core CI
+        // box running other tests a burst of load can slow one run of the pair, which says
+        // nothing about striping; a scheduler that loses its tenth fails both tries.
+        let mut tries = Vec::new();
+        let ok = (0..2).any(|_| {
+            let (in_order, unstriped, st) = striped_against_unstriped(&base, s);
+            let ok = in_order >= 0.9 * unstriped && f(&st["efficiency"]) >= 0.9;
+            tries.push(format!(
+                "{in_order} in order vs {unstriped} unstriped: {st}"
+            ));
+            ok
+        });
+        assert!(ok, "{s}: {tries:#?}");
     }
+}
+
+/// One unstriped run and one striped run with scheduler `s` of the same lab: the in-order rate,
+/// the unstriped aggregate and the striped summary (already checked to be sound).
+fn striped_against_unstriped(base: &[&str], s: &str) -> (f64, f64, Value) {
+    let unstriped = f(&summary(&lab_json(base, LIMIT))["aggregate_bps"]);
+    assert!(unstriped > 150e6, "4 x 50 mbit unstriped: {unstriped}");
+    let args: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--stripe", "--scheduler", s])
+        .collect();
+    let events = lab_json(&args, LIMIT);
+    let st = summary(&events)["stripe"].clone();
+    assert_sound(&st);
+    // Every sample after the warm-up says how the one stream did.
+    let samples = of_type(&events, "sample");
+    assert!(samples.iter().all(|x| x["stripe"]["in_order_bps"].is_u64()));
+    (f(&st["in_order_bps"]), unstriped, st)
 }
 
 #[test]
