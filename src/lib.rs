@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod files;
 pub mod lab;
+pub mod metrics;
 pub mod node;
 pub mod report;
 pub mod wire;

@@ -131,6 +131,10 @@ pub(super) struct NodeArgs {
     /// On SIGINT/SIGTERM, let established routes run this long before closing them (at most 1h).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration_in(Duration::ZERO, HOUR))]
     pub(super) drain_timeout: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9640; port 0 picks
+    /// one, said on stderr). Bind it to an address only your Prometheus reaches.
+    #[arg(long, value_name = "ADDR")]
+    pub(super) metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub(super) tuning: TuningArgs,
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::NodeArgs;
 use super::config::token_bytes;
 use super::{interrupt_token, write_stdout, UsageError, EXIT_OK};
+use crate::metrics::http;
 use crate::node::{self, Limits, NodeConfig, Role};
 use crate::wire::identity::{Identity, IdentityError};
 
@@ -52,7 +53,22 @@ pub(super) async fn run_node(role: Role, a: NodeArgs) -> anyhow::Result<i32> {
         tuning: a.tuning.tuning(),
         faults: node::Faults::default(),
     };
+    // Bound before the node starts, so a port in use fails the start rather than a scrape.
+    let metrics = match a.metrics {
+        Some(addr) => Some(http::bind(addr).await.map_err(UsageError::of)?),
+        None => None,
+    };
     let running = node::start(listen, &identity, cfg, shutdown.clone())?;
+    // The metrics server outlives the drain, so a scrape sees `mux_bw_draining 1`.
+    let metrics_stop = CancellationToken::new();
+    if let Some(listener) = metrics {
+        if let Ok(local) = listener.local_addr() {
+            say(&format!("metrics on http://{local}/metrics"));
+        }
+        let handler = http::node_handler(running.metrics.exposition().clone());
+        http::spawn(listener, handler, metrics_stop.clone());
+    }
+    let _stop_metrics = metrics_stop.drop_guard();
     let uri = running.addr.uri();
     let announced = match &a.node_file {
         Some(path) => std::fs::write(path, format!("{uri}\n")).map_err(|e| {

@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Incoming, RecvStream, SendStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::{Limits, NodeConfig, Role};
+use super::{Limits, Node, NodeConfig, Role};
+use crate::metrics::node::{Nack, NodeMetrics, Refusal};
 use crate::wire::close::Cause;
 use crate::wire::close::CLOSE_REFUSED;
 use crate::wire::setup::{self, SetupReply, SetupRequest, REQUEST_PREFIX_LEN};
@@ -56,7 +57,11 @@ impl Gates {
     }
 
     /// Lets `incoming` go on to its handshake, with the permits it holds, or turns it away.
-    pub(super) fn pass(&self, incoming: Incoming) -> Option<(Incoming, Permits)> {
+    pub(super) fn pass(
+        &self,
+        incoming: Incoming,
+        metrics: &NodeMetrics,
+    ) -> Option<(Incoming, Permits)> {
         // An address that has not proved it receives our packets costs one stateless Retry
         // once the unvalidated budget is spent; a real client answers it and comes back
         // validated.
@@ -69,6 +74,7 @@ impl Gates {
                     if incoming.may_retry() {
                         let _ = incoming.retry();
                     } else {
+                        metrics.refused(Refusal::UnvalidatedLimit);
                         incoming.ignore();
                     }
                     return None;
@@ -81,6 +87,7 @@ impl Gates {
                 incoming.remote_address(),
                 self.max_connections
             );
+            metrics.refused(Refusal::ConnectionLimit);
             incoming.refuse();
             return None;
         };
@@ -149,18 +156,19 @@ pub(super) struct Route {
     pub(super) send: SendStream,
     pub(super) recv: RecvStream,
     pub(super) req: SetupRequest,
+    /// When the connection's handshake completed: the start of the route's setup time.
+    pub(super) since: Instant,
 }
 
 /// Admits the route `conn` asks for: within the stranger cap of its IP, a setup header in time
 /// that passes `check`, within the route cap of its IP. The slot counts the route against its
 /// client until dropped. `None` when refused (the peer was told) or gone.
-pub(super) async fn route<'a>(
-    conn: &Connection,
-    cfg: &NodeConfig,
-    peers: &'a Peers,
-) -> Option<(Route, IpSlot<'a>)> {
+pub(super) async fn route<'a>(conn: &Connection, node: &'a Node) -> Option<(Route, IpSlot<'a>)> {
+    let (cfg, peers, metrics) = (&node.cfg, &node.peers, &node.metrics);
+    let since = Instant::now();
     let ip = conn.remote_address().ip();
     let Some(stranger) = peers.strangers.take(ip, cfg.limits.max_strangers_per_ip) else {
+        metrics.refused(Refusal::StrangerLimit);
         debug!("refusing {ip}: too many connections without a setup header");
         conn.close(
             CLOSE_REFUSED,
@@ -168,8 +176,9 @@ pub(super) async fn route<'a>(
         );
         return None;
     };
-    let mut route = header(conn, cfg.header_timeout).await?;
-    if let Err(message) = check(cfg, &route.req) {
+    let mut route = header(conn, cfg.header_timeout, metrics, since).await?;
+    if let Err((why, message)) = check(cfg, &route.req) {
+        metrics.nacked(why);
         let req = &route.req;
         warn!(peer = %conn.remote_address(), route = req.route_index, "setup refused: {message}");
         refuse(
@@ -188,6 +197,7 @@ pub(super) async fn route<'a>(
             "too many routes from {ip} (limit {})",
             cfg.limits.max_routes_per_client
         );
+        metrics.nacked(Nack::ClientLimit);
         warn!("setup refused: {message}");
         refuse(
             conn,
@@ -204,15 +214,21 @@ pub(super) async fn route<'a>(
 
 /// Reads the setup header within `timeout`; a malformed one is refused, a late one closes the
 /// connection.
-async fn header(conn: &Connection, timeout: Duration) -> Option<Route> {
-    match tokio::time::timeout(timeout, read_setup(conn)).await {
+async fn header(
+    conn: &Connection,
+    timeout: Duration,
+    metrics: &NodeMetrics,
+    since: Instant,
+) -> Option<Route> {
+    match tokio::time::timeout(timeout, read_setup(conn, since)).await {
         Ok(Ok(route)) => Some(route),
-        Ok(Err(Refusal::Reply(mut send, hop, message))) => {
+        Ok(Err(Unread::Reply(mut send, hop, why, message))) => {
+            metrics.nacked(why);
             debug!("refusing setup from {}: {message}", conn.remote_address());
             refuse(conn, &mut send, hop, Cause::Refused, &message).await;
             None
         }
-        Ok(Err(Refusal::Gone(e))) => {
+        Ok(Err(Unread::Gone(e))) => {
             debug!(
                 "connection from {} gone before setup: {e}",
                 conn.remote_address()
@@ -220,47 +236,57 @@ async fn header(conn: &Connection, timeout: Duration) -> Option<Route> {
             None
         }
         Err(_) => {
+            metrics.header_timeout();
             conn.close(CLOSE_REFUSED, b"no setup header in time");
             None
         }
     }
 }
 
-enum Refusal {
-    /// Refuse with a nack on this stream.
-    Reply(SendStream, u8, String),
+/// Why a setup header was not read.
+enum Unread {
+    /// Refuse with a nack on this stream, for this reason.
+    Reply(SendStream, u8, Nack, String),
     /// The peer went away; nothing to answer.
     Gone(String),
 }
 
-async fn read_setup(conn: &Connection) -> Result<Route, Refusal> {
+async fn read_setup(conn: &Connection, since: Instant) -> Result<Route, Unread> {
     let (send, mut recv) = conn
         .accept_bi()
         .await
-        .map_err(|e| Refusal::Gone(e.to_string()))?;
+        .map_err(|e| Unread::Gone(e.to_string()))?;
+    let truncated = |send, e| {
+        let message = format!("truncated setup header: {e}");
+        Unread::Reply(send, HOP_SELF, Nack::Malformed, message)
+    };
+    let undecodable = |send, e: setup::DecodeError| {
+        let why = match e {
+            setup::DecodeError::Version { .. } => Nack::Version,
+            _ => Nack::Malformed,
+        };
+        Unread::Reply(send, HOP_SELF, why, e.to_string())
+    };
     let mut prefix = [0u8; REQUEST_PREFIX_LEN];
     if let Err(e) = recv.read_exact(&mut prefix).await {
-        return Err(Refusal::Reply(
-            send,
-            HOP_SELF,
-            format!("truncated setup header: {e}"),
-        ));
+        return Err(truncated(send, e));
     }
     let len = match setup::decode_request_prefix(&prefix) {
         Ok(len) => len,
-        Err(e) => return Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
+        Err(e) => return Err(undecodable(send, e)),
     };
     let mut body = vec![0u8; len];
     if let Err(e) = recv.read_exact(&mut body).await {
-        return Err(Refusal::Reply(
-            send,
-            HOP_SELF,
-            format!("truncated setup header: {e}"),
-        ));
+        return Err(truncated(send, e));
     }
     match setup::decode_request_body(&body) {
-        Ok(req) => Ok(Route { send, recv, req }),
-        Err(e) => Err(Refusal::Reply(send, HOP_SELF, e.to_string())),
+        Ok(req) => Ok(Route {
+            send,
+            recv,
+            req,
+            since,
+        }),
+        Err(e) => Err(undecodable(send, e)),
     }
 }
 
@@ -268,36 +294,39 @@ async fn read_setup(conn: &Connection) -> Result<Route, Refusal> {
 /// `bad token`. (A client without `--token` sends an empty one; a real token is never empty.)
 const TOKEN_REQUIRED: &str = "this node requires a token (--token or MUX_BW_TOKEN)";
 
-/// Policy checks on a well-formed header: token, role, length, loops.
-fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), String> {
+/// Policy checks on a well-formed header: token, role, length, loops. A refusal says why, for
+/// metrics and for the peer.
+fn check(cfg: &NodeConfig, req: &SetupRequest) -> Result<(), (Nack, String)> {
     if let Some(expected) = &cfg.token {
         if req.token.is_empty() {
-            return Err(TOKEN_REQUIRED.to_string());
+            return Err((Nack::Token, TOKEN_REQUIRED.to_string()));
         }
         if !constant_time_eq(expected, &req.token) {
-            return Err("bad token".to_string());
+            return Err((Nack::Token, "bad token".to_string()));
         }
     }
-    match cfg.role {
+    let role = match cfg.role {
         Role::Destination if !req.next.is_empty() => {
-            return Err("this node is a destination and does not forward".to_string())
+            Some("this node is a destination and does not forward")
         }
-        Role::Relay if req.next.is_empty() => {
-            return Err("this node is a relay, not a destination".to_string())
-        }
-        _ => {}
+        Role::Relay if req.next.is_empty() => Some("this node is a relay, not a destination"),
+        _ => None,
+    };
+    if let Some(message) = role {
+        return Err((Nack::Role, message.to_string()));
     }
     let hops = req.hop_index as usize + 1 + req.next.len();
     if hops > cfg.limits.max_hops {
-        return Err(format!(
+        let message = format!(
             "route has {hops} hops, this node allows at most {}",
             cfg.limits.max_hops
-        ));
+        );
+        return Err((Nack::Hops, message));
     }
     let mut seen = vec![cfg.id];
     for hop in &req.next {
         if seen.contains(&hop.id) {
-            return Err(format!("path repeats node {}", hop.id));
+            return Err((Nack::Loop, format!("path repeats node {}", hop.id)));
         }
         seen.push(hop.id);
     }
@@ -377,21 +406,30 @@ mod tests {
     fn checks_token_role_and_loops() {
         let dst = cfg(Role::Destination, Some(b"t"));
         assert!(check(&dst, &req(vec![], b"t")).is_ok());
-        assert_eq!(check(&dst, &req(vec![], b"x")).unwrap_err(), "bad token");
-        assert_eq!(check(&dst, &req(vec![], b"")).unwrap_err(), TOKEN_REQUIRED);
+        let refused = |cfg: &NodeConfig, r| check(cfg, &r).unwrap_err();
+        assert_eq!(
+            refused(&dst, req(vec![], b"x")),
+            (Nack::Token, "bad token".into())
+        );
+        assert_eq!(
+            refused(&dst, req(vec![], b"")),
+            (Nack::Token, TOKEN_REQUIRED.into())
+        );
         assert!(check(&dst, &req(vec![node(1)], b"t")).is_err());
 
         let relay = cfg(Role::Relay, None);
         assert!(check(&relay, &req(vec![node(1)], b"")).is_ok());
         assert!(check(&relay, &req(vec![], b"")).is_err());
-        assert!(check(&relay, &req(vec![node(9)], b""))
-            .unwrap_err()
-            .contains("repeats"));
+        let (why, message) = refused(&relay, req(vec![node(9)], b""));
+        assert!(why == Nack::Loop && message.contains("repeats"));
         assert!(check(&relay, &req(vec![node(1), node(1)], b"")).is_err());
-        let too_long = check(&relay, &req(vec![node(1), node(2), node(3)], b""));
+        let too_long = refused(&relay, req(vec![node(1), node(2), node(3)], b""));
         assert_eq!(
-            too_long.unwrap_err(),
-            "route has 4 hops, this node allows at most 3"
+            too_long,
+            (
+                Nack::Hops,
+                "route has 4 hops, this node allows at most 3".into()
+            )
         );
     }
 

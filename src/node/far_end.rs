@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -13,6 +14,7 @@ use tracing::info;
 use super::admit::{refuse, Route};
 use super::stripe::{RouteOfTransfer, SegmentsEnd};
 use super::{or_stall, Node, SHUTDOWN_REASON};
+use crate::metrics::node::{Direction, Nack};
 use crate::wire::close::Cause;
 use crate::wire::close::{CLOSE_DONE, CLOSE_INTEGRITY, CLOSE_SHUTDOWN};
 use crate::wire::datagram::Datagram;
@@ -45,12 +47,14 @@ pub(super) async fn destination(conn: &Connection, route: Route, node: &Node) {
         mut send,
         recv,
         req,
+        since,
     } = route;
     let member = match &req.stripe {
         None => None,
         Some(spec) => match join(node, spec, req.mode) {
             Ok(m) => Some(m),
             Err(message) => {
+                node.metrics.nacked(Nack::Integrity);
                 refuse(conn, &mut send, req.hop_index, Cause::Integrity, &message).await;
                 return;
             }
@@ -59,7 +63,7 @@ pub(super) async fn destination(conn: &Connection, route: Route, node: &Node) {
     let Some(key) = acknowledge(conn, &mut send, &req, &node.signer).await else {
         return;
     };
-    let _up = node.route_up();
+    let _up = node.route_up(since);
     info!(route = req.route_index, mode = ?req.mode, "route up (destination)");
     let (stall, shutdown) = (&node.cfg.faults.stall, &node.hard_stop);
     let reporter = Reporter {
@@ -67,10 +71,20 @@ pub(super) async fn destination(conn: &Connection, route: Route, node: &Node) {
         key: &key,
         seq: AtomicU32::new(0),
     };
+    let received = Received::new(node.metrics.payload(Direction::ToDestination));
+    let sent = node.metrics.payload(Direction::ToClient);
     let carried = async {
         match &member {
-            Some(m) => striped(conn, &req, recv, &reporter, m, stall).await,
-            None => far_end(conn, &req, send, recv, &reporter, stall).await,
+            Some(m) => striped(conn, &req, recv, &reporter, m, &received, stall).await,
+            None => {
+                let io = Io {
+                    send,
+                    recv,
+                    received: &received,
+                    sent,
+                };
+                far_end(conn, &req, io, &reporter, stall).await
+            }
         }
     };
     tokio::select! {
@@ -131,13 +145,12 @@ async fn close_after(conn: &Connection, end: End, shutdown: &CancellationToken) 
 async fn far_end(
     conn: &Connection,
     req: &SetupRequest,
-    mut send: SendStream,
-    mut recv: RecvStream,
+    mut io: Io<'_>,
     reporter: &Reporter<'_>,
     stall: &CancellationToken,
 ) -> End {
     let mode = req.mode;
-    let received = AtomicU64::new(0);
+    let received = io.received;
     let report = |received: u64| {
         reporter.send(Datagram::Report {
             seq: 0,
@@ -149,16 +162,52 @@ async fn far_end(
         if !mode.client_sends() {
             return std::future::pending().await;
         }
-        report_progress(&received, &report, stall).await
+        report_progress(received, &report, stall).await
     };
     tokio::select! {
-        end = carry(mode, &mut recv, &mut send, &received, stall) => {
-            report(received.load(Ordering::Relaxed));
+        end = carry(mode, &mut io, stall) => {
+            report(received.get());
             end
         }
         end = reports => end,
         end = answer_pings(conn, reporter.key, req.hop_index, stall) => end,
     }
+}
+
+/// Payload bytes a route received: its own count, for its reports, and the node's counter
+/// (`mux_bw_route_payload_bytes_total`), bumped together as bytes arrive.
+pub(super) struct Received<'a> {
+    route: AtomicU64,
+    node: &'a Counter,
+}
+
+impl<'a> Received<'a> {
+    fn new(node: &'a Counter) -> Self {
+        Received {
+            route: AtomicU64::new(0),
+            node,
+        }
+    }
+
+    /// `n` more bytes arrived.
+    pub(super) fn add(&self, n: u64) {
+        self.route.fetch_add(n, Ordering::Relaxed);
+        self.node.inc_by(n);
+    }
+
+    /// The route's bytes so far.
+    pub(super) fn get(&self) -> u64 {
+        self.route.load(Ordering::Relaxed)
+    }
+}
+
+/// A route's stream halves and what counts the bytes moving on them.
+struct Io<'a> {
+    send: SendStream,
+    recv: RecvStream,
+    received: &'a Received<'a>,
+    /// The node's count of bytes sent to clients.
+    sent: &'a Counter,
 }
 
 /// Seals the destination's reports on one route, each with the next sequence number (so the
@@ -190,9 +239,9 @@ async fn striped(
     mut recv: RecvStream,
     reporter: &Reporter<'_>,
     member: &RouteOfTransfer,
+    received: &Received<'_>,
     stall: &CancellationToken,
 ) -> End {
-    let received = AtomicU64::new(0);
     let report = |received: u64| {
         reporter.send(Datagram::StripeReport {
             seq: 0,
@@ -201,8 +250,8 @@ async fn striped(
         })
     };
     tokio::select! {
-        end = member.read_segments(&mut recv, &received, reporter.key.stripe_seed(), stall) => {
-            report(received.load(Ordering::Relaxed));
+        end = member.read_segments(&mut recv, received, reporter.key.stripe_seed(), stall) => {
+            report(received.get());
             match end {
                 SegmentsEnd::Client { reset, over } => {
                     if over {
@@ -218,7 +267,7 @@ async fn striped(
                 }
             }
         }
-        end = report_always(&received, &report, stall) => end,
+        end = report_always(received, &report, stall) => end,
         end = answer_pings(conn, reporter.key, req.hop_index, stall) => end,
     }
 }
@@ -226,7 +275,7 @@ async fn striped(
 /// Every `REPORT_INTERVAL`, reports: a striped transfer's figures (its in-order offset, its
 /// buffer, the time it is blocked) change while this route moves nothing. Never ends.
 async fn report_always(
-    received: &AtomicU64,
+    received: &Received<'_>,
     report: &impl Fn(u64),
     stall: &CancellationToken,
 ) -> End {
@@ -234,7 +283,7 @@ async fn report_always(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         or_stall(stall, tick.tick()).await;
-        report(received.load(Ordering::Relaxed));
+        report(received.get());
     }
 }
 
@@ -249,23 +298,23 @@ fn join(node: &Node, spec: &StripeSpec, mode: Mode) -> Result<RouteOfTransfer, S
     node.transfers.join(spec)
 }
 
-/// Moves the route's payload as `mode` asks, counting what arrives into `received`, until the
+/// Moves the route's payload as `mode` asks, counting what arrives and leaves, until the
 /// client's half ends.
-async fn carry(
-    mode: Mode,
-    recv: &mut RecvStream,
-    send: &mut SendStream,
-    received: &AtomicU64,
-    stall: &CancellationToken,
-) -> End {
+async fn carry(mode: Mode, io: &mut Io<'_>, stall: &CancellationToken) -> End {
+    let Io {
+        send,
+        recv,
+        received,
+        sent,
+    } = io;
     match mode {
         Mode::Up => sink(recv, received, stall).await,
-        Mode::Echo => echo(recv, send, received, stall).await,
+        Mode::Echo => echo(recv, send, received, sent, stall).await,
         Mode::Down | Mode::Bidir => {
             // Sourcing ends only with the connection, or when the client stops reading; the end
             // of the route is still the end of the client's half.
             let source = async {
-                source(send, stall).await;
+                source(send, sent, stall).await;
                 std::future::pending().await
             };
             tokio::select! {
@@ -278,7 +327,7 @@ async fn carry(
 
 /// Every `REPORT_INTERVAL`, reports the count in `received` if it changed. Never ends.
 async fn report_progress(
-    received: &AtomicU64,
+    received: &Received<'_>,
     report: &impl Fn(u64),
     stall: &CancellationToken,
 ) -> End {
@@ -287,7 +336,7 @@ async fn report_progress(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         or_stall(stall, tick.tick()).await;
-        let now = received.load(Ordering::Relaxed);
+        let now = received.get();
         if now != reported {
             report(now);
             reported = now;
@@ -330,31 +379,33 @@ fn end_of(e: Option<quinn::ReadError>) -> End {
     }
 }
 
-async fn sink(recv: &mut RecvStream, received: &AtomicU64, stall: &CancellationToken) -> End {
+async fn sink(recv: &mut RecvStream, received: &Received<'_>, stall: &CancellationToken) -> End {
     let mut bufs = transport::chunk_batch();
     loop {
         match or_stall(stall, recv.read_chunks(&mut bufs)).await {
-            Ok(Some(n)) => {
-                received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
-            }
+            Ok(Some(n)) => received.add(transport::chunks_len(&bufs[..n])),
             Ok(None) => return end_of(None),
             Err(e) => return end_of(Some(e)),
         }
     }
 }
 
-async fn source(send: &mut SendStream, stall: &CancellationToken) {
+/// Writes payload until the stream fails; `sent` counts what QUIC took for sending.
+async fn source(send: &mut SendStream, sent: &Counter, stall: &CancellationToken) {
     let payload = Bytes::from(vec![0u8; PAYLOAD_CHUNK]);
     while or_stall(stall, send.write_chunk(payload.clone()))
         .await
         .is_ok()
-    {}
+    {
+        sent.inc_by(PAYLOAD_CHUNK as u64);
+    }
 }
 
 async fn echo(
     recv: &mut RecvStream,
     send: &mut SendStream,
-    received: &AtomicU64,
+    received: &Received<'_>,
+    sent: &Counter,
     stall: &CancellationToken,
 ) -> End {
     let mut bufs = transport::chunk_batch();
@@ -364,12 +415,14 @@ async fn echo(
             Ok(None) => return end_of(None),
             Err(e) => return end_of(Some(e)),
         };
-        received.fetch_add(transport::chunks_len(&bufs[..n]), Ordering::Relaxed);
+        let len = transport::chunks_len(&bufs[..n]);
+        received.add(len);
         if or_stall(stall, send.write_all_chunks(&mut bufs[..n]))
             .await
             .is_err()
         {
             return End::Lost;
         }
+        sent.inc_by(len);
     }
 }

@@ -21,15 +21,15 @@ mod relay;
 mod stripe;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, Incoming, VarInt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use crate::metrics::node::{NodeMetrics, Open, Refusal};
 use crate::wire::close::{CLOSE_DONE, CLOSE_KILLED, CLOSE_SHUTDOWN};
 use crate::wire::identity::NodeId;
 use crate::wire::proof::Signer;
@@ -139,7 +139,7 @@ async fn serve(
     cfg: NodeConfig,
     signer: Signer,
     shutdown: CancellationToken,
-    established: Arc<AtomicUsize>,
+    metrics: NodeMetrics,
 ) {
     let gates = Gates::new(&cfg.limits);
     let node = Arc::new(Node {
@@ -148,12 +148,12 @@ async fn serve(
         peers: Peers::default(),
         signer,
         hard_stop: CancellationToken::new(),
-        established,
+        metrics,
         transfers: stripe::Transfers::default(),
     });
     let tasks = TaskTracker::new();
     while let Some(incoming) = node.next_incoming(&shutdown).await {
-        let Some((incoming, permits)) = gates.pass(incoming) else {
+        let Some((incoming, permits)) = gates.pass(incoming, &node.metrics) else {
             continue;
         };
         let node = node.clone();
@@ -179,19 +179,10 @@ struct Node {
     signer: Signer,
     /// Fired when the node is killed or the drain is over: every route closes at once.
     hard_stop: CancellationToken,
-    /// Routes established (acknowledged) and not yet over.
-    established: Arc<AtomicUsize>,
+    /// What the node counts (`--metrics`); also the routes established and not yet over.
+    metrics: NodeMetrics,
     /// The striped transfers this node is the destination of.
     transfers: stripe::Transfers,
-}
-
-/// Counts one established route in `Node::established` until dropped.
-struct Established<'a>(&'a AtomicUsize);
-
-impl Drop for Established<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Node {
@@ -214,17 +205,24 @@ impl Node {
         // Dropping an unfinished handshake abandons its connection.
         let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return debug!("handshake failed: {e}"),
-            Err(_) => return debug!("handshake timed out"),
+            Ok(Err(e)) => {
+                self.metrics.refused(Refusal::HandshakeFailed);
+                return debug!("handshake failed: {e}");
+            }
+            Err(_) => {
+                self.metrics.refused(Refusal::HandshakeTimeout);
+                return debug!("handshake timed out");
+            }
         };
         permits.handshake_done();
+        let _open = self.metrics.connection_open();
         self.handle(conn).await;
     }
 
     /// Admits the route `conn` asks for, and serves it as this node's role says; the
     /// connection is closed when that is over.
     async fn handle(&self, conn: Connection) {
-        if let Some((route, _slot)) = admit::route(&conn, &self.cfg, &self.peers).await {
+        if let Some((route, _slot)) = admit::route(&conn, self).await {
             // The peer showed the token: give its connection the windows payload needs.
             conn.set_receive_window(transport::varint(self.cfg.tuning.conn_window));
             match self.cfg.role {
@@ -235,10 +233,10 @@ impl Node {
         self.close_open(&conn);
     }
 
-    /// A route of this node is established: counted until the guard is dropped.
-    fn route_up(&self) -> Established<'_> {
-        self.established.fetch_add(1, Ordering::Relaxed);
-        Established(&self.established)
+    /// A route of this node is acknowledged, `since` its connection's handshake: counted
+    /// active until the guard is dropped.
+    fn route_up(&self, since: Instant) -> Open {
+        self.metrics.acked(since.elapsed())
     }
 
     /// The close this node gives a connection it ends itself: killed, shutting down (drain time
@@ -265,6 +263,7 @@ impl Node {
     /// No new connections; established routes may finish within `drain_timeout`, then whatever
     /// is left is closed.
     async fn drain(&self, tasks: &TaskTracker) {
+        self.metrics.draining();
         self.endpoint.set_server_config(None);
         tasks.close();
         if tokio::time::timeout(self.cfg.drain_timeout, tasks.wait())
@@ -289,15 +288,15 @@ pub struct RunningNode {
     pub local: std::net::SocketAddr,
     /// Ends after `shutdown` fires and connections are closed.
     pub task: tokio::task::JoinHandle<()>,
-    /// Routes established at the node and not yet over.
-    established: Arc<AtomicUsize>,
+    /// What the node counts, for a `--metrics` server.
+    pub metrics: NodeMetrics,
 }
 
 impl RunningNode {
     /// How many routes are established at the node now (acknowledged and not yet over): what a
     /// shutdown has to drain.
     pub fn established_routes(&self) -> usize {
-        self.established.load(Ordering::Relaxed)
+        self.metrics.routes_active()
     }
 }
 
@@ -329,12 +328,12 @@ pub fn start(
     let signer = identity
         .signer()
         .map_err(|e| transport::EndpointError::Crypto(e.to_string()))?;
-    let established = Arc::new(AtomicUsize::new(0));
-    let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown, established.clone()));
+    let metrics = NodeMetrics::new(cfg.role);
+    let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown, metrics.clone()));
     Ok(RunningNode {
         addr,
         local,
         task,
-        established,
+        metrics,
     })
 }

@@ -6,12 +6,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use quinn::{Connection, RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::admit::{refuse, Route};
 use super::{or_stall, Node, KILLED_REASON};
+use crate::metrics::node::{Direction, Nack};
 use crate::wire::addr::NodeAddr;
 use crate::wire::close::{Attribution, Cause};
 use crate::wire::close::{CLOSE_DONE, CLOSE_DOWNSTREAM, CLOSE_KILLED, CLOSE_SHUTDOWN};
@@ -19,6 +20,7 @@ use crate::wire::datagram::Datagram;
 use crate::wire::identity::NodeId;
 use crate::wire::setup::{SetupReply, SetupRequest};
 use crate::wire::transport;
+use prometheus_client::metrics::counter::Counter;
 
 /// Why a relay closes both sides of its routes once its drain time is over.
 const RELAY_SHUTDOWN_REASON: &[u8] = b"relay shutting down";
@@ -32,6 +34,7 @@ pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
         send: mut up_send,
         recv: up_recv,
         req,
+        since,
     } = route;
     // `check` guarantees a relay's header names at least one next hop.
     let Some(next) = req.next.first().copied() else {
@@ -45,15 +48,7 @@ pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
     // The client's budget, but never more than this node allows.
     let max_setup = node.cfg.limits.max_setup_timeout;
     let timeout = Duration::from_millis(u64::from(req.setup_timeout_ms)).min(max_setup);
-    let dialed = dial_onward(
-        up,
-        &mut up_send,
-        &node.endpoint,
-        &next,
-        &onward,
-        timeout,
-        &node.hard_stop,
-    );
+    let dialed = dial_onward(up, &mut up_send, &next, &onward, timeout, node);
     let Some(mut down) = dialed.await else {
         return;
     };
@@ -64,7 +59,7 @@ pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
         down.conn.close(CLOSE_DONE, b"upstream gone");
         return;
     }
-    let _up = node.route_up();
+    let _up = node.route_up(since);
     info!(route = req.route_index, next = %next.addr, "route up (relay)");
     // The rest of the link (its endpoint) lives in `down` until the route is over.
     let transport::Link {
@@ -73,11 +68,21 @@ pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
         recv: down_recv,
         ..
     } = down;
-    let stall = &node.cfg.faults.stall;
+    let (stall, metrics) = (&node.cfg.faults.stall, &node.metrics);
     let splice = async {
         tokio::try_join!(
-            copy(up_recv, down_send, stall),
-            copy(down_recv, up_send, stall),
+            copy(
+                up_recv,
+                down_send,
+                metrics.payload(Direction::ToDestination),
+                stall
+            ),
+            copy(
+                down_recv,
+                up_send,
+                metrics.payload(Direction::ToClient),
+                stall
+            ),
             forward_datagrams(up, &down, Some(req.hop_index), stall),
             forward_datagrams(&down, up, None, stall),
         )
@@ -94,20 +99,20 @@ pub(super) async fn relay(up: &Connection, route: Route, node: &Node) {
 async fn dial_onward(
     up: &Connection,
     up_send: &mut SendStream,
-    endpoint: &Endpoint,
     next: &NodeAddr,
     onward: &SetupRequest,
     timeout: Duration,
-    shutdown: &CancellationToken,
+    node: &Node,
 ) -> Option<transport::Link> {
     let dialed = tokio::select! {
-        r = transport::setup_link(endpoint, next, onward, timeout) => r,
+        r = transport::setup_link(&node.endpoint, next, onward, timeout) => r,
         _ = up.closed() => return None,
-        _ = shutdown.cancelled() => return None,
+        _ = node.hard_stop.cancelled() => return None,
     };
     match dialed {
         Ok(link) => Some(link),
         Err(f) => {
+            node.metrics.nacked(Nack::NextHop(f.cause));
             let hop = f.failed_hop.unwrap_or(onward.hop_index);
             refuse(up, up_send, hop, f.cause, &f.message).await;
             None
@@ -228,6 +233,7 @@ fn attribute(e: &quinn::ConnectionError, hop: u8, id: NodeId) -> Vec<u8> {
 async fn copy(
     mut from: RecvStream,
     mut to: SendStream,
+    moved: &Counter,
     stall: &CancellationToken,
 ) -> Result<(), String> {
     let mut bufs = transport::chunk_batch();
@@ -241,9 +247,11 @@ async fn copy(
             }
             Err(e) => return Err(e.to_string()),
         };
+        let len = transport::chunks_len(&bufs[..n]);
         or_stall(stall, to.write_all_chunks(&mut bufs[..n]))
             .await
             .map_err(|e| e.to_string())?;
+        moved.inc_by(len);
     }
 }
 

@@ -5,7 +5,7 @@
 //! `reassembly`, pure.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use quinn::{ReadExactError, RecvStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::far_end::Received;
 use super::or_stall;
 use super::reassembly::{Reassembly, Violation};
 use crate::wire::close::CLOSE_DONE;
@@ -158,7 +159,7 @@ impl RouteOfTransfer {
     pub(super) async fn read_segments(
         &self,
         recv: &mut RecvStream,
-        received: &AtomicU64,
+        received: &Received<'_>,
         seed: u64,
         stall: &CancellationToken,
     ) -> SegmentsEnd {
@@ -185,7 +186,7 @@ impl RouteOfTransfer {
             if let Err(e) = or_stall(stall, recv.read_exact(&mut body)).await {
                 return ended(e, "segment");
             }
-            received.fetch_add(u64::from(h.len), Ordering::Relaxed);
+            received.add(u64::from(h.len));
             let offered = self
                 .0
                 .state()

@@ -92,6 +92,27 @@ impl Cause {
             .map_or(0, |i| i as u8 + 1)
     }
 
+    /// The cause as events spell it (`unreachable`, `id_mismatch`): a bounded set of label
+    /// values for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Timeout => "timeout",
+            Cause::Refused => "refused",
+            Cause::IdMismatch => "id_mismatch",
+            Cause::VersionMismatch => "version_mismatch",
+            Cause::Unreachable => "unreachable",
+            Cause::ConnectionLost => "connection_lost",
+            Cause::ClosedByPeer => "closed_by_peer",
+            Cause::Killed => "killed",
+            Cause::Shutdown => "shutdown",
+            Cause::Ended => "ended",
+            Cause::Silent => "silent",
+            Cause::Forged => "forged",
+            Cause::Local => "local",
+            Cause::Integrity => "integrity",
+        }
+    }
+
     /// The cause of a wire code; `None` for an unknown one.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
@@ -182,6 +203,13 @@ impl std::fmt::Display for Attribution {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_events_spelling() {
+        for c in Cause::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name(), "{c:?}");
+        }
+    }
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_none() {
