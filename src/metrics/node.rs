@@ -12,7 +12,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{process, Exposition, PREFIX};
-use crate::node::Role;
 use crate::wire::close::Cause;
 use crate::wire::setup::PROTOCOL_VERSION;
 
@@ -171,8 +170,9 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    /// A node's registry: its series, build info for `role`, and the process collector.
-    pub fn new(role: Role) -> Self {
+    /// A node's registry: its series, build info for `role` (`destination`, `relay`), and the
+    /// process collector.
+    pub fn new(role: &'static str) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(process::Process));
         let r = registry.sub_registry_with_prefix(PREFIX);
@@ -319,17 +319,14 @@ impl NodeMetrics {
 }
 
 /// Build info as one series with value 1, the Prometheus convention for facts as labels.
-fn build_info(role: Role) -> Family<BuildLabels, Gauge> {
+fn build_info(role: &'static str) -> Family<BuildLabels, Gauge> {
     let build: Family<BuildLabels, Gauge> = Family::default();
     build
         .get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION"),
             git_sha: env!("MUX_BW_GIT_SHA"),
             protocol: PROTOCOL_VERSION.to_string(),
-            role: match role {
-                Role::Destination => "destination",
-                Role::Relay => "relay",
-            },
+            role,
         })
         .set(1);
     build

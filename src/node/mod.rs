@@ -328,7 +328,10 @@ pub fn start(
     let signer = identity
         .signer()
         .map_err(|e| transport::EndpointError::Crypto(e.to_string()))?;
-    let metrics = NodeMetrics::new(cfg.role);
+    let metrics = NodeMetrics::new(match cfg.role {
+        Role::Destination => "destination",
+        Role::Relay => "relay",
+    });
     let task = tokio::spawn(serve(endpoint, cfg, signer, shutdown, metrics.clone()));
     Ok(RunningNode {
         addr,
