@@ -7,7 +7,11 @@ use std::process::Command;
 
 #[test]
 fn service_units_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipped: systemd-analyze not installed");
         return;
     }
@@ -30,8 +34,8 @@ fn service_units_verify() {
         .args(&paths)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {said}"
