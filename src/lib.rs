@@ -11,6 +11,8 @@
 //! - `report`: `events` (the types), `sink` (outputs), `human`, `live`, `scan`, and the readers of
 //!   saved runs: `runfile`, `compare`, `sweep`, `plot`.
 //! - `lab`: nodes in one process (or children), `emulation` (proxies), `shaper`, `topology`.
+//! - `exporter`: Prometheus probes (`/probe?target=`): one fitted measurement per scrape.
+//! - `metrics`: what nodes and the exporter serve at `/metrics`, and the HTTP server.
 //! - `cli`: the command line (`args`, `parse`, `config`, and one runner per subcommand).
 //! - `files`: bounded whole-file reads.
 //!
@@ -18,6 +20,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod exporter;
 pub mod files;
 pub mod lab;
 pub mod metrics;

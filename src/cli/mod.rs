@@ -7,6 +7,7 @@
 
 mod args;
 mod config;
+mod exporter;
 mod parse;
 mod report;
 mod run;
@@ -85,6 +86,10 @@ enum Command {
     /// Rank relays: measure each through its own two-hop route (client → relay → destination)
     /// and the direct path as the reference; `--out` saves the ranking.
     Scan(scan::ScanArgs),
+    /// Serve Prometheus probes: each scrape of /probe?target=NAME runs one short measurement
+    /// of a target in --config and answers with its figures as metrics (blackbox_exporter
+    /// style); /metrics is the exporter's own.
+    Exporter(exporter::ExporterArgs),
     /// Print a shell completion script (e.g. `mux-bw completions bash > /etc/bash_completion.d/mux-bw`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -217,6 +222,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Compare(a) => report::run_compare(a),
         Command::Plot(a) => report::run_plot(a),
         Command::Sweep(a) => sweep::run_sweep(a).await,
+        Command::Exporter(a) => exporter::run_exporter(a).await,
         Command::Scan(a) => scan::run_scan(a).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

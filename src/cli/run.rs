@@ -21,16 +21,21 @@ use crate::wire::close::Cause;
 
 /// `run`: routes to real nodes.
 pub(super) async fn run_client(a: RunArgs) -> anyhow::Result<i32> {
+    let cfg = client_config(&a)?;
+    measure_and_report(cfg, &a.opts).await
+}
+
+/// `run`'s flags as a validated configuration (also each of the exporter's targets).
+pub(super) fn client_config(a: &RunArgs) -> Result<RunConfig, UsageError> {
     if a.opts.relays_from.is_some() && (!a.relays.is_empty() || a.relays_file.is_some()) {
         return Err(UsageError(
             "--relays-from is the relay pool: pass it instead of --relay/--relays-file".to_string(),
-        )
-        .into());
+        ));
     }
     let (dst, pool) = node_pool(&a.to, &a.relays, a.relays_file.as_deref())?;
     let (pool, pick) = picked_pool(&a.opts, pool, &|_| None)?;
     let cfg = build_config(dst, pool, a.opts.shape(), &a.opts.measure, &|_| None)?;
-    measure_and_report(RunConfig { pick, ..cfg }, &a.opts).await
+    Ok(RunConfig { pick, ..cfg })
 }
 
 /// `lab`: a destination and relays in this process (or as children), then one run against them.
@@ -160,6 +165,7 @@ fn open_sink(o: &RunOpts) -> Result<EventSink, UsageError> {
             Live::Auto => std::io::stderr().is_terminal(),
         },
         quiet: false,
+        tap: None,
     };
     EventSink::new(Instant::now(), &sink_cfg).map_err(|e| {
         let path = o.json_file.as_deref().unwrap_or(Path::new("")).display();

@@ -397,3 +397,37 @@ async fn drain_endpoints(ctx: &RouteCtx) {
     })
     .await;
 }
+
+/// A one-route direct configuration for unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(omit: Duration, duration: Duration) -> RunConfig {
+    use crate::wire::addr::test_node;
+    RunConfig {
+        dst: test_node(0),
+        relays: Vec::new(),
+        routes: vec![crate::client::plan::PlannedRoute {
+            index: 0,
+            path: vec![test_node(0)],
+        }],
+        min_hops: 1,
+        allow_overlap: false,
+        mode: Mode::Up,
+        duration,
+        omit,
+        interval: Duration::from_secs(1),
+        setup_timeout: Duration::from_secs(5),
+        io_timeout: Duration::from_secs(30),
+        stall_timeout: Duration::from_secs(1),
+        probe_rtt: false,
+        probe_all: false,
+        probe_interval: Duration::from_millis(100),
+        token: Vec::new(),
+        redial: false,
+        tuning: Default::default(),
+        links: None,
+        load_started: CancellationToken::new(),
+        warnings: Vec::new(),
+        pick: None,
+        stripe: None,
+    }
+}

@@ -319,34 +319,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn config(omit: Duration, duration: Duration) -> RunConfig {
-        RunConfig {
-            dst: test_node(0),
-            relays: Vec::new(),
-            routes: vec![PlannedRoute {
-                index: 0,
-                path: vec![test_node(0)],
-            }],
-            min_hops: 1,
-            allow_overlap: false,
-            mode: Mode::Up,
-            duration,
-            omit,
-            interval: Duration::from_secs(1),
-            setup_timeout: Duration::from_secs(5),
-            io_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(1),
-            probe_rtt: false,
-            probe_all: false,
-            probe_interval: Duration::from_millis(100),
-            token: Vec::new(),
-            redial: false,
-            tuning: Default::default(),
-            links: None,
-            load_started: CancellationToken::new(),
-            warnings: Vec::new(),
-            pick: None,
-            stripe: None,
-        }
+        crate::client::run::test_config(omit, duration)
     }
 
     /// Adds `bytes` to the route's confirmed count at each offset from now.

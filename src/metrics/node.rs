@@ -16,7 +16,7 @@ use crate::wire::close::Cause;
 use crate::wire::setup::PROTOCOL_VERSION;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
+pub(crate) struct BuildLabels {
     version: &'static str,
     git_sha: &'static str,
     protocol: String,
@@ -319,7 +319,7 @@ impl NodeMetrics {
 }
 
 /// Build info as one series with value 1, the Prometheus convention for facts as labels.
-fn build_info(role: &'static str) -> Family<BuildLabels, Gauge> {
+pub(crate) fn build_info(role: &'static str) -> Family<BuildLabels, Gauge> {
     let build: Family<BuildLabels, Gauge> = Family::default();
     build
         .get_or_create(&BuildLabels {

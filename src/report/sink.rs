@@ -36,6 +36,19 @@ pub struct SinkConfig {
     pub live: bool,
     /// No human output at all (benchmarks, embedding); JSON outputs are unaffected.
     pub quiet: bool,
+    /// Also hand every event to this function, on the emitting task (the exporter picks out
+    /// what it needs); it must be quick.
+    pub tap: Option<Tap>,
+}
+
+/// A function that sees every event of a run as it is emitted.
+#[derive(Clone)]
+pub struct Tap(pub Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
 }
 
 /// What the stdout writer reports back.
@@ -111,6 +124,7 @@ pub struct EventSink {
     stdout: Option<Output>,
     file: Option<Output>,
     state: Arc<StdoutState>,
+    tap: Option<Tap>,
 }
 
 impl EventSink {
@@ -133,6 +147,7 @@ impl EventSink {
             stdout,
             file,
             state,
+            tap: cfg.tap.clone(),
         })
     }
 
@@ -161,6 +176,9 @@ impl EventSink {
     /// events dropped so far, and `emit` returns only once every output has written it.
     pub fn emit(&self, mut event: Event) {
         let t = self.elapsed();
+        if let Some(tap) = &self.tap {
+            (tap.0)(&event);
+        }
         let outputs = [&self.stdout, &self.file];
         let last = matches!(event, Event::Summary(_) | Event::ScanSummary(_));
         if let Event::Summary(s) = &mut event {
