@@ -230,7 +230,7 @@ fn target_of(name: &str, mut keys: toml::Table) -> Result<Target, UsageError> {
             .trim_start_matches("error: ");
         UsageError(as_keys(first))
     })?;
-    let config = client_config(&flags.run)?;
+    let config = client_config(&flags.run).map_err(|e| UsageError(as_keys(&e.0)))?;
     Ok(Target {
         name: name.to_string(),
         config,
@@ -238,18 +238,25 @@ fn target_of(name: &str, mut keys: toml::Table) -> Result<Target, UsageError> {
     })
 }
 
-/// A message about flags with each `'--flag-name` spelled as the file's key, `'flag_name`.
+/// A message about flags with each `--flag-name` spelled as the file's key, `flag_name`.
 fn as_keys(message: &str) -> String {
     let mut out = String::new();
     let mut rest = message;
-    while let Some(at) = rest.find("'--") {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 3..];
-        let end = rest
+    while let Some(at) = rest.find("--") {
+        let after = &rest[at + 2..];
+        let starts_flag = after.starts_with(|c: char| c.is_ascii_lowercase())
+            && !rest[..at].ends_with(|c: char| c.is_ascii_alphanumeric());
+        out.push_str(&rest[..at]);
+        if !starts_flag {
+            out.push_str("--");
+            rest = after;
+            continue;
+        }
+        let end = after
             .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
-            .unwrap_or(rest.len());
-        out.push_str(&rest[..end].replace('-', "_"));
-        rest = &rest[end..];
+            .unwrap_or(after.len());
+        out.push_str(&after[..end].replace('-', "_"));
+        rest = &after[end..];
     }
     out.push_str(rest);
     out
@@ -406,6 +413,11 @@ mod tests {
             as_keys("invalid value 'eu-1' for '--min-hops <H>': no"),
             "invalid value 'eu-1' for 'min_hops <H>': no"
         );
+        assert_eq!(
+            as_keys("--min-hops 2 needs relays: pass --relay, --relays-file"),
+            "min_hops 2 needs relays: pass relay, relays_file"
+        );
+        assert_eq!(as_keys("a--b -- --7"), "a--b -- --7");
     }
 
     #[test]

@@ -169,14 +169,14 @@ impl Own {
 #[derive(Debug)]
 struct Slot {
     target: Target,
-    busy: Mutex<()>,
+    busy: Arc<Mutex<()>>,
 }
 
 /// The exporter: its targets, the limits on probes, its own series.
 #[derive(Debug)]
 pub struct Exporter {
     slots: BTreeMap<String, Slot>,
-    running: Semaphore,
+    running: Arc<Semaphore>,
     settings: Settings,
     own: Own,
     shutdown: CancellationToken,
@@ -192,14 +192,14 @@ impl Exporter {
             .map(|t| {
                 let slot = Slot {
                     target: t.clone(),
-                    busy: Mutex::new(()),
+                    busy: Arc::new(Mutex::new(())),
                 };
                 (t.name.clone(), slot)
             })
             .collect();
         Arc::new(Exporter {
             slots,
-            running: Semaphore::new(settings.max_concurrent.max(1)),
+            running: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
             settings,
             own,
             shutdown,
@@ -303,16 +303,23 @@ impl Exporter {
         let Some(slot) = self.slots.get(name) else {
             return Outcome::without_run(Failure::Local, started);
         };
+        // A scrape that leaves too little time fails as such, without waiting for a turn.
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if probe::fit(&slot.target.config, budget).is_none() {
+            let outcome = Outcome::without_run(Failure::Budget, started);
+            self.own.record(name, &outcome);
+            return outcome;
+        }
         // Only the wait for its turn is cut at the deadline; a measurement ends itself there.
         let turn = tokio::time::timeout_at(deadline, async {
-            let mine = slot.busy.lock().await;
-            (mine, self.running.acquire().await)
+            let mine = slot.busy.clone().lock_owned().await;
+            (mine, self.running.clone().acquire_owned().await)
         })
         .await;
         let outcome = match turn {
             Err(_) => Outcome::without_run(Failure::Busy, started),
             Ok((_, Err(_))) => Outcome::without_run(Failure::Shutdown, started),
-            Ok((_mine, Ok(_running))) => {
+            Ok((mine, Ok(running))) => {
                 let save = self
                     .settings
                     .save_runs
@@ -324,6 +331,7 @@ impl Exporter {
                     started,
                     save.as_deref(),
                     &self.shutdown,
+                    (mine, running),
                 )
                 .await
             }

@@ -141,36 +141,28 @@ pub fn fit(cfg: &RunConfig, remaining: Duration) -> Option<RunConfig> {
     })
 }
 
-/// Runs `target`'s measurement as fitted into `deadline`; `shutdown` ends it early.
+/// Runs `target`'s measurement as fitted into `deadline`; `shutdown` ends it early. Answers
+/// as soon as the run's summary is out; the run then ends its routes on its own task, holding
+/// `hold` (the probe's turn) until it has.
 pub async fn measure(
     target: &Target,
     deadline: tokio::time::Instant,
     started: Instant,
     save: Option<&Path>,
     shutdown: &CancellationToken,
+    hold: impl Send + 'static,
 ) -> Outcome {
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // The budget was enough before the wait for this probe's turn: the wait took it.
     let Some(cfg) = fit(&target.config, remaining) else {
-        return Outcome::without_run(Failure::Budget, started);
+        return Outcome::without_run(Failure::Busy, started);
     };
     let setups = Arc::new(Mutex::new(BTreeMap::new()));
-    let tap = {
-        let setups = setups.clone();
-        Tap(Arc::new(move |e: &Event| {
-            let (route, ns) = match e {
-                Event::RouteEstablished(r) => (r.route_index, r.setup_ns),
-                Event::RouteRedial(r) => (r.route_index, r.setup_ns),
-                _ => return,
-            };
-            let mut s = setups.lock().unwrap_or_else(|p| p.into_inner());
-            s.insert(route, Duration::from_nanos(ns));
-        }))
-    };
-    let json_file = save.map(run_file);
+    let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
     let sink_cfg = SinkConfig {
-        json_file: json_file.clone(),
+        json_file: save.map(run_file),
         quiet: true,
-        tap: Some(tap),
+        tap: Some(tap(setups.clone(), summary_tx)),
         ..SinkConfig::default()
     };
     // The directory was checked at start; a file that cannot be made now is not kept.
@@ -190,7 +182,7 @@ pub async fn measure(
     };
     let interrupt = shutdown.child_token();
     let cut = CancellationToken::new();
-    let timer = {
+    {
         let (interrupt, cut) = (interrupt.clone(), cut.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -200,14 +192,25 @@ pub async fn measure(
                 }
                 _ = interrupt.cancelled() => {}
             }
-        })
-    };
-    let summary = run::run(&cfg, Arc::new(sink), interrupt.clone()).await;
-    interrupt.cancel();
-    let _ = timer.await;
-    if let Some(dir) = save {
-        prune(dir, KEEP_RUNS);
+        });
     }
+    let save = save.map(Path::to_path_buf);
+    let run = tokio::spawn(async move {
+        let _hold = hold;
+        let summary = run::run(&cfg, Arc::new(sink), interrupt.clone()).await;
+        interrupt.cancel();
+        if let Some(dir) = save {
+            prune(&dir, KEEP_RUNS);
+        }
+        summary
+    });
+    let summary = match summary_rx.await {
+        Ok(s) => s,
+        Err(_) => match run.await {
+            Ok(s) => s,
+            Err(_) => return Outcome::without_run(Failure::Local, started),
+        },
+    };
     let failure = if cut.is_cancelled() {
         Some(Failure::Deadline)
     } else if summary.interrupted {
@@ -222,6 +225,31 @@ pub async fn measure(
         failure,
         elapsed: started.elapsed(),
     }
+}
+
+/// What a probe takes from its run's events as they are emitted: each route's setup time,
+/// and the summary (sent on `summary`).
+fn tap(
+    setups: Arc<Mutex<BTreeMap<u32, Duration>>>,
+    summary: tokio::sync::oneshot::Sender<Summary>,
+) -> Tap {
+    let summary = Mutex::new(Some(summary));
+    Tap(Arc::new(move |e: &Event| {
+        let (route, ns) = match e {
+            Event::RouteEstablished(r) => (r.route_index, r.setup_ns),
+            Event::RouteRedial(r) => (r.route_index, r.setup_ns),
+            Event::Summary(s) => {
+                let tx = summary.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(tx) = tx {
+                    let _ = tx.send(s.clone());
+                }
+                return;
+            }
+            _ => return,
+        };
+        let mut s = setups.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(route, Duration::from_nanos(ns));
+    }))
 }
 
 /// A run that completed: success when every planned route came up (or `allow_partial`) and

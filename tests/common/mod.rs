@@ -87,28 +87,19 @@ impl NodeProc {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(bin())
-            .arg(role)
+        let mut cmd = Command::new(bin());
+        cmd.arg(role)
             .args(listen)
             .args(open)
             .args(extra)
             .env_remove("MUX_BW_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("node starts");
+            .stderr(Stdio::piped());
+        dies_with_us(&mut cmd);
+        let mut child = cmd.spawn().expect("node starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]);
-                sink.lock().unwrap().push_str(&text);
-            }
-        });
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -196,4 +187,115 @@ impl Drop for NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Makes `cmd`'s process die with the thread that starts it (PR_SET_PDEATHSIG), so a test
+/// killed by its harness leaves no server behind.
+pub fn dies_with_us(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Everything `pipe` says, gathered by a thread of its own.
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            let part = String::from_utf8_lossy(&buf[..n]);
+            sink.lock().unwrap().push_str(&part);
+        }
+    });
+    text
+}
+
+/// A long-running child (the exporter, a Prometheus server): its stderr gathered, killed when
+/// dropped or when the test's thread ends.
+pub struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `program` with `args`, stdout discarded.
+    pub fn start(program: &str, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_remove("MUX_BW_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        dies_with_us(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} starts: {e}"));
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        Daemon { child, stderr }
+    }
+
+    /// Waits up to `limit` until stderr contains `text`; stderr either way.
+    pub fn wait_stderr(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let err = self.stderr.lock().unwrap().clone();
+            if err.contains(text) || Instant::now() > deadline {
+                return err;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `host:port` after `prefix` in stderr (waiting up to 10 s for it).
+    pub fn address_after(&self, prefix: &str) -> String {
+        let err = self.wait_stderr(prefix, Duration::from_secs(10));
+        err.split(prefix)
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no address after {prefix:?} in {err}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 request with extra `headers`; the status code and body.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("HTTP server reachable");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A free TCP port on 127.0.0.1 for a program that cannot be told port 0 (Prometheus).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
 }
