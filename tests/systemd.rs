@@ -28,7 +28,7 @@ fn service_units_verify() {
         std::fs::write(&copy, local).unwrap();
         paths.push(copy);
     }
-    assert!(paths.len() >= 2, "units in contrib/systemd: {paths:?}");
+    assert!(paths.len() >= 3, "units in contrib/systemd: {paths:?}");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&paths)
@@ -40,5 +40,8 @@ fn service_units_verify() {
         out.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {said}"
     );
-    assert!(Path::new("contrib/systemd/mux-bw-relay.service").exists());
+    for unit in ["relay", "serve", "exporter"] {
+        let path = format!("contrib/systemd/mux-bw-{unit}.service");
+        assert!(Path::new(&path).exists(), "{path}");
+    }
 }
