@@ -357,3 +357,50 @@ fn a_real_prometheus_scrapes_nodes_and_probes() {
     promtool_clean(&exp, "/probe?target=via-relay", &timeout);
     promtool_clean(&exp, "/probe?target=dead", &timeout);
 }
+
+/// The ```yaml blocks of docs/DEPLOY.md: the Prometheus configuration, then the alert rules.
+fn deploy_yaml() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/DEPLOY.md"))
+            .unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_deploy_guides_configuration_and_alert_rules_pass_promtool() {
+    if !installed("promtool") {
+        eprintln!("skipped: no promtool binary (Debian: apt-get install prometheus)");
+        return;
+    }
+    let blocks = deploy_yaml();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, &blocks[0]).unwrap();
+    std::fs::write(dir.path().join("mux-bw-alerts.yml"), &blocks[1]).unwrap();
+    // `check config` also checks the rule file it names.
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
