@@ -179,69 +179,86 @@ fn prometheus_yml(nodes: &[&str], exporter: &str, probes: &[&str]) -> String {
     )
 }
 
-#[test]
-fn a_real_prometheus_scrapes_nodes_and_probes() {
-    if !installed("prometheus") || !installed("promtool") {
-        eprintln!("skipped: no prometheus/promtool binary (Debian: apt-get install prometheus)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (dst, dst_metrics) = node("serve");
-    let (relay, relay_metrics) = node("relay");
-    // The dead target's relay is killed before anything probes through it.
-    let doomed = NodeProc::start("relay", &["--token", "t"]);
-    let doomed_uri = doomed.uri.clone();
-    drop(doomed);
-    let target = |name: &str, relay: &str, extra: &str| {
-        format!(
-            "[targets.{name}]\nto = \"{}\"\nrelays = [\"{relay}\"]\nmin_hops = 2\n{extra}\n",
-            dst.uri
-        )
-    };
-    let config = dir.path().join("exporter.toml");
-    std::fs::write(
-        &config,
-        format!("[defaults]\ntoken = \"t\"\nduration = \"10s\"\nprobe_rtt = true\n\n")
-            + &target("via-relay", &relay.uri, "")
-            + &target("dead", &doomed_uri, "setup_timeout = \"10s\""),
-    )
-    .unwrap();
-    let runs = dir.path().join("runs");
-    let exporter = Daemon::start(
-        common::bin(),
-        &[
-            "exporter",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-            "--save-runs",
-            runs.to_str().unwrap(),
-            "--max-concurrent",
-            "2",
-            "--timeout-offset",
-            "200ms",
-        ],
-    );
-    let exp = exporter.address_after("exporter on http://");
+/// Everything one test runs: two nodes with `--metrics`, an exporter with a target through the
+/// relay and one through a relay killed before it starts, and a Prometheus scraping them all.
+struct Fleet {
+    relay_metrics: String,
+    metrics: Vec<String>,
+    exporter: String,
+    prometheus: String,
+    runs: std::path::PathBuf,
+    _procs: (NodeProc, NodeProc, Daemon, Daemon),
+    _dir: tempfile::TempDir,
+}
 
-    let yml = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &yml,
-        prometheus_yml(
-            &[&dst_metrics, &relay_metrics],
-            &exp,
-            &["via-relay", "dead"],
-        ),
-    )
-    .unwrap();
+impl Fleet {
+    fn start() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let (dst, dst_metrics) = node("serve");
+        let (relay, relay_metrics) = node("relay");
+        let doomed = NodeProc::start("relay", &["--token", "t"]);
+        let doomed_uri = doomed.uri.clone();
+        drop(doomed);
+        let target = |name: &str, relay: &str, extra: &str| {
+            format!(
+                "[targets.{name}]\nto = \"{}\"\nrelays = [\"{relay}\"]\nmin_hops = 2\n{extra}\n",
+                dst.uri
+            )
+        };
+        let config = dir.path().join("exporter.toml");
+        let text = "[defaults]\ntoken = \"t\"\nduration = \"10s\"\nprobe_rtt = true\n\n"
+            .to_string()
+            + &target("via-relay", &relay.uri, "")
+            + &target("dead", &doomed_uri, "setup_timeout = \"10s\"");
+        std::fs::write(&config, text).unwrap();
+        let runs = dir.path().join("runs");
+        let exporter = Daemon::start(
+            common::bin(),
+            &[
+                "exporter",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                config.to_str().unwrap(),
+                "--save-runs",
+                runs.to_str().unwrap(),
+                "--max-concurrent",
+                "2",
+                "--timeout-offset",
+                "200ms",
+            ],
+        );
+        let exp = exporter.address_after("exporter on http://");
+        let (server, prom) = prometheus(
+            dir.path(),
+            &prometheus_yml(
+                &[&dst_metrics, &relay_metrics],
+                &exp,
+                &["via-relay", "dead"],
+            ),
+        );
+        Fleet {
+            metrics: vec![dst_metrics, relay_metrics.clone()],
+            relay_metrics,
+            exporter: exp,
+            prometheus: prom,
+            runs,
+            _procs: (dst, relay, exporter, server),
+            _dir: dir,
+        }
+    }
+}
+
+/// A Prometheus server on `yml`, ready; and its address.
+fn prometheus(dir: &Path, yml: &str) -> (Daemon, String) {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, yml).unwrap();
     let prom = format!("127.0.0.1:{}", common::free_port());
-    let data = dir.path().join("data");
     let server = Daemon::start(
         "prometheus",
         &[
-            &format!("--config.file={}", yml.display()),
-            &format!("--storage.tsdb.path={}", data.display()),
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
             &format!("--web.listen-address={prom}"),
         ],
     );
@@ -250,32 +267,55 @@ fn a_real_prometheus_scrapes_nodes_and_probes() {
         log.contains("Server is ready"),
         "prometheus did not start:\n{log}"
     );
+    (server, prom)
+}
 
-    // Two probes of each target.
+#[test]
+fn a_real_prometheus_scrapes_nodes_and_probes() {
+    if !installed("prometheus") || !installed("promtool") {
+        eprintln!("skipped: no prometheus/promtool binary (Debian: apt-get install prometheus)");
+        return;
+    }
+    let fleet = Fleet::start();
+    let prom = &fleet.prometheus;
     wait_for("two scrapes of each probe target", || {
-        let counts = query(&prom, "count_over_time(probe_success{job=\"probe\"}[5m])");
+        let counts = query(prom, "count_over_time(probe_success{job=\"probe\"}[5m])");
         counts.len() == 2 && counts.iter().all(|c| num(&c["value"][1]) >= 2.0)
     });
+    every_target_is_up(prom);
+    let measured = saved(&fleet.runs, "via-relay");
+    goodput_is_the_saved_summary(prom, &measured);
+    relay_counted_what_the_route_carried(prom, &fleet.relay_metrics, &measured);
+    dead_probe_failed_with_its_cause(prom);
+    for addr in fleet.metrics.iter().chain([&fleet.exporter]) {
+        promtool_clean(addr, "/metrics", &[]);
+    }
+    let timeout = [("X-Prometheus-Scrape-Timeout-Seconds", "2")];
+    promtool_clean(&fleet.exporter, "/probe?target=via-relay", &timeout);
+    promtool_clean(&fleet.exporter, "/probe?target=dead", &timeout);
+}
 
-    // Every target up, no scrape error, in both views.
-    let up = query(&prom, "up");
+/// Every target up, no scrape error, in both views.
+fn every_target_is_up(prom: &str) {
+    let up = query(prom, "up");
     assert_eq!(up.len(), 5, "{up:?}");
     for t in &up {
         assert_eq!(num(&t["value"][1]), 1.0, "{t}");
     }
-    let targets = api(&prom, "targets");
+    let targets = api(prom, "targets");
     for t in targets["activeTargets"].as_array().unwrap() {
         assert_eq!(t["health"], "up", "{t}");
         assert_eq!(t["lastError"], "", "{t}");
     }
+}
 
-    // The probe's goodput is the saved run's summary: each stored sample against the run that
-    // started right after its scrape did.
+/// The probe's goodput is the saved run's summary: each stored sample against the run that
+/// started right after its scrape did.
+fn goodput_is_the_saved_summary(prom: &str, measured: &[(u64, Vec<Value>)]) {
     let goodput = samples(
-        &prom,
+        prom,
         "mux_bw_probe_goodput_bytes_per_second{instance=\"via-relay\"}[5m]",
     );
-    let measured = saved(&runs, "via-relay");
     let mut matched = 0;
     for (ts, value) in &goodput {
         let start = (ts * 1000.0) as u64;
@@ -294,44 +334,49 @@ fn a_real_prometheus_scrapes_nodes_and_probes() {
         );
         matched += 1;
     }
+    eprintln!(
+        "{matched} of {} stored probes matched their saved run",
+        goodput.len()
+    );
     assert!(
         matched >= 1,
         "no stored probe matched a saved run: {goodput:?}"
     );
+}
 
-    // The relay's counter grew by at least what the route carried over one probe: its value
-    // from before that run started to after it ended.
+/// The relay's counter grew by at least what the route carried over one probe: its value
+/// from before that run started to after it ended.
+fn relay_counted_what_the_route_carried(prom: &str, relay: &str, measured: &[(u64, Vec<Value>)]) {
     let (start_ms, events) = measured.last().unwrap();
     let s = summary(events);
     let carried = s["routes"][0]["bytes_sent"].as_f64().unwrap();
     let start = *start_ms as f64 / 1000.0;
     let end = start + s["t_ns"].as_f64().unwrap() / 1e9;
     let forwarded = format!(
-        "mux_bw_route_payload_bytes_total{{instance=\"{relay_metrics}\",direction=\"to_destination\"}}[5m]"
+        "mux_bw_route_payload_bytes_total{{instance=\"{relay}\",direction=\"to_destination\"}}[5m]"
     );
     let mut grew = None;
     wait_for("a relay scrape after the probed run", || {
-        let counter = samples(&prom, &forwarded);
+        let counter = samples(prom, &forwarded);
         let before = counter.iter().rev().find(|(t, _)| *t < start);
         let after = counter.iter().find(|(t, _)| *t > end);
         grew = before.zip(after).map(|(b, a)| a.1 - b.1);
         grew.is_some()
     });
     let grew = grew.unwrap();
-    eprintln!(
-        "{matched} of {} stored probes matched their saved run; relay forwarded {grew} B over a run whose route carried {carried} B",
-        goodput.len()
-    );
+    eprintln!("relay forwarded {grew} B over a run whose route carried {carried} B");
     assert!(
         carried > 0.0 && grew >= carried,
         "relay forwarded {grew}, route carried {carried}"
     );
+}
 
-    // The probe through the killed relay: failed, with its cause counted.
-    let dead = query(&prom, "probe_success{instance=\"dead\"}");
+/// The probe through the killed relay: failed, with its cause counted.
+fn dead_probe_failed_with_its_cause(prom: &str) {
+    let dead = query(prom, "probe_success{instance=\"dead\"}");
     assert_eq!(num(&dead[0]["value"][1]), 0.0, "{dead:?}");
     let failures = query(
-        &prom,
+        prom,
         "mux_bw_exporter_probe_failures_total{target=\"dead\"} > 0",
     );
     let causes: Vec<&str> = failures
@@ -345,17 +390,10 @@ fn a_real_prometheus_scrapes_nodes_and_probes() {
         "{failures:?}"
     );
     let ok = query(
-        &prom,
+        prom,
         "mux_bw_exporter_probes_total{target=\"via-relay\",result=\"success\"}",
     );
     assert!(num(&ok[0]["value"][1]) >= 2.0, "{ok:?}");
-
-    for addr in [&dst_metrics, &relay_metrics, &exp] {
-        promtool_clean(addr, "/metrics", &[]);
-    }
-    let timeout = [("X-Prometheus-Scrape-Timeout-Seconds", "2")];
-    promtool_clean(&exp, "/probe?target=via-relay", &timeout);
-    promtool_clean(&exp, "/probe?target=dead", &timeout);
 }
 
 /// The ```yaml blocks of docs/DEPLOY.md: the Prometheus configuration, then the alert rules.
