@@ -273,3 +273,45 @@ fn requests_and_configs_get_clear_answers() {
         missing.stderr
     );
 }
+
+#[test]
+fn a_scraper_that_hangs_up_while_waiting_costs_no_measurement() {
+    let (dst, relay) = nodes();
+    let config = target("a", &dst, &relay.uri, "duration = \"2s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let (_exp, addr) = exporter(dir.path(), &config, &[]);
+    let first = {
+        let addr = addr.clone();
+        std::thread::spawn(move || probe(&addr, "a", Some("6")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // A second scrape waits for its turn, then hangs up.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /probe?target=a HTTP/1.0\r\nX-Prometheus-Scrape-Timeout-Seconds: 20\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(value(&first.join().unwrap().1, "probe_success"), 1.0);
+    // Time for a second measurement to have started and saved its first events, had it run.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(saved_count(dir.path(), "a"), 1);
+    let (_, own) = http(&addr, "GET", "/metrics", &[]);
+    assert_eq!(
+        value(
+            &own,
+            "mux_bw_exporter_probes_total{target=\"a\",result=\"success\"}"
+        ),
+        1.0,
+        "{own}"
+    );
+}
+
+/// How many run files `target` has, complete or not.
+fn saved_count(dir: &Path, target: &str) -> usize {
+    std::fs::read_dir(dir.join("runs").join(target)).map_or(0, |d| d.count())
+}

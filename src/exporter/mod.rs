@@ -267,13 +267,7 @@ impl Exporter {
         }
         let budget = self.budget(&parts.headers);
         let deadline = tokio::time::Instant::from_std(started) + budget;
-        // On a task of its own: a scraper that hangs up does not cut a measurement in half.
-        let me = self.clone();
-        let task = tokio::spawn(async move { me.probe(&name, deadline, started).await });
-        let outcome = match task.await {
-            Ok(o) => o,
-            Err(_) => Outcome::without_run(Failure::Local, started),
-        };
+        let outcome = self.probe(&name, deadline, started).await;
         let accept = parts
             .headers
             .get(hyper::header::ACCEPT)
@@ -298,44 +292,76 @@ impl Exporter {
         .min(MAX_PROBE)
     }
 
-    /// One probe of `name`: waits its turn, measures, counts the result.
-    async fn probe(&self, name: &str, deadline: tokio::time::Instant, started: Instant) -> Outcome {
+    /// One probe of `name`: waits its turn, measures, counts the result. A scraper that hangs up
+    /// while the probe waits (hyper then drops this future) costs no measurement; once the
+    /// measurement started it runs on a task of its own, so a hang-up does not cut it in half
+    /// and it is still counted.
+    async fn probe(
+        self: &Arc<Self>,
+        name: &str,
+        deadline: tokio::time::Instant,
+        started: Instant,
+    ) -> Outcome {
         let Some(slot) = self.slots.get(name) else {
             return Outcome::without_run(Failure::Local, started);
         };
         // A scrape that leaves too little time fails as such, without waiting for a turn.
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if probe::fit(&slot.target.config, budget).is_none() {
-            let outcome = Outcome::without_run(Failure::Budget, started);
-            self.own.record(name, &outcome);
-            return outcome;
-        }
-        // Only the wait for its turn is cut at the deadline; a measurement ends itself there.
-        let turn = tokio::time::timeout_at(deadline, async {
-            let mine = slot.busy.clone().lock_owned().await;
-            (mine, self.running.clone().acquire_owned().await)
-        })
-        .await;
-        let outcome = match turn {
-            Err(_) => Outcome::without_run(Failure::Busy, started),
-            Ok((_, Err(_))) => Outcome::without_run(Failure::Shutdown, started),
-            Ok((mine, Ok(running))) => {
-                let save = self
-                    .settings
-                    .save_runs
-                    .as_ref()
-                    .map(|dir| dir.join(&slot.target.name));
-                probe::measure(
-                    &slot.target,
-                    deadline,
-                    started,
-                    save.as_deref(),
-                    &self.shutdown,
-                    (mine, running),
-                )
-                .await
+        let early = if probe::fit(&slot.target.config, budget).is_none() {
+            Err(Failure::Budget)
+        } else {
+            // Only the wait for its turn is cut at the deadline; a measurement ends itself there.
+            let turn = tokio::time::timeout_at(deadline, async {
+                let mine = slot.busy.clone().lock_owned().await;
+                (mine, self.running.clone().acquire_owned().await)
+            })
+            .await;
+            match turn {
+                Err(_) => Err(Failure::Busy),
+                Ok((_, Err(_))) => Err(Failure::Shutdown),
+                Ok((mine, Ok(running))) => Ok((mine, running)),
             }
         };
+        let outcome = match early {
+            Err(why) => Outcome::without_run(why, started),
+            Ok(turn) => {
+                let (me, name) = (self.clone(), name.to_string());
+                let task =
+                    tokio::spawn(async move { me.measure(&name, deadline, started, turn).await });
+                return task
+                    .await
+                    .unwrap_or_else(|_| Outcome::without_run(Failure::Local, started));
+            }
+        };
+        self.own.record(name, &outcome);
+        outcome
+    }
+
+    /// The measurement of a probe that has its turn (`turn`, held until the run is over).
+    async fn measure(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+        started: Instant,
+        turn: impl Send + 'static,
+    ) -> Outcome {
+        let Some(slot) = self.slots.get(name) else {
+            return Outcome::without_run(Failure::Local, started);
+        };
+        let save = self
+            .settings
+            .save_runs
+            .as_ref()
+            .map(|dir| dir.join(&slot.target.name));
+        let outcome = probe::measure(
+            &slot.target,
+            deadline,
+            started,
+            save.as_deref(),
+            &self.shutdown,
+            turn,
+        )
+        .await;
         self.own.record(name, &outcome);
         outcome
     }

@@ -36,8 +36,8 @@ pub struct SinkConfig {
     pub live: bool,
     /// No human output at all (benchmarks, embedding); JSON outputs are unaffected.
     pub quiet: bool,
-    /// Also hand every event to this function, on the emitting task (the exporter picks out
-    /// what it needs); it must be quick.
+    /// Also hand every event to this function, on the emitting task, after the outputs took
+    /// it (the exporter picks out what it needs); it must be quick.
     pub tap: Option<Tap>,
 }
 
@@ -176,9 +176,6 @@ impl EventSink {
     /// events dropped so far, and `emit` returns only once every output has written it.
     pub fn emit(&self, mut event: Event) {
         let t = self.elapsed();
-        if let Some(tap) = &self.tap {
-            (tap.0)(&event);
-        }
         let outputs = [&self.stdout, &self.file];
         let last = matches!(event, Event::Summary(_) | Event::ScanSummary(_));
         if let Event::Summary(s) = &mut event {
@@ -188,6 +185,8 @@ impl EventSink {
                 .map(|o| o.dropped.load(Ordering::Relaxed))
                 .sum();
         }
+        // The tap sees an event once the outputs have it (the summary once it is written).
+        let tapped = self.tap.as_ref().map(|tap| (tap, event.clone()));
         let needs_json = self.json || self.file.is_some();
         let line: Option<Arc<str>> = needs_json.then(|| (to_json_line(&event, t) + "\n").into());
         let human = (!self.json).then_some(event);
@@ -214,6 +213,9 @@ impl EventSink {
             } else if !self.state.gone.is_cancelled() {
                 out.offer(item);
             }
+        }
+        if let Some((tap, event)) = tapped {
+            (tap.0)(&event);
         }
     }
 }
