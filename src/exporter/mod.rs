@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::run::RunConfig;
 use crate::metrics::http::{self, Handler, Reply};
-use crate::metrics::{node::build_info, process, Exposition, PREFIX};
+use crate::metrics::{process_registry, Exposition, PREFIX};
 use probe::{Failure, Outcome};
 
 /// The longest probe: shorter than a metrics connection lives (`http::MAX_CONNECTION_AGE`).
@@ -91,14 +91,8 @@ struct Own {
 
 impl Own {
     fn new(targets: &[Target]) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(process::Process));
+        let mut registry = process_registry("exporter");
         let r = registry.sub_registry_with_prefix(PREFIX);
-        r.register(
-            "build_info",
-            "Always 1; the labels say which build and protocol this exporter runs",
-            build_info("exporter"),
-        );
         let own = Own {
             exposition: Exposition::new(Registry::default()),
             probes: Family::default(),

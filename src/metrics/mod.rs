@@ -11,8 +11,12 @@ pub mod process;
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::encoding::{prometheus_text, text, EncodeLabelSet};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::wire::setup::PROTOCOL_VERSION;
 
 /// The prefix of every series of ours (`mux_bw_routes_total`); process series keep the
 /// conventional unprefixed names (`process_cpu_seconds_total`).
@@ -47,4 +51,39 @@ impl Exposition {
             Err(_) => (String::new(), prometheus_text::CONTENT_TYPE),
         }
     }
+}
+
+/// A registry with what every mux-bw process serves: the process series and
+/// `mux_bw_build_info` for `role` (`destination`, `relay`, `exporter`).
+pub fn process_registry(role: &'static str) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(process::Process));
+    registry.sub_registry_with_prefix(PREFIX).register(
+        "build_info",
+        "Always 1; the labels say which build, protocol and role this process runs",
+        build_info(role),
+    );
+    registry
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_sha: &'static str,
+    protocol: String,
+    role: &'static str,
+}
+
+/// Build info as one series with value 1, the Prometheus convention for facts as labels.
+fn build_info(role: &'static str) -> Family<BuildLabels, Gauge> {
+    let build: Family<BuildLabels, Gauge> = Family::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            git_sha: env!("MUX_BW_GIT_SHA"),
+            protocol: PROTOCOL_VERSION.to_string(),
+            role,
+        })
+        .set(1);
+    build
 }

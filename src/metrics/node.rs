@@ -11,17 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{process, Exposition, PREFIX};
+use super::{Exposition, PREFIX};
 use crate::wire::close::Cause;
-use crate::wire::setup::PROTOCOL_VERSION;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct BuildLabels {
-    version: &'static str,
-    git_sha: &'static str,
-    protocol: String,
-    role: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabel {
@@ -173,14 +164,8 @@ impl NodeMetrics {
     /// A node's registry: its series, build info for `role` (`destination`, `relay`), and the
     /// process collector.
     pub fn new(role: &'static str) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(process::Process));
+        let mut registry = super::process_registry(role);
         let r = registry.sub_registry_with_prefix(PREFIX);
-        r.register(
-            "build_info",
-            "Always 1; the labels say which build, protocol and role this node runs",
-            build_info(role),
-        );
         let bytes: Family<DirectionLabel, Counter> = Family::default();
         let dir = |direction| DirectionLabel { direction };
         let m = NodeMetrics {
@@ -316,20 +301,6 @@ impl NodeMetrics {
     pub fn routes_active(&self) -> usize {
         usize::try_from(self.routes_active.get()).unwrap_or(0)
     }
-}
-
-/// Build info as one series with value 1, the Prometheus convention for facts as labels.
-pub(crate) fn build_info(role: &'static str) -> Family<BuildLabels, Gauge> {
-    let build: Family<BuildLabels, Gauge> = Family::default();
-    build
-        .get_or_create(&BuildLabels {
-            version: env!("CARGO_PKG_VERSION"),
-            git_sha: env!("MUX_BW_GIT_SHA"),
-            protocol: PROTOCOL_VERSION.to_string(),
-            role,
-        })
-        .set(1);
-    build
 }
 
 /// Counts one open thing (a connection, an active route) in a gauge until dropped.
