@@ -159,47 +159,52 @@ fn a_long_measurement_is_fitted_into_the_scrape_and_a_dead_path_fails_in_time() 
     );
 }
 
-#[test]
-fn probes_of_one_target_take_turns_and_one_that_cannot_says_busy() {
-    let (dst, relay) = nodes();
-    let config = target("a", &dst, &relay.uri, "duration = \"1s\"")
-        + &target("b", &dst, &relay.uri, "duration = \"1s\"");
-    let dir = tempfile::tempdir().unwrap();
-    let (_exp, addr) = exporter(dir.path(), &config, &["--max-concurrent", "1"]);
-    let at_once = |targets: &[&'static str], timeout: &'static str| {
-        let probes: Vec<_> = targets
-            .iter()
-            .map(|&t| {
-                let addr = addr.clone();
-                std::thread::spawn(move || probe(&addr, t, Some(timeout)))
-            })
-            .collect();
-        probes
-            .into_iter()
-            .map(|p| p.join().unwrap())
-            .collect::<Vec<_>>()
-    };
-    // Two of one target, then one each of two targets with --max-concurrent 1: every probe
-    // fits and succeeds, and no two measurements overlap.
-    for answer in at_once(&["a", "a"], "6")
-        .into_iter()
-        .chain(at_once(&["a", "b"], "6"))
-    {
-        assert_eq!(value(&answer.1, "probe_success"), 1.0, "{}", answer.1);
-    }
-    let mut windows: Vec<(f64, f64)> = ["a", "b"]
+/// Probes of `targets`, all at once, each with Prometheus' `timeout`.
+fn at_once(addr: &str, targets: &[&'static str], timeout: &'static str) -> Vec<String> {
+    let probes: Vec<_> = targets
         .iter()
-        .flat_map(|t| saved(dir.path(), t))
+        .map(|&t| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || probe(&addr, t, Some(timeout)).1)
+        })
+        .collect();
+    probes.into_iter().map(|p| p.join().unwrap()).collect()
+}
+
+/// The saved runs of `targets` as (start, end) in Unix ms, by start.
+fn windows(dir: &Path, targets: &[&str]) -> Vec<(f64, f64)> {
+    let mut w: Vec<(f64, f64)> = targets
+        .iter()
+        .flat_map(|t| saved(dir, t))
         .map(|(ms, events)| {
             let end = summary(&events)["t_ns"].as_f64().unwrap() / 1e6;
             (ms as f64, ms as f64 + end)
         })
         .collect();
-    assert_eq!(windows.len(), 4);
-    windows.sort_by(|x, y| x.0.total_cmp(&y.0));
-    for w in windows.windows(2) {
-        assert!(w[0].1 <= w[1].0 + 1.0, "overlapping runs {w:?}");
+    w.sort_by(|x, y| x.0.total_cmp(&y.0));
+    w
+}
+
+fn assert_apart(w: &[(f64, f64)]) {
+    for pair in w.windows(2) {
+        assert!(pair[0].1 <= pair[1].0 + 1.0, "overlapping runs {pair:?}");
     }
+}
+
+#[test]
+fn probes_of_one_target_take_turns_and_one_that_cannot_says_busy() {
+    let (dst, relay) = nodes();
+    let config = target("a", &dst, &relay.uri, "duration = \"1s\"")
+        + &target("b", &dst, &relay.uri, "duration = \"1s\"");
+    // Room for two probes at once: only the target's own turn keeps two of it apart.
+    let dir = tempfile::tempdir().unwrap();
+    let (_exp, addr) = exporter(dir.path(), &config, &["--max-concurrent", "2"]);
+    for answer in at_once(&addr, &["a", "a"], "6") {
+        assert_eq!(value(&answer, "probe_success"), 1.0, "{answer}");
+    }
+    let w = windows(dir.path(), &["a"]);
+    assert_eq!(w.len(), 2);
+    assert_apart(&w);
 
     // A probe that cannot get its turn before its deadline fails as busy, in time.
     let long = {
@@ -215,6 +220,21 @@ fn probes_of_one_target_take_turns_and_one_that_cannot_says_busy() {
         "{body}"
     );
     assert_eq!(value(&long.join().unwrap().1, "probe_success"), 1.0);
+}
+
+#[test]
+fn max_concurrent_1_keeps_probes_of_two_targets_apart() {
+    let (dst, relay) = nodes();
+    let config = target("a", &dst, &relay.uri, "duration = \"1s\"")
+        + &target("b", &dst, &relay.uri, "duration = \"1s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let (_exp, addr) = exporter(dir.path(), &config, &["--max-concurrent", "1"]);
+    for answer in at_once(&addr, &["a", "b"], "6") {
+        assert_eq!(value(&answer, "probe_success"), 1.0, "{answer}");
+    }
+    let w = windows(dir.path(), &["a", "b"]);
+    assert_eq!(w.len(), 2);
+    assert_apart(&w);
 }
 
 #[test]
@@ -314,4 +334,22 @@ fn a_scraper_that_hangs_up_while_waiting_costs_no_measurement() {
 /// How many run files `target` has, complete or not.
 fn saved_count(dir: &Path, target: &str) -> usize {
     std::fs::read_dir(dir.join("runs").join(target)).map_or(0, |d| d.count())
+}
+
+#[test]
+fn a_stopping_exporter_answers_the_probes_in_flight() {
+    let (dst, relay) = nodes();
+    let config = target("a", &dst, &relay.uri, "duration = \"30s\"");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut exp, addr) = exporter(dir.path(), &config, &[]);
+    let in_flight = std::thread::spawn(move || probe(&addr, "a", Some("20")));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(exp.terminate(Duration::from_secs(10)), Some(0));
+    let (status, body, took) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(value(&body, "probe_success"), 0.0, "{body}");
+    assert_eq!(value(&body, "mux_bw_probe_failed{cause=\"shutdown\"}"), 1.0);
+    let said = exp.wait_stderr("stopped", Duration::from_secs(1));
+    assert!(said.contains("stopping\nstopped"), "{said}");
 }

@@ -43,6 +43,9 @@ const MAX_TARGETS: usize = 1024;
 /// Most probes at once (each is a whole measurement on this host).
 const MAX_CONCURRENT: u64 = 64;
 
+/// The longest a stopping exporter waits for its probes in flight to answer.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// `run` flags that say where output goes: the exporter's answers are its output.
 const OUTPUT_KEYS: [&str; 3] = ["json", "json_file", "live"];
 
@@ -120,6 +123,10 @@ pub(super) async fn run_exporter(a: ExporterArgs) -> anyhow::Result<i32> {
     say(&format!("targets: {}", names.join(", ")));
     shutdown.cancelled().await;
     say("stopping");
+    // The probes in flight end at once (cause `shutdown`); their answers get out before the
+    // server stops.
+    exporter.settle(SETTLE).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     stop_http.cancel();
     let _ = server.await;
     say("stopped");

@@ -227,6 +227,18 @@ impl Exporter {
         }
     }
 
+    /// Waits up to `limit` for the probes in flight, which `shutdown` cut, to give back their
+    /// turns: by then their answers (`shutdown`) are written or on their way.
+    pub async fn settle(&self, limit: Duration) {
+        let all = self.settings.max_concurrent.max(1);
+        let _ = tokio::time::timeout(limit, async {
+            while self.running.available_permits() < all {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
     /// The page at `/`: what to scrape.
     fn index(&self) -> String {
         let mut page = String::from(

@@ -265,6 +265,22 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends SIGTERM and waits up to `limit` for the exit; its code, if it exited.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
