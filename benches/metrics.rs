@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http, run, NodeProc};
-use serde_json::{json, Value};
+use common::{http, run, summary, NodeProc};
+use serde_json::json;
 
 /// Between two scrapes of the relay's `/metrics`.
 const SCRAPE_EVERY: Duration = Duration::from_millis(100);
@@ -31,13 +31,7 @@ fn forwarding(dst: &NodeProc, metrics: bool, duration: &str, omit: &str) -> (f64
     let stop = Arc::new(AtomicBool::new(false));
     let scrapes = Arc::new(AtomicU64::new(0));
     let scraper = metrics.then(|| {
-        let err = relay.wait_stderr("/metrics", Duration::from_secs(10));
-        let addr = err
-            .split("metrics on http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .expect("the relay says its metrics address")
-            .to_string();
+        let addr = relay.metrics_addr();
         let (stop, scrapes) = (stop.clone(), scrapes.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -74,10 +68,7 @@ fn forwarding(dst: &NodeProc, metrics: bool, duration: &str, omit: &str) -> (f64
     }
     assert_eq!(out.code, 0, "{}", out.stderr);
     let events = out.events();
-    let summary: &Value = events
-        .iter()
-        .find(|e| e["type"] == "summary")
-        .expect("a summary");
+    let summary = summary(&events);
     (
         summary["aggregate_bps"].as_f64().unwrap_or(0.0),
         scrapes.load(Ordering::Relaxed),

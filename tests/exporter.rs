@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{http, run, Daemon, NodeProc};
+use common::{http, run, summary, Daemon, NodeProc};
 use serde_json::Value;
 
 /// A destination and a relay requiring token `t`.
@@ -23,20 +23,7 @@ fn nodes() -> (NodeProc, NodeProc) {
 fn exporter(dir: &Path, text: &str, extra: &[&str]) -> (Daemon, String) {
     let config = dir.join("exporter.toml");
     std::fs::write(&config, text).unwrap();
-    let runs = dir.join("runs");
-    let mut args = vec![
-        "exporter",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-        "--save-runs",
-        runs.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let d = Daemon::start(common::bin(), &args);
-    let addr = d.address_after("exporter on http://");
-    (d, addr)
+    common::exporter(&config, &dir.join("runs"), extra)
 }
 
 /// A probe of `target` with Prometheus' timeout header (`None`: without it); the status, the
@@ -76,13 +63,6 @@ fn saved(dir: &Path, target: &str) -> Vec<(u64, Vec<Value>)> {
             (ms, events)
         })
         .collect()
-}
-
-fn summary(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .find(|e| e["type"] == "summary")
-        .expect("a summary")
 }
 
 /// `[targets.NAME]` through `relay` to `dst` with the run flags in `keys`.

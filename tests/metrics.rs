@@ -13,13 +13,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A node process with `--metrics 127.0.0.1:0` and the address its metrics server said.
 fn node(role: &str) -> (NodeProc, String) {
     let n = NodeProc::start(role, &["--token", "t", "--metrics", "127.0.0.1:0"]);
-    let err = n.wait_stderr("/metrics", Duration::from_secs(10));
-    let addr = err
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|r| r.split("/metrics").next())
-        .unwrap_or_else(|| panic!("no metrics address in {err:?}"))
-        .to_string();
+    let addr = n.metrics_addr();
     (n, addr)
 }
 

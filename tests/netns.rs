@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::summary;
 use serde_json::Value;
 use topology::{Shape, Topology};
 
@@ -47,13 +48,6 @@ fn mux_bw(topo: &Topology, command: &str, args: &[&str]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON"))
         .collect()
-}
-
-fn summary(events: &[Value]) -> &Value {
-    events
-        .iter()
-        .find(|e| e["type"] == "summary")
-        .expect("summary")
 }
 
 fn assert_gone(names: &[String]) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http, Daemon, NodeProc};
+use common::{http, summary, Daemon, NodeProc};
 use serde_json::Value;
 
 /// How long Prometheus may take to start and to scrape each probe target twice.
@@ -30,13 +30,7 @@ fn installed(program: &str) -> bool {
 /// A node with `--metrics` on a port of its choosing, and that metrics address.
 fn node(role: &str) -> (NodeProc, String) {
     let n = NodeProc::start(role, &["--token", "t", "--metrics", "127.0.0.1:0"]);
-    let err = n.wait_stderr("/metrics", Duration::from_secs(10));
-    let addr = err
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in {err:?}"))
-        .to_string();
+    let addr = n.metrics_addr();
     (n, addr)
 }
 
@@ -117,10 +111,6 @@ fn saved(dir: &Path, target: &str) -> Vec<(u64, Vec<Value>)> {
         .collect();
     out.sort_by_key(|r| r.0);
     out
-}
-
-fn summary(events: &[Value]) -> &Value {
-    events.iter().find(|e| e["type"] == "summary").unwrap()
 }
 
 /// `promtool check metrics` on what `addr` serves at `path`: nothing but the notes its
@@ -212,23 +202,11 @@ impl Fleet {
             + &target("dead", &doomed_uri, "setup_timeout = \"10s\"");
         std::fs::write(&config, text).unwrap();
         let runs = dir.path().join("runs");
-        let exporter = Daemon::start(
-            common::bin(),
-            &[
-                "exporter",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                config.to_str().unwrap(),
-                "--save-runs",
-                runs.to_str().unwrap(),
-                "--max-concurrent",
-                "2",
-                "--timeout-offset",
-                "200ms",
-            ],
+        let (exporter, exp) = common::exporter(
+            &config,
+            &runs,
+            &["--max-concurrent", "2", "--timeout-offset", "200ms"],
         );
-        let exp = exporter.address_after("exporter on http://");
         let (server, prom) = prometheus(
             dir.path(),
             &prometheus_yml(

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::inproc::{client, start, Node, TOKEN};
-use common::{lab_json, of_type, run};
+use common::{lab_json, of_type, run, summary};
 use mux_bw::node::Role;
 use mux_bw::wire::close::CLOSE_INTEGRITY;
 use mux_bw::wire::mode::Mode;
@@ -19,10 +19,6 @@ use mux_bw::wire::tls;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn summary(events: &[Value]) -> &Value {
-    of_type(events, "summary")[0]
-}
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))

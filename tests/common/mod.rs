@@ -63,6 +63,14 @@ pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == ty).collect()
 }
 
+/// The run's `summary` event (panics if there is none).
+pub fn summary(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .find(|e| e["type"] == "summary")
+        .expect("a summary event")
+}
+
 /// A node process (`serve` or `relay`) that is killed when dropped.
 pub struct NodeProc {
     child: Child,
@@ -161,6 +169,16 @@ impl NodeProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The `host:port` of the node's `--metrics` server, as it said on stderr.
+    pub fn metrics_addr(&self) -> String {
+        let err = self.wait_stderr("/metrics", Duration::from_secs(10));
+        err.split("metrics on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no metrics address in {err:?}"))
+            .to_string()
     }
 
     /// Sends SIGTERM.
@@ -286,6 +304,28 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `mux-bw exporter` on `config` (127.0.0.1, a port of its choosing), saving runs in `runs`, with
+/// `extra` flags; and its address.
+pub fn exporter(
+    config: &std::path::Path,
+    runs: &std::path::Path,
+    extra: &[&str],
+) -> (Daemon, String) {
+    let mut args = vec![
+        "exporter",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().expect("UTF-8 path"),
+        "--save-runs",
+        runs.to_str().expect("UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(bin(), &args);
+    let addr = d.address_after("exporter on http://");
+    (d, addr)
 }
 
 /// One HTTP/1.0 request with extra `headers`; the status code and body.
