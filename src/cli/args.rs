@@ -383,8 +383,9 @@ pub(super) struct StripeArgs {
     /// Upload only (--mode up); RTT probes and --redial work as usual.
     #[arg(long)]
     pub(super) stripe: bool,
-    /// Which route carries each segment: round-robin (in turn), weighted (in turn, by measured
-    /// rate) or earliest-arrival (where it is predicted to arrive first; docs/STRIPE.md).
+    /// Which route carries each segment: round-robin (in turn), weighted (by measured rate,
+    /// skipping a route at its cap) or earliest-arrival (where it is predicted to arrive
+    /// first; docs/STRIPE.md).
     #[arg(long, value_enum, default_value_t = Scheduler::EarliestArrival, requires = "stripe")]
     pub(super) scheduler: Scheduler,
     /// Payload bytes per segment (1K to 1M).

@@ -90,18 +90,25 @@ impl Route {
         self.rates.iter().copied().reduce(f64::max)
     }
 
-    fn lane(&self, index: u32, now: Instant) -> Lane {
+    /// The route as the scheduler sees it; `cap` is the most it may have in flight.
+    fn lane(&self, index: u32, now: Instant, cap: u64) -> Lane {
         let inflight = self.written - self.confirmed;
         Lane {
             index,
             inflight,
             rate: self.rate(),
             delay: self.delay,
-            waiting: if inflight == 0 {
-                Duration::ZERO
-            } else {
-                now.saturating_duration_since(self.progress_at)
-            },
+            waiting: self.waiting(now),
+            room: inflight < cap,
+        }
+    }
+
+    /// How long its bytes in flight have waited for any confirmation (0 with none in flight).
+    fn waiting(&self, now: Instant) -> Duration {
+        if self.written == self.confirmed {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.progress_at)
         }
     }
 
@@ -344,7 +351,7 @@ impl Stripe {
         let st = self.state();
         st.routes
             .get(&index)
-            .map_or(Duration::ZERO, |r| r.lane(index, now).waiting)
+            .map_or(Duration::ZERO, |r| r.waiting(now))
     }
 
     /// A segment for route `index` now, if it should send one: a resend first, else the next
@@ -369,7 +376,11 @@ impl Stripe {
                 return None;
             }
             let len = u64::from(self.cfg.segment).min(left);
-            let lanes: Vec<Lane> = st.routes.iter().map(|(i, r)| r.lane(*i, now)).collect();
+            let lanes: Vec<Lane> = st
+                .routes
+                .iter()
+                .map(|(i, r)| r.lane(*i, now, lane_cap(r, horizon, self.cfg.segment)))
+                .collect();
             if st.next + len > st.delivered + u64::from(self.cfg.window)
                 || st.turns.pick(&lanes, len) != Some(index)
             {

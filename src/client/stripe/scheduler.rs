@@ -9,7 +9,8 @@ use std::time::Duration;
 pub enum Scheduler {
     /// Segments in turn, one per route, each waiting for its route (the naive baseline).
     RoundRobin,
-    /// In turn, weighted by each route's measured rate (smooth weighted round-robin).
+    /// In turn, weighted by each route's measured rate (smooth weighted round-robin), never
+    /// waiting for a route at its cap.
     Weighted,
     /// Where the segment is predicted to arrive first, from the route's bytes in flight, rate
     /// and base delay; waits for a busy fast route rather than use a slow one that would
@@ -42,6 +43,8 @@ pub struct Lane {
     /// How long its oldest unconfirmed bytes have waited for any confirmation: a stalled
     /// route's predictions grow with it.
     pub waiting: Duration,
+    /// Whether it may take a segment now (its bytes in flight are below its cap).
+    pub room: bool,
 }
 
 /// Rate assumed for a route not measured yet, when no route is: 10 Mbit/s.
@@ -85,6 +88,8 @@ pub struct Turns {
     credit: Vec<(u32, f64)>,
     /// The route whose turn it is (round-robin, weighted), kept until it takes the segment.
     turn: Option<u32>,
+    /// Weighted: what the route whose turn it is paid for it, given back if it has no room.
+    paid: f64,
 }
 
 impl Turns {
@@ -94,6 +99,7 @@ impl Turns {
             last: None,
             credit: Vec::new(),
             turn: None,
+            paid: 0.0,
         }
     }
 
@@ -104,8 +110,12 @@ impl Turns {
             return None;
         }
         if let Some(t) = self.turn {
-            if lanes.iter().any(|l| l.index == t) {
-                return Some(t);
+            match lanes.iter().find(|l| l.index == t) {
+                // Weighted does not wait for a route that cannot take the segment: the turn
+                // goes back, paid back, and the routes with room share it.
+                Some(l) if self.kind == Scheduler::Weighted && !l.room => self.give_back(t),
+                Some(_) => return Some(t),
+                None => {}
             }
         }
         let pick = match self.kind {
@@ -113,7 +123,7 @@ impl Turns {
                 let next = lanes.iter().find(|l| Some(l.index) > self.last);
                 next.unwrap_or(&lanes[0]).index
             }
-            Scheduler::Weighted => self.weighted(lanes),
+            Scheduler::Weighted => self.weighted(lanes)?,
             Scheduler::EarliestArrival => {
                 let fb = fallback(lanes);
                 let mut best = (f64::INFINITY, lanes[0].index);
@@ -130,14 +140,16 @@ impl Turns {
         Some(pick)
     }
 
-    /// Smooth weighted round-robin (nginx's): each route gains its weight, the richest is
-    /// picked and pays the total. Unmeasured routes weigh the mean of the measured.
-    fn weighted(&mut self, lanes: &[Lane]) -> u32 {
+    /// Smooth weighted round-robin (nginx's) among the routes with room: each gains its weight,
+    /// the richest is picked and pays the total. Unmeasured routes weigh the mean of the
+    /// measured. A route without room neither gains nor can be picked, so a route whose rate
+    /// is overestimated cannot hold the others to its pace. `None` when no route has room.
+    fn weighted(&mut self, lanes: &[Lane]) -> Option<u32> {
         self.credit
             .retain(|(i, _)| lanes.iter().any(|l| l.index == *i));
         let (fb, _) = fallback(lanes);
         let mut total = 0.0;
-        for l in lanes {
+        for l in lanes.iter().filter(|l| l.room) {
             let w = l.rate.unwrap_or(fb).max(1.0);
             total += w;
             match self.credit.iter_mut().find(|(i, _)| *i == l.index) {
@@ -148,11 +160,20 @@ impl Turns {
         let (i, c) = self
             .credit
             .iter_mut()
+            .filter(|(i, _)| lanes.iter().any(|l| l.index == *i && l.room))
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, c)| (*i, c))
-            .expect("one credit per lane, and there is a lane");
+            .map(|(i, c)| (*i, c))?;
         *c -= total;
-        i
+        self.paid = total;
+        Some(i)
+    }
+
+    /// The turn of route `index` goes back unused: it gets back what it paid.
+    fn give_back(&mut self, index: u32) {
+        if let Some((_, c)) = self.credit.iter_mut().find(|(i, _)| *i == index) {
+            *c += self.paid;
+        }
+        self.turn = None;
     }
 
     /// Route `index` took the segment: the turn moves on.
@@ -173,6 +194,7 @@ mod tests {
             rate: Some(rate),
             delay: Some(Duration::from_millis(delay_ms)),
             waiting: Duration::ZERO,
+            room: true,
         }
     }
 
@@ -205,6 +227,32 @@ mod tests {
         let p = picks(&mut t, &lanes, 400);
         let on1 = p.iter().filter(|i| **i == 1).count();
         assert_eq!(on1, 300);
+    }
+
+    #[test]
+    fn weighted_gives_a_full_routes_turn_to_the_others() {
+        // Route 1 is overestimated (3x) but at its cap: the turn it holds goes back and the
+        // routes with room take every segment, in their own proportion.
+        let full = Lane {
+            room: false,
+            ..lane(1, 500_000, 3e6, 1)
+        };
+        let lanes = [lane(0, 0, 1e6, 1), full, lane(2, 0, 1e6, 1)];
+        let mut t = Turns::new(Scheduler::Weighted);
+        let p = picks(&mut t, &lanes, 100);
+        assert!(!p.contains(&1), "{p:?}");
+        assert_eq!(p.iter().filter(|i| **i == 0).count(), 50);
+        // Given the turn while it had room, it loses it when full and is paid back: once it
+        // has room again it takes its share at once.
+        let mut t = Turns::new(Scheduler::Weighted);
+        let mut lanes = [lane(0, 0, 1e6, 1), lane(1, 0, 3e6, 1)];
+        assert_eq!(t.pick(&lanes, 1000), Some(1));
+        lanes[1].room = false;
+        assert_eq!(t.pick(&lanes, 1000), Some(0));
+        t.taken(0);
+        assert_eq!(t.pick(&[lanes[1]], 1000), None, "nobody with room");
+        lanes[1].room = true;
+        assert_eq!(t.pick(&lanes, 1000), Some(1));
     }
 
     #[test]
