@@ -46,6 +46,9 @@ const MAX_CONCURRENT: u64 = 64;
 /// The longest a stopping exporter waits for its probes in flight to answer.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// The keys that say where a target's token is.
+const TOKEN_KEYS: [&str; 3] = ["token", "token_file", "token_env"];
+
 /// `run` flags that say where output goes: the exporter's answers are its output.
 const OUTPUT_KEYS: [&str; 3] = ["json", "json_file", "live"];
 
@@ -200,6 +203,10 @@ fn parse_config(name: &str, text: &str) -> Result<Vec<Target>, UsageError> {
             )));
         };
         let mut keys = defaults.clone();
+        // A target that says where its token is overrides where the defaults say it is.
+        if TOKEN_KEYS.iter().any(|k| own.contains_key(*k)) {
+            keys.retain(|k, _| !TOKEN_KEYS.contains(&k));
+        }
         keys.extend(own);
         out.push(target_of(&target, keys).map_err(|e| bad(format!("target '{target}': {}", e.0)))?);
     }
@@ -412,6 +419,14 @@ mod tests {
             assert!(e.starts_with("--config 'x.toml'"), "{e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn a_targets_own_token_overrides_the_defaults_token_source() {
+        let text = format!(
+            "[defaults]\ntoken_env = \"MUX_BW_SURELY_UNSET\"\n\n[targets.a]\nto = \"{URI}\"\ntoken = \"mine\"\n"
+        );
+        assert_eq!(parse(&text).unwrap()[0].config.token, b"mine");
     }
 
     #[test]
