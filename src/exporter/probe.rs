@@ -19,8 +19,12 @@ use crate::wire::close::Cause;
 pub const MIN_MEASURE: Duration = Duration::from_millis(200);
 
 /// Time kept for what surrounds the measured load: the routes' end and the answer (0.1 to
-/// 0.2 s on loopback, measured; a hard deadline backs it up).
+/// 0.2 s on loopback, measured); the deadline plus `ANSWER_GRACE` bounds the answer.
 const RESERVE: Duration = Duration::from_millis(300);
+
+/// After the deadline, how long a cut run may take to emit its summary before the probe is
+/// answered without it: well inside the default `--timeout-offset`.
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// Also kept with `probe_rtt`: the idle baseline's 10 probes before the load.
 const IDLE_RESERVE: Duration = Duration::from_millis(500);
@@ -204,12 +208,20 @@ pub async fn measure(
         }
         summary
     });
-    let summary = match summary_rx.await {
-        Ok(s) => s,
-        Err(_) => match run.await {
+    // The answer waits for the summary only until the deadline and a grace for the cut run to
+    // say what it measured; a run whose routes do not end by then is answered as `deadline`
+    // (it goes on ending them on its own task, holding the turn).
+    let summary = tokio::select! {
+        s = summary_rx => match s {
             Ok(s) => s,
-            Err(_) => return Outcome::without_run(Failure::Local, started),
+            Err(_) => match run.await {
+                Ok(s) => s,
+                Err(_) => return Outcome::without_run(Failure::Local, started),
+            },
         },
+        _ = tokio::time::sleep_until(deadline + ANSWER_GRACE) => {
+            return Outcome::without_run(Failure::Deadline, started);
+        }
     };
     let failure = if cut.is_cancelled() {
         Some(Failure::Deadline)
