@@ -168,7 +168,9 @@ fn parse_config(name: &str, text: &str) -> Result<Vec<Target>, UsageError> {
         .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
     let defaults = match doc.remove("defaults") {
         None => toml::Table::new(),
-        Some(toml::Value::Table(t)) => t,
+        Some(toml::Value::Table(t)) => {
+            canonical(t).map_err(|e| bad(format!("[defaults]: {}", e.0)))?
+        }
         Some(_) => return Err(bad("[defaults] must be a table of run flags".into())),
     };
     let targets = match doc.remove("targets") {
@@ -202,6 +204,7 @@ fn parse_config(name: &str, text: &str) -> Result<Vec<Target>, UsageError> {
                 "target '{target}' must be a table of run flags"
             )));
         };
+        let own = canonical(own).map_err(|e| bad(format!("target '{target}': {}", e.0)))?;
         let mut keys = defaults.clone();
         // A target that says where its token is overrides where the defaults say it is.
         if TOKEN_KEYS.iter().any(|k| own.contains_key(*k)) {
@@ -209,6 +212,34 @@ fn parse_config(name: &str, text: &str) -> Result<Vec<Target>, UsageError> {
         }
         keys.extend(own);
         out.push(target_of(&target, keys).map_err(|e| bad(format!("target '{target}': {}", e.0)))?);
+    }
+    Ok(out)
+}
+
+/// `keys` spelled one way, so a target's key replaces the defaults' however either is written:
+/// `min-hops` is `min_hops`, `relays` is `relay`. A key must be a flag's name: lowercase letters,
+/// digits and `_`/`-`, starting with a letter.
+fn canonical(keys: toml::Table) -> Result<toml::Table, UsageError> {
+    let mut out = toml::Table::new();
+    for (key, value) in keys {
+        let plain = key.starts_with(|c: char| c.is_ascii_lowercase())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !plain {
+            return Err(UsageError(format!(
+                "key '{key}': expected a run flag's name (lowercase letters, digits, '_')"
+            )));
+        }
+        let key = key.replace('-', "_");
+        let key = if key == "relays" {
+            "relay".to_string()
+        } else {
+            key
+        };
+        if out.insert(key.clone(), value).is_some() {
+            return Err(UsageError(format!("key '{key}' given twice")));
+        }
     }
     Ok(out)
 }
@@ -223,17 +254,10 @@ fn target_of(name: &str, mut keys: toml::Table) -> Result<Target, UsageError> {
                 "'{key}' is not for a probe: the exporter's answer is its output (--save-runs keeps events)"
             )));
         }
-        let flag = format!("--{}", key.replace('_', "-"));
-        let flag = if flag == "--relays" {
-            "--relay".to_string()
-        } else {
-            flag
-        };
-        push_flag(&mut argv, &flag, value)?;
+        push_flag(&mut argv, &format!("--{}", key.replace('_', "-")), value)?;
     }
     if let Some(t) = token {
-        argv.push("--token".into());
-        argv.push(t);
+        argv.push(format!("--token={t}"));
     }
     let flags = TargetFlags::try_parse_from(&argv).map_err(|e| {
         let text = e.render().to_string();
@@ -292,14 +316,11 @@ fn push_flag(argv: &mut Vec<String>, flag: &str, value: &toml::Value) -> Result<
         toml::Value::Boolean(false) => {}
         toml::Value::Array(items) => {
             for v in items {
-                argv.push(flag.to_string());
-                argv.push(word(v)?);
+                argv.push(format!("{flag}={}", word(v)?));
             }
         }
-        v => {
-            argv.push(flag.to_string());
-            argv.push(word(v)?);
-        }
+        // One word, so a value that starts with '-' stays a value.
+        v => argv.push(format!("{flag}={}", word(v)?)),
     }
     Ok(())
 }
@@ -427,6 +448,31 @@ mod tests {
             "[defaults]\ntoken_env = \"MUX_BW_SURELY_UNSET\"\n\n[targets.a]\nto = \"{URI}\"\ntoken = \"mine\"\n"
         );
         assert_eq!(parse(&text).unwrap()[0].config.token, b"mine");
+    }
+
+    #[test]
+    fn keys_are_flag_names_however_spelled_and_values_may_start_with_a_dash() {
+        let text = format!(
+            "[defaults]\nrelays = [\"{URI}\"]\ntoken = \"-x\"\n\n[targets.a]\nto = \"{URI}\"\nmin-hops = 1\nrelay = []\n"
+        );
+        let t = parse(&text).unwrap();
+        assert_eq!(t[0].config.token, b"-x");
+        assert!(
+            t[0].config.relays.is_empty(),
+            "the target's relay list replaces the defaults'"
+        );
+        for bad in [
+            "\"routes=2\" = 1",
+            "\"\" = true",
+            "Routes = 2",
+            "json-file = \"x\"",
+        ] {
+            let e = parse(&format!("[targets.a]\nto = \"{URI}\"\n{bad}\n")).unwrap_err();
+            assert!(
+                e.contains("key") || e.contains("not for a probe"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
