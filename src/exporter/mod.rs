@@ -107,7 +107,7 @@ impl Own {
         );
         r.register(
             "probe_failures",
-            "Failed probes by target and cause (a route's cause, or busy, budget, deadline, shutdown)",
+            "Failed probes by target and cause (a route's cause, or routes, busy, budget, deadline, shutdown, integrity, local)",
             own.failures.clone(),
         );
         r.register_with_unit(

@@ -138,6 +138,8 @@ pub fn fit(cfg: &RunConfig, remaining: Duration) -> Option<RunConfig> {
     };
     (sized || duration >= MIN_MEASURE).then(|| RunConfig {
         setup_timeout,
+        // A route silent for half the measurement is reported stalled within it.
+        stall_timeout: cfg.stall_timeout.min(duration / 2).max(MIN_MEASURE / 2),
         omit,
         duration,
         load_started: CancellationToken::new(),
@@ -264,15 +266,18 @@ fn tap(
     }))
 }
 
-/// A run that completed: success when every planned route came up (or `allow_partial`) and
-/// none failed during the run, and a striped transfer lost nothing. Stricter than `run`'s
+/// A run that completed: success when every planned route came up (or `allow_partial`), none
+/// failed during the run or ended stalled, and a striped transfer lost nothing. Stricter than `run`'s
 /// exit code, which is 0 while some route still carried bytes: a probe watches health.
 pub fn verdict(s: &Summary, allow_partial: bool) -> Option<Failure> {
     let stripe_lost = s
         .stripe
         .as_ref()
         .is_some_and(|st| st.corrupt_bytes > 0 || st.missing_bytes > 0);
-    if s.routes_established == 0 || s.routes_failed > 0 || (s.partial && !allow_partial) {
+    // A route that ended stalled carried nothing for a while: as unhealthy as a failed one.
+    let stalled = s.routes.iter().any(|r| r.state == "stalled");
+    if s.routes_established == 0 || s.routes_failed > 0 || stalled || (s.partial && !allow_partial)
+    {
         Some(Failure::Routes)
     } else if stripe_lost {
         Some(Failure::Integrity)
@@ -353,6 +358,20 @@ mod tests {
         assert!(fit(&cfg, Duration::from_millis(500)).is_none());
         assert!(fit(&cfg, Duration::ZERO).is_none());
         assert!(fit(&cfg, Duration::from_millis(700)).is_some());
+    }
+
+    #[test]
+    fn a_route_that_ended_stalled_fails_the_probe() {
+        use crate::report::events::Event;
+        use crate::report::fixtures;
+        let of = |state: &'static str| {
+            let Event::Summary(s) = fixtures::summary(8, vec![fixtures::route(state, 8, 0)]) else {
+                unreachable!("the fixture is a summary")
+            };
+            s
+        };
+        assert_eq!(verdict(&of("up"), false), None);
+        assert_eq!(verdict(&of("stalled"), false), Some(Failure::Routes));
     }
 
     #[test]
