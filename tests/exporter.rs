@@ -171,6 +171,18 @@ fn assert_apart(w: &[(f64, f64)]) {
     }
 }
 
+/// Probes of `targets` sent at once all fit, succeed and measure one after another.
+fn all_succeed_apart(addr: &str, dir: &Path, targets: &[&'static str]) {
+    for answer in at_once(addr, targets, "6") {
+        assert_eq!(value(&answer, "probe_success"), 1.0, "{answer}");
+    }
+    let mut names = targets.to_vec();
+    names.dedup();
+    let w = windows(dir, &names);
+    assert_eq!(w.len(), targets.len());
+    assert_apart(&w);
+}
+
 #[test]
 fn probes_of_one_target_take_turns_and_one_that_cannot_says_busy() {
     let (dst, relay) = nodes();
@@ -179,12 +191,7 @@ fn probes_of_one_target_take_turns_and_one_that_cannot_says_busy() {
     // Room for two probes at once: only the target's own turn keeps two of it apart.
     let dir = tempfile::tempdir().unwrap();
     let (_exp, addr) = exporter(dir.path(), &config, &["--max-concurrent", "2"]);
-    for answer in at_once(&addr, &["a", "a"], "6") {
-        assert_eq!(value(&answer, "probe_success"), 1.0, "{answer}");
-    }
-    let w = windows(dir.path(), &["a"]);
-    assert_eq!(w.len(), 2);
-    assert_apart(&w);
+    all_succeed_apart(&addr, dir.path(), &["a", "a"]);
 
     // A probe that cannot get its turn before its deadline fails as busy, in time.
     let long = {
@@ -209,12 +216,7 @@ fn max_concurrent_1_keeps_probes_of_two_targets_apart() {
         + &target("b", &dst, &relay.uri, "duration = \"1s\"");
     let dir = tempfile::tempdir().unwrap();
     let (_exp, addr) = exporter(dir.path(), &config, &["--max-concurrent", "1"]);
-    for answer in at_once(&addr, &["a", "b"], "6") {
-        assert_eq!(value(&answer, "probe_success"), 1.0, "{answer}");
-    }
-    let w = windows(dir.path(), &["a", "b"]);
-    assert_eq!(w.len(), 2);
-    assert_apart(&w);
+    all_succeed_apart(&addr, dir.path(), &["a", "b"]);
 }
 
 #[test]
